@@ -1,0 +1,329 @@
+//! Configuration: one clap struct (flags with environment fallbacks, `--help` from the doc
+//! comments), turned into [`Settings`] with real types before anything is bound or connected.
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use thiserror::Error;
+
+/// Deployment colour of an instance (blue-green).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+}
+
+impl fmt::Display for Color {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// A string that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// wsfleet: one node of a Redis-backed WebSocket fleet.
+#[derive(Debug, Parser)]
+#[command(name = "wsfleet", version)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8000")]
+    pub bind_addr: SocketAddr,
+
+    /// Redis server holding counters, the registry and the pub/sub channel.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Name of this instance in the registry (default: unique per process).
+    #[arg(long, env = "INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
+
+    /// Deployment colour.
+    #[arg(long, env = "COLOR", value_enum, default_value_t = Color::Blue)]
+    pub color: Color,
+
+    /// How often the fleet sends `{"ts": …}` to every socket.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How often each socket is pinged; no pong for two intervals closes it.
+    #[arg(long, env = "PING_INTERVAL", default_value = "20s", value_parser = parse_positive_duration)]
+    pub ping_interval: Duration,
+
+    /// Longest time from SIGTERM/SIGINT to exit.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Window over which a drain spreads its closes.
+    #[arg(long, env = "DRAIN_SPREAD", default_value = "2s", value_parser = parse_duration)]
+    pub drain_spread: Duration,
+
+    /// Idle time after which a session's counter is forgotten (renewed by every message).
+    #[arg(long, env = "SESSION_TTL", default_value = "24h", value_parser = parse_positive_duration)]
+    pub session_ttl: Duration,
+
+    /// Bearer token for `POST /broadcast`; unset, the endpoint refuses every request.
+    #[arg(long, env = "BROADCAST_TOKEN", hide_env_values = true)]
+    pub broadcast_token: Option<String>,
+
+    /// Largest text frame accepted; a larger one closes the socket with 1009.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub max_message_bytes: u64,
+
+    /// Messages per second per connection (burst of one second); above it, close 1008. 0 disables.
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+
+    /// Most sockets this process holds; further upgrades get 503 (default: what the open-file
+    /// limit allows).
+    #[arg(long, env = "MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Comma-separated Origin values allowed to open a socket (default: any; requests without
+    /// an Origin header, i.e. non-browser clients, are always allowed).
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Log output: one JSON object per line, or pretty for humans.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Registry lease: renewed this often, an instance that stops renewing leaves the fleet
+    /// within 3 periods.
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
+    pub lease_period: Duration,
+
+    /// Longest wait for any one Redis command before it counts as unavailable.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    pub redis_timeout: Duration,
+}
+
+/// Validated configuration, with real types, ready for [`crate::startup::Application::build`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind_addr: SocketAddr,
+    pub redis_url: String,
+    pub instance_id: String,
+    pub color: Color,
+    pub heartbeat_interval: Duration,
+    pub ping_interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub drain_spread: Duration,
+    pub session_ttl: Duration,
+    pub broadcast_token: Option<Secret>,
+    pub max_message_bytes: usize,
+    /// `None`: no rate limit.
+    pub rate_limit: Option<u32>,
+    /// `None`: derived from the open-file limit at start-up.
+    pub max_connections: Option<usize>,
+    pub allowed_origins: Vec<String>,
+    pub log_format: LogFormat,
+    pub lease_period: Duration,
+    pub redis_timeout: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid REDIS_URL {url:?}: {reason}")]
+    RedisUrl { url: String, reason: String },
+    #[error("DRAIN_SPREAD ({spread:?}) must be shorter than half of SHUTDOWN_TIMEOUT ({timeout:?})")]
+    DrainSpread { spread: Duration, timeout: Duration },
+    #[error("ALLOWED_ORIGINS has an empty entry")]
+    EmptyOrigin,
+    #[error("BROADCAST_TOKEN is set but empty; unset it to disable /broadcast")]
+    EmptyToken,
+}
+
+impl Config {
+    /// Checks what clap cannot check field by field and builds [`Settings`].
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        fred::types::config::Config::from_url(&self.redis_url).map_err(|e| ConfigError::RedisUrl {
+            url: self.redis_url.clone(),
+            reason: e.details().to_string(),
+        })?;
+        // The drain has to fit spread closes, registry clean-up and the fleet poll into the
+        // shutdown budget, so the spread may use at most half of it.
+        if self.drain_spread * 2 >= self.shutdown_timeout {
+            return Err(ConfigError::DrainSpread {
+                spread: self.drain_spread,
+                timeout: self.shutdown_timeout,
+            });
+        }
+        let allowed_origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .collect();
+        if allowed_origins.iter().any(String::is_empty) {
+            return Err(ConfigError::EmptyOrigin);
+        }
+        let broadcast_token = match self.broadcast_token {
+            Some(t) if t.is_empty() => return Err(ConfigError::EmptyToken),
+            Some(t) => Some(Secret(t)),
+            None => None,
+        };
+        Ok(Settings {
+            bind_addr: self.bind_addr,
+            redis_url: self.redis_url,
+            instance_id: self.instance_id.unwrap_or_else(default_instance_id),
+            color: self.color,
+            heartbeat_interval: self.heartbeat_interval,
+            ping_interval: self.ping_interval,
+            shutdown_timeout: self.shutdown_timeout,
+            drain_spread: self.drain_spread,
+            session_ttl: self.session_ttl,
+            broadcast_token,
+            max_message_bytes: self.max_message_bytes as usize,
+            rate_limit: (self.rate_limit > 0).then_some(self.rate_limit),
+            max_connections: self.max_connections.map(|n| n as usize),
+            allowed_origins,
+            log_format: self.log_format,
+            lease_period: self.lease_period,
+            redis_timeout: self.redis_timeout,
+        })
+    }
+}
+
+/// `<pid>-<8 random hex>`: unique per process, and the pid helps an operator find it.
+fn default_instance_id() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", std::process::id(), &random[..8])
+}
+
+fn parse_instance_id(s: &str) -> Result<String, String> {
+    crate::protocol::validate_session_id(s)
+        .map_err(|_| "must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'".to_string())?;
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds (`30`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 500ms or 30)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is out of range"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["wsfleet"];
+        argv.extend_from_slice(args);
+        let config = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+        config.into_settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        let cases = [
+            ("30s", Duration::from_secs(30)),
+            ("500ms", Duration::from_millis(500)),
+            ("30", Duration::from_secs(30)),
+            ("0.25", Duration::from_millis(250)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_duration(input), Ok(expected), "input {input:?}");
+        }
+        for bad in ["", "s", "10x", "-1", "1.2.3s", "ms10"] {
+            assert!(parse_duration(bad).is_err(), "input {bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.bind_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.color, Color::Blue);
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(s.ping_interval, Duration::from_secs(20));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(s.drain_spread, Duration::from_secs(2));
+        assert_eq!(s.max_message_bytes, 65536);
+        assert_eq!(s.rate_limit, Some(100));
+        assert!(s.broadcast_token.is_none());
+        assert!(!s.instance_id.is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--bind-addr", "nope"], "bind-addr"),
+            (&["--color", "red"], "red"),
+            (&["--heartbeat-interval", "0"], "greater than zero"),
+            (&["--ping-interval", "fast"], "not a duration"),
+            (&["--max-message-bytes", "0"], "max-message-bytes"),
+            (&["--redis-url", "http://x"], "REDIS_URL"),
+            (&["--drain-spread", "6s"], "DRAIN_SPREAD"),
+            (&["--instance-id", "a b"], "instance-id"),
+            (&["--broadcast-token", ""], "BROADCAST_TOKEN"),
+            (&["--max-connections", "0"], "max-connections"),
+        ];
+        for (args, needle) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = parse(&["--broadcast-token", "hunter2"]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.broadcast_token.unwrap().expose(), "hunter2");
+    }
+}

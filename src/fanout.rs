@@ -1,0 +1,156 @@
+//! Fan-out: the one Redis pub/sub channel every instance subscribes to, and the in-process
+//! broadcast that hands each message to every local socket.
+//!
+//! One pub/sub message is parsed and turned into its client frame once per instance; the
+//! frame (a cheaply cloned `Utf8Bytes`) then goes through a `tokio::sync::broadcast` ring.
+//!
+//! Slow-consumer policy: the ring holds [`FANOUT_BUFFER`] frames shared by all sockets. A
+//! socket whose reader falls more than that many frames behind is closed with 1013 ("try
+//! again later"): it cannot be caught up without unbounded memory, and resuming the session
+//! loses no count. Other sockets are never slowed down by it.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::Utf8Bytes;
+use fred::{
+    clients::SubscriberClient,
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
+};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    metrics::Metrics,
+    protocol::ChannelMessage,
+    store::{Store, StoreError, KEY_PREFIX},
+};
+
+/// Frames buffered for the slowest local socket before it is cut off (see module docs).
+pub const FANOUT_BUFFER: usize = 256;
+
+/// How often each instance publishes a probe to prove its subscription delivers.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A subscription counts as live while something came through it this recently.
+pub const SUBSCRIPTION_FRESHNESS: Duration = Duration::from_secs(3);
+
+pub fn channel_name() -> String {
+    format!("{KEY_PREFIX}fanout")
+}
+
+/// The local end of the fan-out, shared by the subscriber task and every socket.
+pub struct Fanout {
+    tx: broadcast::Sender<Utf8Bytes>,
+    started: Instant,
+    /// Milliseconds after `started` at which the last channel message arrived; 0: never.
+    last_delivery_ms: AtomicU64,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fanout {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(FANOUT_BUFFER);
+        Fanout {
+            tx,
+            started: Instant::now(),
+            last_delivery_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A receiver for one socket. Subscribe before announcing the socket anywhere, so no
+    /// frame published after the welcome is missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Utf8Bytes> {
+        self.tx.subscribe()
+    }
+
+    /// Whether a message came back through the Redis channel within the freshness window.
+    pub fn subscription_is_live(&self) -> bool {
+        let last = self.last_delivery_ms.load(Ordering::Relaxed);
+        last != 0
+            && self.started.elapsed().as_millis() as u64 - last
+                <= SUBSCRIPTION_FRESHNESS.as_millis() as u64
+    }
+
+    fn mark_delivery(&self) {
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        self.last_delivery_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Handles one message from the channel: probes only prove liveness; heartbeats and
+    /// broadcasts go to every local socket.
+    pub fn deliver(&self, payload: &str, metrics: &Metrics) {
+        self.mark_delivery();
+        metrics.pubsub_received.inc();
+        match serde_json::from_str::<ChannelMessage>(payload) {
+            Ok(message) => {
+                if let Some(frame) = message.client_frame() {
+                    // An error only means no socket is connected right now.
+                    let _ = self.tx.send(Utf8Bytes::from(frame));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "ignoring malformed fan-out message"),
+        }
+    }
+}
+
+/// Publishes a message on the fleet channel; returns how many instances received it.
+pub async fn publish(store: &Store, message: &ChannelMessage) -> Result<u64, StoreError> {
+    let text = serde_json::to_string(message).expect("channel messages serialize");
+    Ok(store.redis().publish(channel_name(), text).await?)
+}
+
+/// Runs the subscriber until `cancel`. Every [`PROBE_INTERVAL`] it (re)subscribes when
+/// needed (at start, retrying until Redis answers, and whenever the channel went quiet while
+/// the connection is up; fred also re-subscribes after reconnects) and then publishes a probe,
+/// so readiness reflects a subscription that really delivers, not just an open socket.
+pub async fn run_subscriber(
+    client: SubscriberClient,
+    store: Store,
+    instance: String,
+    fanout: Arc<Fanout>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut messages = client.message_rx();
+    let probe = ChannelMessage::Probe { instance };
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    let mut subscribed = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            received = messages.recv() => match received {
+                Ok(message) => match message.value.as_str() {
+                    Some(text) => fanout.deliver(&text, &metrics),
+                    None => tracing::warn!("ignoring non-text fan-out message"),
+                },
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "fan-out subscriber fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tick.tick() => {
+                if client.is_connected() && (!subscribed || !fanout.subscription_is_live()) {
+                    match client.subscribe(channel_name()).await {
+                        Ok(()) => subscribed = true,
+                        Err(error) => tracing::warn!(%error, "subscribing to the fan-out channel failed"),
+                    }
+                }
+                if let Err(error) = publish(&store, &probe).await {
+                    tracing::debug!(%error, "probe publish failed");
+                }
+            }
+        }
+    }
+    let _ = client.quit().await;
+}

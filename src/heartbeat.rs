@@ -1,0 +1,103 @@
+//! The fleet heartbeat: exactly one `{"ts": …}` per interval for the whole fleet, published
+//! by an elected instance.
+//!
+//! Election is a Redis lease (`wsfleet:heartbeat:leader`, TTL 2 intervals) taken and renewed
+//! by one script that also publishes, so "am I the leader" and "publish" cannot be split by a
+//! failover. Every instance runs the script once per interval; only the lease holder
+//! publishes. When it dies its lease expires within 2 intervals and the next instance to tick
+//! takes over, so the gap is under 3 intervals. The script also refuses to publish twice
+//! within 0.9 interval by Redis's clock, so a hand-over never doubles a beat.
+
+use std::{sync::Arc, time::Duration};
+
+use fred::types::scripts::Script;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    fanout::channel_name,
+    metrics::Metrics,
+    protocol::{timestamp_now, ChannelMessage},
+    store::{Store, StoreError, KEY_PREFIX},
+};
+
+/// Returns 0: another instance leads; 1: leading, too soon to beat; 2: published.
+const BEAT_LUA: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if now - last < tonumber(ARGV[5]) then return 1 end
+redis.call('SET', KEYS[2], now, 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 2";
+
+/// Gives the lease up, only if this instance still holds it.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+fn leader_key() -> String {
+    format!("{KEY_PREFIX}heartbeat:leader")
+}
+
+fn last_beat_key() -> String {
+    format!("{KEY_PREFIX}heartbeat:last")
+}
+
+/// Runs the election and publishes heartbeats until `cancel`, then releases the lease so a
+/// sibling takes over at its next tick.
+pub async fn run(
+    store: Store,
+    instance: String,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let beat = Script::from_lua(BEAT_LUA);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let lease_ms = 2 * interval.as_millis() as u64;
+    let min_spacing_ms = interval.as_millis() as u64 * 9 / 10;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let message = serde_json::to_string(&ChannelMessage::Heartbeat { ts: timestamp_now() })
+                    .expect("heartbeats serialize");
+                let result: Result<i64, StoreError> = store
+                    .run(
+                        &beat,
+                        vec![leader_key(), last_beat_key()],
+                        vec![
+                            instance.clone(),
+                            lease_ms.to_string(),
+                            channel_name(),
+                            message,
+                            min_spacing_ms.to_string(),
+                        ],
+                    )
+                    .await;
+                match result {
+                    Ok(2) => {
+                        metrics.heartbeats_published.inc();
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        metrics.redis_error("heartbeat");
+                        tracing::debug!(%error, "heartbeat election failed");
+                    }
+                }
+            }
+        }
+    }
+    let release = Script::from_lua(RELEASE_LUA);
+    if let Err(error) = store
+        .run::<i64, _, _>(&release, leader_key(), instance)
+        .await
+    {
+        tracing::debug!(%error, "releasing the heartbeat lease failed");
+    }
+}

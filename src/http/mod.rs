@@ -1,0 +1,127 @@
+//! The HTTP side: the router and the operator endpoints (`/healthz`, `/readyz`, `/metrics`,
+//! `/status`, `POST /broadcast`, the `/test/` page).
+
+mod broadcast;
+mod error;
+
+use std::time::Duration;
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::ApiError;
+
+use crate::{state::SharedState, ws};
+
+/// No plain HTTP request may hold shutdown up longer than this.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+const TEST_PAGE: &str = include_str!("test_page.html");
+
+/// The whole application router.
+pub fn app(state: SharedState) -> Router {
+    let http = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/broadcast", post(broadcast::publish))
+        .route("/test/", get(test_page))
+        .route("/test", get(|| async { Redirect::permanent("/test/") }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            HTTP_TIMEOUT,
+        ));
+    // The socket routes get no timeout layer: upgraded connections live for hours.
+    let sockets = Router::new()
+        .route("/ws/chat/", get(ws::upgrade))
+        .route("/ws/chat", get(ws::upgrade));
+    http.merge(sockets)
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 only when Redis answers, the pub/sub subscription delivers and we are not draining.
+async fn readyz(State(app): State<SharedState>) -> Response {
+    let reason = if app.is_draining() {
+        Some("draining")
+    } else if fred::interfaces::ClientLike::ping::<String>(app.store.redis(), None)
+        .await
+        .is_err()
+    {
+        Some("redis unavailable")
+    } else if !app.fanout.subscription_is_live() {
+        Some("pub/sub subscription not delivering")
+    } else {
+        None
+    };
+    app.metrics
+        .redis_available
+        .set(i64::from(reason != Some("redis unavailable")));
+    match reason {
+        None => (StatusCode::OK, Json(json!({ "ready": true }))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<SharedState>) -> impl IntoResponse {
+    app.metrics
+        .fleet_connections
+        .set(app.registry.fleet_connections() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+}
+
+async fn status(State(app): State<SharedState>) -> Json<serde_json::Value> {
+    // With Redis down the instance list is empty and the fleet count is the last one seen.
+    let instances = app.registry.snapshot().await.unwrap_or_default();
+    let instances: Vec<_> = instances
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "color": i.color,
+                "connections": i.connections,
+                "draining": i.draining,
+                "last_seen": chrono::DateTime::from_timestamp_millis(i.last_seen as i64)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            })
+        })
+        .collect();
+    Json(json!({
+        "instance": app.registry.instance_id(),
+        "color": app.settings.color.as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "draining": app.is_draining(),
+        "connections": {
+            "local": app.local_connections(),
+            "fleet": app.registry.fleet_connections(),
+        },
+        "instances": instances,
+    }))
+}
+
+async fn test_page() -> Html<&'static str> {
+    Html(TEST_PAGE)
+}

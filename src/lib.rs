@@ -1,0 +1,31 @@
+//! wsfleet: one node of a horizontally scaled WebSocket fleet backed by Redis.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated into [`config::Settings`].
+//! - [`telemetry`]: JSON (or pretty) logs stamped with instance and colour.
+//! - [`startup`]: builds a node (Redis, listener) and runs it until a shutdown signal.
+//! - [`shutdown`]: the signal future and the drain sequence.
+//! - [`state`]: what every handler and socket shares.
+//! - [`http`]: router and operator endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
+//!   `/broadcast`, `/test/`).
+//! - [`ws`]: the WebSocket upgrade and one socket's session loop.
+//! - [`protocol`]: the JSON frames on the wire and on the pub/sub channel.
+//! - [`store`]: the Redis client and the per-session counter.
+//! - [`registry`]: the crash-safe fleet registry of instances and connections.
+//! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
+//! - [`heartbeat`]: the elected fleet heartbeat.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod config;
+pub mod fanout;
+pub mod heartbeat;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod shutdown;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod ws;

@@ -1,0 +1,219 @@
+//! Prometheus metrics (prometheus-client), all named `wsfleet_…`.
+//!
+//! No label ever carries a connection or session id: label values come from small fixed sets
+//! (close codes, reject reasons, Redis operations), so the series count stays bounded.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    color: String,
+}
+
+/// Every metric the process exports. Cloning a metric handle is cheap (an `Arc`).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections_active: Gauge,
+    pub fleet_connections: Gauge,
+    pub connections_opened: Counter,
+    pub connections_closed: Family<CodeLabel, Counter>,
+    pub upgrades_rejected: Family<ReasonLabel, Counter>,
+    pub messages_received: Counter,
+    pub messages_sent: Counter,
+    pub message_duration: Histogram,
+    pub redis_errors: Family<OperationLabel, Counter>,
+    pub redis_available: Gauge,
+    pub pubsub_received: Counter,
+    pub heartbeats_published: Counter,
+    pub broadcasts_published: Counter,
+    pub slow_consumer_closes: Counter,
+    pub draining: Gauge,
+}
+
+impl Metrics {
+    pub fn new(color: &str) -> Self {
+        let mut registry = Registry::with_prefix("wsfleet");
+        let m = Metrics {
+            connections_active: Gauge::default(),
+            fleet_connections: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            upgrades_rejected: Family::default(),
+            messages_received: Counter::default(),
+            messages_sent: Counter::default(),
+            // 50 µs to ~3.3 s: a Redis round trip on loopback is ~100 µs, a stalled one seconds.
+            message_duration: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
+            redis_errors: Family::default(),
+            redis_available: Gauge::default(),
+            pubsub_received: Counter::default(),
+            heartbeats_published: Counter::default(),
+            broadcasts_published: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            draining: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections_active",
+            "WebSocket connections open on this instance",
+            m.connections_active.clone(),
+        );
+        r.register(
+            "fleet_connections",
+            "WebSocket connections open in the whole fleet, from the Redis registry",
+            m.fleet_connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            m.connections_opened.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "WebSocket connections closed, by close code (1006: no close frame)",
+            m.connections_closed.clone(),
+        );
+        r.register(
+            "upgrades_rejected",
+            "WebSocket upgrade requests refused, by reason",
+            m.upgrades_rejected.clone(),
+        );
+        r.register(
+            "messages_received",
+            "Text frames received from clients",
+            m.messages_received.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "Frames sent to clients (replies, heartbeats, broadcasts)",
+            m.messages_sent.clone(),
+        );
+        r.register_with_unit(
+            "message_handling",
+            "Time from a text frame's arrival to its reply being written",
+            Unit::Seconds,
+            m.message_duration.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Redis commands that failed or timed out, by operation",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "redis_available",
+            "1 while the Redis connection is up",
+            m.redis_available.clone(),
+        );
+        r.register(
+            "pubsub_messages_received",
+            "Messages received on the fan-out channel",
+            m.pubsub_received.clone(),
+        );
+        r.register(
+            "heartbeats_published",
+            "Heartbeats this instance published as the elected publisher",
+            m.heartbeats_published.clone(),
+        );
+        r.register(
+            "broadcasts_published",
+            "Operator broadcasts published through this instance",
+            m.broadcasts_published.clone(),
+        );
+        r.register(
+            "slow_consumer_closes",
+            "Sockets closed because they fell too far behind the fan-out",
+            m.slow_consumer_closes.clone(),
+        );
+        r.register(
+            "draining",
+            "1 while this instance drains for shutdown",
+            m.draining.clone(),
+        );
+        r.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                color: color.to_string(),
+            }),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn redis_error(&self, operation: &'static str) {
+        self.redis_errors
+            .get_or_create(&OperationLabel { operation })
+            .inc();
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.upgrades_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn closed(&self, code: u16) {
+        self.connections_closed
+            .get_or_create(&CodeLabel { code })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_metrics_are_exported_with_the_wsfleet_prefix() {
+        let m = Metrics::new("blue");
+        m.messages_received.inc();
+        m.closed(1001);
+        let text = m.encode();
+        for name in [
+            "# TYPE wsfleet_connections_active gauge",
+            "# TYPE wsfleet_fleet_connections gauge",
+            "# TYPE wsfleet_messages_received counter",
+            "wsfleet_messages_received_total 1",
+            "wsfleet_connections_closed_total{code=\"1001\"} 1",
+            "wsfleet_message_handling_seconds_bucket",
+            "wsfleet_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Shutdown: notice the signal, tell every socket, wait for the fleet, exit in time.
+//!
+//! 1. readiness fails and upgrades are refused (the `draining` flag);
+//! 2. the instance is marked draining in the registry;
+//! 3. every socket finishes its in-flight frame, gets `bye` and close 1001, spread over
+//!    `DRAIN_SPREAD`;
+//! 4. its connections are removed from the registry;
+//! 5. it polls the fleet until no draining instance holds a connection (siblings stopped
+//!    with it) or the deadline comes;
+//! 6. it leaves the registry and returns, within `SHUTDOWN_TIMEOUT` of the signal.
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::SharedState;
+
+/// Kept back from `SHUTDOWN_TIMEOUT` for the last steps (registry removal, HTTP stop, exit).
+const EXIT_MARGIN: Duration = Duration::from_millis(700);
+
+/// How often the fleet is polled while waiting for draining siblings.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; draining"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; draining"),
+    }
+}
+
+/// The background tasks (lease, subscriber, heartbeat) and their stop signal. They run until
+/// the end of the drain: the lease keeps the instance visible as draining meanwhile.
+pub struct Background {
+    pub cancel: CancellationToken,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Time left before the exit deadline.
+pub fn remaining(state: &SharedState, signalled: Instant) -> Duration {
+    (signalled + state.settings.shutdown_timeout).saturating_duration_since(Instant::now())
+}
+
+pub async fn drain(state: &SharedState, signalled: Instant, background: Background) {
+    let deadline = signalled + state.settings.shutdown_timeout - EXIT_MARGIN;
+    let deadline_tokio = tokio::time::Instant::from_std(deadline);
+    state.draining.store(true, Ordering::SeqCst);
+    state.metrics.draining.set(1);
+
+    if let Err(error) = bounded(deadline_tokio, state.registry.set_draining()).await {
+        tracing::warn!(%error, "could not mark this instance draining in the registry");
+    }
+
+    let open = state.local_connections();
+    tracing::info!(connections = open, "closing sockets");
+    state.sessions_cancel.cancel();
+    state.sessions.close();
+    if tokio::time::timeout_at(deadline_tokio, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = state.local_connections(),
+            "sockets still open at the drain deadline"
+        );
+    }
+
+    if let Err(error) = bounded(deadline_tokio, state.registry.remove_all_connections()).await {
+        tracing::warn!(%error, "could not remove this instance's connections from the registry");
+    }
+
+    wait_for_fleet(state, deadline).await;
+
+    background.cancel.cancel();
+    for task in background.tasks {
+        let _ = tokio::time::timeout_at(deadline_tokio, task).await;
+    }
+    if let Err(error) = bounded(
+        tokio::time::Instant::now() + EXIT_MARGIN / 2,
+        state.registry.deregister(),
+    )
+    .await
+    {
+        tracing::warn!(%error, "could not remove this instance from the registry; its lease expires it");
+    }
+}
+
+/// Polls Redis until no draining instance of the fleet holds a connection, logging progress.
+async fn wait_for_fleet(state: &SharedState, deadline: Instant) {
+    loop {
+        let records = match state.registry.snapshot().await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "cannot see the fleet; not waiting for siblings");
+                return;
+            }
+        };
+        let global: u64 = records.iter().map(|r| r.connections).sum();
+        let draining: u64 = records
+            .iter()
+            .filter(|r| r.draining)
+            .map(|r| r.connections)
+            .sum();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tracing::info!(
+            global,
+            draining,
+            remaining_s = remaining.as_secs_f64(),
+            "global={global} draining={draining} remaining={:.1}s",
+            remaining.as_secs_f64()
+        );
+        if draining == 0 || remaining < POLL_INTERVAL {
+            return;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn bounded<T, E: std::fmt::Display>(
+    deadline: tokio::time::Instant,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    }
+}

@@ -1,0 +1,212 @@
+//! Building and running one node: [`Application::build`] connects to Redis and binds the
+//! listener (keeping the address it really got, so tests can bind port 0);
+//! [`Application::run_until_stopped`] serves until the given shutdown future resolves, then
+//! drains (see [`crate::shutdown`]).
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use fred::clients::SubscriberClient;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    fanout, heartbeat, http,
+    metrics::Metrics,
+    registry::{InstanceInfo, Registry},
+    shutdown,
+    state::{AppState, SharedState},
+    store::Store,
+};
+
+/// File descriptors kept back from the socket budget: Redis connections, the listener,
+/// log output and whatever the runtime opens.
+const FD_RESERVE: u64 = 64;
+
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: SharedState,
+    subscriber: SubscriberClient,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let max_connections = connection_limit(settings.max_connections)
+            .context("failed to read or raise the open-file limit")?;
+        let store = Store::connect(
+            &settings.redis_url,
+            settings.redis_timeout,
+            settings.session_ttl,
+        )
+        .await
+        .context("failed to create the redis client")?;
+        let subscriber = Store::subscriber(&settings.redis_url, settings.redis_timeout)
+            .await
+            .context("failed to create the redis pub/sub client")?;
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", settings.bind_addr))?;
+        let address = listener.local_addr().context("failed to read the bound address")?;
+
+        let info = InstanceInfo {
+            id: settings.instance_id.clone(),
+            color: settings.color.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            addr: address.to_string(),
+            started_at: crate::protocol::timestamp_now(),
+        };
+        let registry = Registry::new(store.clone(), info, settings.lease_period);
+        let metrics = Arc::new(Metrics::new(settings.color.as_str()));
+        let state = Arc::new(AppState::new(
+            settings,
+            store,
+            registry,
+            metrics,
+            max_connections,
+        ));
+        Ok(Application {
+            listener,
+            address,
+            state,
+            subscriber,
+        })
+    }
+
+    /// The address really bound (port 0 resolved).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn instance_id(&self) -> &str {
+        self.state.registry.instance_id()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns within `SHUTDOWN_TIMEOUT`.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let settings = &state.settings;
+        tracing::info!(
+            address = %self.address,
+            color = %settings.color,
+            max_connections = state.max_connections,
+            "wsfleet listening"
+        );
+
+        // Background work lives until the very end of the drain; see shutdown::drain.
+        let background = CancellationToken::new();
+        let lease = tokio::spawn(keep_lease(state.clone(), background.clone()));
+        let subscriber = tokio::spawn(fanout::run_subscriber(
+            self.subscriber,
+            state.store.clone(),
+            settings.instance_id.clone(),
+            state.fanout.clone(),
+            state.metrics.clone(),
+            background.clone(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat::run(
+            state.store.clone(),
+            settings.instance_id.clone(),
+            settings.heartbeat_interval,
+            state.metrics.clone(),
+            background.clone(),
+        ));
+
+        let http_stop = CancellationToken::new();
+        let server = axum::serve(self.listener, http::app(state.clone()))
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+
+        tokio::select! {
+            _ = shutdown => {}
+            result = &mut server => {
+                background.cancel();
+                return match result {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
+                    Ok(Err(error)) => Err(error).context("the HTTP server failed"),
+                    Err(error) => Err(error).context("the HTTP server task panicked"),
+                };
+            }
+        }
+        let signalled = Instant::now();
+        shutdown::drain(
+            &state,
+            signalled,
+            shutdown::Background {
+                cancel: background,
+                tasks: vec![lease, subscriber, heartbeat],
+            },
+        )
+        .await;
+        http_stop.cancel();
+        let left = shutdown::remaining(&state, signalled);
+        if tokio::time::timeout(left, server).await.is_err() {
+            tracing::warn!("HTTP connections still open at the deadline; exiting anyway");
+        }
+        tracing::info!(
+            elapsed_ms = signalled.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
+        Ok(())
+    }
+}
+
+/// Renews this instance's registry lease every lease period and refreshes the fleet count.
+async fn keep_lease(state: SharedState, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(state.settings.lease_period);
+    let mut redis_up = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let result = match state.registry.renew().await {
+                    Ok(()) => state.registry.snapshot().await.map(drop),
+                    Err(error) => Err(error),
+                };
+                match result {
+                    Ok(()) => {
+                        if !redis_up {
+                            tracing::info!("redis reachable again; registry renewed");
+                        }
+                        redis_up = true;
+                        state.metrics.fleet_connections.set(state.registry.fleet_connections() as i64);
+                    }
+                    Err(error) => {
+                        state.metrics.redis_error("lease");
+                        if redis_up {
+                            tracing::warn!(%error, "registry lease renewal failed");
+                        }
+                        redis_up = false;
+                    }
+                }
+                state.metrics.redis_available.set(i64::from(redis_up));
+            }
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one and derives how many sockets fit.
+/// A `MAX_CONNECTIONS` above that is lowered to it, loudly: accepting sockets the process
+/// cannot hold would turn into failed accepts instead of clean 503s.
+fn connection_limit(configured: Option<usize>) -> std::io::Result<usize> {
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    let soft = rlimit::increase_nofile_limit(hard)?;
+    let budget = soft.saturating_sub(FD_RESERVE).max(1) as usize;
+    Ok(match configured {
+        Some(wanted) if wanted > budget => {
+            tracing::warn!(
+                wanted,
+                allowed = budget,
+                open_file_limit = soft,
+                "MAX_CONNECTIONS exceeds what the open-file limit allows; using the lower value (raise `ulimit -n` to go higher)"
+            );
+            budget
+        }
+        Some(wanted) => wanted,
+        None => budget,
+    })
+}

@@ -1,0 +1,93 @@
+//! The state every request handler and socket shares.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::Settings, fanout::Fanout, metrics::Metrics, registry::Registry, store::Store};
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub registry: Registry,
+    pub fanout: Arc<Fanout>,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    /// Most sockets this process accepts (from `MAX_CONNECTIONS` or the open-file limit).
+    pub max_connections: usize,
+    /// Set once, at the shutdown signal: readiness fails and upgrades are refused from then on.
+    pub draining: AtomicBool,
+    /// Every socket task is tracked here so shutdown can wait for the drain to finish
+    /// (axum's graceful shutdown does not wait for upgraded connections).
+    pub sessions: TaskTracker,
+    /// Cancelled at the shutdown signal; each socket then sends `bye` and closes with 1001.
+    pub sessions_cancel: CancellationToken,
+    /// Sockets accepted or being upgraded; bounded by `max_connections`.
+    slots: AtomicUsize,
+    next_conn_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        metrics: Arc<Metrics>,
+        max_connections: usize,
+    ) -> Self {
+        AppState {
+            settings,
+            store,
+            registry,
+            fanout: Arc::new(Fanout::new()),
+            metrics,
+            started: Instant::now(),
+            max_connections,
+            draining: AtomicBool::new(false),
+            sessions: TaskTracker::new(),
+            sessions_cancel: CancellationToken::new(),
+            slots: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn local_connections(&self) -> usize {
+        self.slots.load(Ordering::Relaxed)
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Reserves room for one socket, or `None` at `max_connections`.
+    pub fn try_reserve_slot(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        self.slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnectionSlot(self.clone()))
+    }
+}
+
+/// One reserved socket. Held by the socket's task from before the upgrade to its end;
+/// dropping it (including when an upgrade fails) frees the slot.
+pub struct ConnectionSlot(SharedState);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.slots.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,168 @@
+//! Redis access (fred): the connection, its failure policy, and the per-session counter.
+//!
+//! Every command goes through [`Store::redis`], a handle that fails fast while the connection
+//! is down, never retries a command that may have run (a retried `INCR` would skip a number)
+//! and gives up after `--redis-timeout`. Callers turn an error into "unavailable"; nothing
+//! waits on Redis without a bound.
+
+use std::time::Duration;
+
+use fred::{
+    clients::{Client, SubscriberClient, WithOptions},
+    interfaces::{ClientLike, LuaInterface},
+    prelude::{Builder, Config, ReconnectPolicy},
+    types::{config::Options, scripts::Script, FromValue, MultipleKeys, MultipleValues},
+};
+use thiserror::Error;
+
+/// All keys live under this prefix; see docs/DESIGN.md for the schema.
+pub const KEY_PREFIX: &str = "wsfleet:";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("redis returned an unexpected value: {0}")]
+    Unexpected(String),
+}
+
+/// `INCR` the session counter and slide its TTL, in one round trip and atomically.
+const INCREMENT_LUA: &str = r"
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n";
+
+/// Read the session counter (nil for a new session) and slide its TTL.
+const FETCH_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return v";
+
+/// The shared Redis connection of one process.
+///
+/// Cloning is cheap: every clone talks over the same multiplexed connection.
+#[derive(Clone)]
+pub struct Store {
+    /// Commands go through this: fail fast, one attempt, bounded wait.
+    redis: WithOptions<Client>,
+    increment: Script,
+    fetch: Script,
+    session_ttl_ms: i64,
+}
+
+impl Store {
+    /// Builds the client and starts connecting in the background. Returns at once if Redis is
+    /// reachable within `timeout`; otherwise returns anyway (the fleet node starts unready and
+    /// becomes ready when Redis comes up) after logging why.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        session_ttl: Duration,
+    ) -> Result<Store, StoreError> {
+        let client = builder(url, timeout)?.build()?;
+        start(&client, timeout).await;
+        let options = Options {
+            max_attempts: Some(1),
+            timeout: Some(timeout),
+            fail_fast: true,
+            ..Default::default()
+        };
+        Ok(Store {
+            redis: client.with_options(&options),
+            increment: Script::from_lua(INCREMENT_LUA),
+            fetch: Script::from_lua(FETCH_LUA),
+            session_ttl_ms: session_ttl.as_millis() as i64,
+        })
+    }
+
+    /// A second connection for pub/sub, which Redis dedicates to subscriptions. It
+    /// resubscribes by itself after a reconnect.
+    pub async fn subscriber(url: &str, timeout: Duration) -> Result<SubscriberClient, StoreError> {
+        let client = builder(url, timeout)?
+            .with_performance_config(|perf| {
+                // fred's internal queue between the socket and our reader; a burst of
+                // broadcasts larger than this would be dropped before we see it.
+                perf.broadcast_channel_capacity = 4096;
+            })
+            .build_subscriber_client()?;
+        start(&client, timeout).await;
+        let _resubscribe_task = client.manage_subscriptions();
+        Ok(client)
+    }
+
+    pub fn redis(&self) -> &WithOptions<Client> {
+        &self.redis
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.redis.is_connected()
+    }
+
+    /// The current counter of a session, `None` when Redis does not know it.
+    pub async fn fetch_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
+        self.run(&self.fetch, session_key(session), self.session_ttl_ms)
+            .await
+    }
+
+    /// Counts one message of a session and returns the new counter.
+    pub async fn increment(&self, session: &str) -> Result<u64, StoreError> {
+        self.run(&self.increment, session_key(session), self.session_ttl_ms)
+            .await
+    }
+
+    /// Runs a Lua script by its hash, loading it first when Redis does not have it (after a
+    /// restart or `SCRIPT FLUSH`). `EVAL` both runs and caches it, so the retry is safe: the
+    /// `NOSCRIPT` answer means nothing ran.
+    pub async fn run<R, K, V>(&self, script: &Script, keys: K, args: V) -> Result<R, StoreError>
+    where
+        R: FromValue,
+        K: Into<MultipleKeys> + Send,
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        let keys: MultipleKeys = keys.into();
+        let args: MultipleValues = args.try_into().map_err(Into::into)?;
+        match self
+            .redis
+            .evalsha(script.sha1().clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                let lua = script.lua().expect("scripts are built from source").clone();
+                Ok(self.redis.eval(lua, keys, args).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+pub fn session_key(session: &str) -> String {
+    format!("{KEY_PREFIX}session:{session}")
+}
+
+fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
+    let config = Config::from_url(url)?;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_config(|c| {
+            // Keep trying in the background when Redis is down at start-up instead of
+            // failing the process: readiness reports the outage.
+            c.fail_fast = false;
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = timeout;
+            c.internal_command_timeout = timeout;
+        })
+        // Forever, 100 ms doubling to 2 s, with jitter so a fleet does not reconnect in step.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(builder)
+}
+
+async fn start<C: ClientLike>(client: &C, timeout: Duration) {
+    let _connection_task = client.connect();
+    match tokio::time::timeout(timeout, client.wait_for_connect()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "redis not reachable yet; retrying in the background"),
+        Err(_) => tracing::warn!("redis not reachable yet; retrying in the background"),
+    }
+}

@@ -1,0 +1,162 @@
+//! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, capacity,
+//! draining, Redis), then hands the socket to [`session`].
+
+mod rate_limit;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{
+        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
+        Query, State,
+    },
+    http::{header, HeaderMap},
+    response::{IntoResponse, Response},
+};
+
+use crate::{http::ApiError, protocol::validate_session_id, state::SharedState};
+
+/// Buffers sized on purpose: tungstenite's 128 KiB defaults cost ~100 KB per socket and much
+/// throughput. Frames here are tiny; the read buffer grows for a large frame when needed.
+const READ_BUFFER_BYTES: usize = 4096;
+
+pub async fn upgrade(
+    State(app): State<SharedState>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match prepare(&app, &params, &headers).await {
+        Ok(ready) => {
+            let ws = match ws {
+                Ok(ws) => ws,
+                Err(rejection) => {
+                    app.metrics.rejected("not_websocket");
+                    return ApiError::BadRequest(format!(
+                        "not a WebSocket upgrade: {}",
+                        rejection.body_text()
+                    ))
+                    .into_response();
+                }
+            };
+            let max = app.settings.max_message_bytes;
+            let tracker_token = app.sessions.token();
+            ws.read_buffer_size(READ_BUFFER_BYTES)
+                .write_buffer_size(0)
+                .max_message_size(max)
+                .max_frame_size(max)
+                .on_upgrade(move |socket| async move {
+                    session::run(socket, app, ready).await;
+                    drop(tracker_token);
+                })
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// What the checks before the upgrade established.
+pub struct Accepted {
+    pub session: Arc<str>,
+    pub count: u64,
+    pub resumed: bool,
+    pub slot: crate::state::ConnectionSlot,
+}
+
+async fn prepare(
+    app: &SharedState,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Accepted, ApiError> {
+    if app.is_draining() {
+        app.metrics.rejected("draining");
+        return Err(ApiError::Unavailable("draining".into()));
+    }
+    check_origin(app, headers)?;
+    let session = session_param(params).map_err(|e| {
+        app.metrics.rejected("bad_session");
+        e
+    })?;
+    let slot = app.try_reserve_slot().ok_or_else(|| {
+        app.metrics.rejected("capacity");
+        tracing::warn!(
+            max_connections = app.max_connections,
+            "connection limit reached; refusing upgrades (raise MAX_CONNECTIONS and the open-file limit, or add instances)"
+        );
+        ApiError::Unavailable("at capacity".into())
+    })?;
+    let existing = app.store.fetch_session(&session).await.map_err(|error| {
+        app.metrics.redis_error("fetch_session");
+        app.metrics.rejected("redis_unavailable");
+        tracing::warn!(%error, "refusing upgrade: redis unavailable");
+        ApiError::Unavailable("redis unavailable".into())
+    })?;
+    Ok(Accepted {
+        session: session.into(),
+        count: existing.unwrap_or(0),
+        resumed: existing.is_some(),
+        slot,
+    })
+}
+
+/// `session_uuid` (or its alias `session_id`): absent or empty makes a new UUIDv4.
+fn session_param(params: &[(String, String)]) -> Result<String, ApiError> {
+    let given = ["session_uuid", "session_id"].iter().find_map(|name| {
+        params
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    });
+    match given {
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(id) => {
+            validate_session_id(id)
+                .map_err(|e| ApiError::BadRequest(format!("invalid session_uuid: {e}")))?;
+            Ok(id.to_string())
+        }
+    }
+}
+
+fn check_origin(app: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let allowed = &app.settings.allowed_origins;
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    if allowed.iter().any(|a| a == origin || a == "*") {
+        Ok(())
+    } else {
+        app.metrics.rejected("origin");
+        Err(ApiError::Forbidden("origin not allowed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_session_comes_from_session_uuid_then_session_id_else_a_new_uuid() {
+        assert_eq!(session_param(&params(&[("session_uuid", "a")])).unwrap(), "a");
+        assert_eq!(session_param(&params(&[("session_id", "b")])).unwrap(), "b");
+        assert_eq!(
+            session_param(&params(&[("session_id", "b"), ("session_uuid", "a")])).unwrap(),
+            "a"
+        );
+        for empty in [params(&[]), params(&[("session_uuid", "")])] {
+            let made = session_param(&empty).unwrap();
+            assert!(uuid::Uuid::parse_str(&made).is_ok(), "{made}");
+        }
+        assert!(session_param(&params(&[("session_uuid", "bad id")])).is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! One socket's life: welcome, then a single task that `select!`s over the client's frames,
+//! the fan-out, the ping timer and the drain signal, until one of them ends it.
+//!
+//! One task per socket, no writer task: a reply is written before the next frame is read, so
+//! replies keep their order and a socket costs one task. Every write is bounded by two ping
+//! intervals; a peer that cannot take a frame for that long is dead anyway.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
+
+use super::{rate_limit::TokenBucket, Accepted};
+use crate::{
+    protocol::{close_code, Bye, CountReply, ErrorFrame, Welcome},
+    state::SharedState,
+};
+
+/// How a socket's loop ended.
+enum End {
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+    /// The drain asked this socket to go: `bye`, then 1001.
+    Drain,
+    /// The peer closed (with this code, 1005 when it gave none) or vanished (1006).
+    Peer(u16),
+}
+
+/// The socket was lost while writing to it.
+struct Gone;
+
+struct Session {
+    app: SharedState,
+    conn_id: u64,
+    session: Arc<str>,
+    /// Last counter value this socket knows (welcome or last reply): the `bye` total.
+    count: u64,
+    bucket: Option<TokenBucket>,
+    write_timeout: Duration,
+}
+
+pub async fn run(socket: WebSocket, app: SharedState, accepted: Accepted) {
+    let conn_id = app.next_conn_id();
+    let span = tracing::info_span!("conn", conn_id, session = %accepted.session);
+    run_inner(socket, app, accepted, conn_id)
+        .instrument(span)
+        .await
+}
+
+async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, conn_id: u64) {
+    let Accepted {
+        session,
+        count,
+        resumed,
+        slot: _slot,
+    } = accepted;
+    // Subscribe before announcing presence so that nothing published after the welcome is lost.
+    let mut fanout = app.fanout.subscribe();
+    app.metrics.connections_opened.inc();
+    app.metrics.connections_active.inc();
+    if let Err(error) = app.registry.add_connection(conn_id, session.clone()).await {
+        app.metrics.redis_error("register");
+        tracing::warn!(%error, "registering the connection failed; the next lease renewal repairs it");
+    }
+    tracing::info!(count, resumed, "connection opened");
+
+    let mut s = Session {
+        conn_id,
+        session: session.clone(),
+        count,
+        bucket: app
+            .settings
+            .rate_limit
+            .map(|rate| TokenBucket::new(rate, Instant::now())),
+        write_timeout: app.settings.ping_interval * 2,
+        app: app.clone(),
+    };
+    let welcome = Welcome {
+        session_uuid: session.to_string(),
+        count,
+        resumed,
+        instance: app.registry.instance_id().to_string(),
+    };
+    let end = match s.send_json(&mut socket, &welcome).await {
+        Ok(()) => s.serve(&mut socket, &mut fanout).await,
+        Err(Gone) => End::Peer(1006),
+    };
+    let code = match end {
+        End::Close(code, reason) => {
+            s.close(&mut socket, code, reason).await;
+            code
+        }
+        End::Drain => {
+            s.drain(&mut socket).await;
+            close_code::GOING_AWAY
+        }
+        End::Peer(code) => code,
+    };
+    app.metrics.closed(code);
+    app.metrics.connections_active.dec();
+    if let Err(error) = app.registry.remove_connection(s.conn_id).await {
+        app.metrics.redis_error("unregister");
+        tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
+    }
+    tracing::info!(code, total = s.count, "connection closed");
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        fanout: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
+    ) -> End {
+        let ping_every = self.app.settings.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let cancel = self.app.sessions_cancel.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return End::Drain,
+                frame = socket.recv() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(end) = self.on_text(socket, text).await {
+                                return end;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            return End::Close(close_code::UNSUPPORTED_DATA, "binary frames are not supported");
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(frame))) => {
+                            return End::Peer(frame.map_or(1005, |f| f.code));
+                        }
+                        Some(Err(error)) => return classify(error),
+                        None => return End::Peer(1006),
+                    }
+                }
+                frame = fanout.recv() => match frame {
+                    Ok(text) => {
+                        if self.send(socket, Message::Text(text)).await.is_err() {
+                            return End::Peer(1006);
+                        }
+                    }
+                    Err(RecvError::Lagged(skipped)) => {
+                        self.app.metrics.slow_consumer_closes.inc();
+                        tracing::warn!(skipped, "slow consumer: fell behind the fan-out");
+                        return End::Close(close_code::TRY_AGAIN_LATER, "slow consumer: too far behind");
+                    }
+                    // Only when the process is going away; the drain signal follows.
+                    Err(RecvError::Closed) => return End::Drain,
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > ping_every * 2 {
+                        tracing::info!("no pong for two ping intervals");
+                        return End::Close(close_code::POLICY_VIOLATION, "ping timeout");
+                    }
+                    if self.send(socket, Message::Ping(Default::default())).await.is_err() {
+                        return End::Peer(1006);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts one text frame and answers it. `Some` ends the socket.
+    async fn on_text(&mut self, socket: &mut WebSocket, _text: Utf8Bytes) -> Option<End> {
+        let arrived = Instant::now();
+        self.app.metrics.messages_received.inc();
+        if let Some(bucket) = &mut self.bucket {
+            if !bucket.try_take(arrived) {
+                return Some(End::Close(close_code::POLICY_VIOLATION, "rate limit exceeded"));
+            }
+        }
+        let sent = match self.app.store.increment(&self.session).await {
+            Ok(count) => {
+                self.count = count;
+                self.send_json(socket, &CountReply { count }).await
+            }
+            Err(error) => {
+                self.app.metrics.redis_error("increment");
+                tracing::warn!(%error, "message not counted: redis unavailable");
+                self.send_json(socket, &ErrorFrame::unavailable()).await
+            }
+        };
+        self.app
+            .metrics
+            .message_duration
+            .observe(arrived.elapsed().as_secs_f64());
+        sent.err().map(|Gone| End::Peer(1006))
+    }
+
+    async fn send_json<T: serde::Serialize>(
+        &self,
+        socket: &mut WebSocket,
+        frame: &T,
+    ) -> Result<(), Gone> {
+        let text = serde_json::to_string(frame).expect("frames serialize");
+        self.send(socket, Message::Text(text.into())).await
+    }
+
+    async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), Gone> {
+        let counts = matches!(message, Message::Text(_));
+        match tokio::time::timeout(self.write_timeout, socket.send(message)).await {
+            Ok(Ok(())) => {
+                if counts {
+                    self.app.metrics.messages_sent.inc();
+                }
+                Ok(())
+            }
+            _ => Err(Gone),
+        }
+    }
+
+    async fn close(&self, socket: &mut WebSocket, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        if self.send(socket, Message::Close(Some(frame))).await.is_ok() {
+            await_close_reply(socket).await;
+        }
+    }
+
+    /// Leaves in the drain window: a random moment within `DRAIN_SPREAD` so thousands of
+    /// sockets do not all reconnect at once, then `bye` and close 1001. No frame is read
+    /// any more: whatever the client sent after its last reply was not counted, and it
+    /// resends that after resuming.
+    async fn drain(&self, socket: &mut WebSocket) {
+        let spread = self.app.settings.drain_spread;
+        if !spread.is_zero() {
+            let delay = spread.mul_f64(fastrand::f64());
+            tokio::time::sleep(delay).await;
+        }
+        let bye = Bye {
+            bye: true,
+            total: self.count,
+            // A jittered hint; the reconnects of one drain land over about a second.
+            reconnect_after_ms: fastrand::u64(100..1100),
+        };
+        if self.send_json(socket, &bye).await.is_ok() {
+            self.close(socket, close_code::GOING_AWAY, "server shutting down")
+                .await;
+        }
+    }
+}
+
+/// Waits briefly for the peer's close frame so the close handshake completes cleanly.
+async fn await_close_reply(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Maps a read error to how the socket ends.
+fn classify(error: axum::Error) -> End {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    match error.into_inner().downcast::<WsError>() {
+        Ok(e) => match *e {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                End::Close(close_code::MESSAGE_TOO_BIG, "message too big")
+            }
+            WsError::Capacity(_) => End::Close(close_code::MESSAGE_TOO_BIG, "frame too big"),
+            WsError::Utf8(_) => End::Close(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            WsError::Protocol(_) => End::Close(close_code::PROTOCOL_ERROR, "protocol error"),
+            _ => End::Peer(1006),
+        },
+        Err(_) => End::Peer(1006),
+    }
+}
