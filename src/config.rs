@@ -154,7 +154,9 @@ pub struct Settings {
 pub enum ConfigError {
     #[error("invalid REDIS_URL {url:?}: {reason}")]
     RedisUrl { url: String, reason: String },
-    #[error("DRAIN_SPREAD ({spread:?}) must be shorter than half of SHUTDOWN_TIMEOUT ({timeout:?})")]
+    #[error(
+        "DRAIN_SPREAD ({spread:?}) must be shorter than half of SHUTDOWN_TIMEOUT ({timeout:?})"
+    )]
     DrainSpread { spread: Duration, timeout: Duration },
     #[error("ALLOWED_ORIGINS has an empty entry")]
     EmptyOrigin,
@@ -165,9 +167,19 @@ pub enum ConfigError {
 impl Config {
     /// Checks what clap cannot check field by field and builds [`Settings`].
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        fred::types::config::Config::from_url(&self.redis_url).map_err(|e| ConfigError::RedisUrl {
-            url: self.redis_url.clone(),
-            reason: e.details().to_string(),
+        // TLS (rediss://), sentinel and unix sockets are not built in; say so up front
+        // rather than fail to connect later.
+        if !self.redis_url.starts_with("redis://") {
+            return Err(ConfigError::RedisUrl {
+                url: self.redis_url,
+                reason: "only redis://host:port[/db] URLs are supported".into(),
+            });
+        }
+        fred::types::config::Config::from_url(&self.redis_url).map_err(|e| {
+            ConfigError::RedisUrl {
+                url: self.redis_url.clone(),
+                reason: e.details().to_string(),
+            }
         })?;
         // The drain has to fit spread closes, registry clean-up and the fleet poll into the
         // shutdown budget, so the spread may use at most half of it.
@@ -242,7 +254,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is out of range"))
 }

@@ -110,7 +110,9 @@ impl ChannelMessage {
     /// The text frame this message becomes on every client socket, or `None` for probes.
     pub fn client_frame(&self) -> Option<String> {
         let frame = match self {
-            ChannelMessage::Heartbeat { ts } => serde_json::to_string(&Heartbeat { ts: ts.clone() }),
+            ChannelMessage::Heartbeat { ts } => {
+                serde_json::to_string(&Heartbeat { ts: ts.clone() })
+            }
             ChannelMessage::Broadcast { message, ts } => serde_json::to_string(&Broadcast {
                 broadcast: message.clone(),
                 ts: ts.clone(),
@@ -175,7 +177,10 @@ mod tests {
     #[test]
     fn server_frames_parse_into_the_right_variant() {
         let parse = |s: &str| serde_json::from_str::<ServerFrame>(s).unwrap();
-        assert_eq!(parse(r#"{"count":3}"#), ServerFrame::Count(CountReply { count: 3 }));
+        assert_eq!(
+            parse(r#"{"count":3}"#),
+            ServerFrame::Count(CountReply { count: 3 })
+        );
         assert!(matches!(parse(r#"{"ts":"x"}"#), ServerFrame::Heartbeat(_)));
         assert!(matches!(
             parse(r#"{"broadcast":{"a":1},"ts":"x"}"#),
@@ -203,8 +208,13 @@ mod tests {
             message: serde_json::json!({"k": [1, 2]}),
             ts: "T".into(),
         };
-        assert_eq!(bc.client_frame().unwrap(), r#"{"broadcast":{"k":[1,2]},"ts":"T"}"#);
-        let probe = ChannelMessage::Probe { instance: "i".into() };
+        assert_eq!(
+            bc.client_frame().unwrap(),
+            r#"{"broadcast":{"k":[1,2]},"ts":"T"}"#
+        );
+        let probe = ChannelMessage::Probe {
+            instance: "i".into(),
+        };
         assert_eq!(probe.client_frame(), None);
         let wire = serde_json::to_string(&hb).unwrap();
         assert_eq!(wire, r#"{"type":"heartbeat","ts":"T"}"#);

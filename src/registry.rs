@@ -161,7 +161,11 @@ impl Registry {
 
     /// Renews this instance's lease; re-registers every local connection if Redis lost them.
     pub async fn renew(&self) -> Result<(), StoreError> {
-        let draining = if self.draining.load(Ordering::Relaxed) { "1" } else { "0" };
+        let draining = if self.draining.load(Ordering::Relaxed) {
+            "1"
+        } else {
+            "0"
+        };
         let conns_existed: i64 = self
             .store
             .run(
@@ -199,7 +203,10 @@ impl Registry {
         if pairs.is_empty() {
             return Ok(());
         }
-        tracing::info!(connections = pairs.len(), "re-registering connections lost by redis");
+        tracing::info!(
+            connections = pairs.len(),
+            "re-registering connections lost by redis"
+        );
         // Chunked so that one call stays small even with ~20k sockets.
         for chunk in pairs.chunks(1000) {
             let _: i64 = self

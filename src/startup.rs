@@ -48,7 +48,9 @@ impl Application {
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .with_context(|| format!("failed to bind {}", settings.bind_addr))?;
-        let address = listener.local_addr().context("failed to read the bound address")?;
+        let address = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
 
         let info = InstanceInfo {
             id: settings.instance_id.clone(),

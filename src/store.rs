@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use fred::{
     clients::{Client, SubscriberClient, WithOptions},
-    interfaces::{ClientLike, LuaInterface},
+    interfaces::ClientLike,
     prelude::{Builder, Config, ReconnectPolicy},
-    types::{config::Options, scripts::Script, FromValue, MultipleKeys, MultipleValues},
+    types::{
+        config::Options, scripts::Script, ClusterHash, CustomCommand, FromValue, MultipleKeys,
+        MultipleValues, Value,
+    },
 };
 use thiserror::Error;
 
@@ -113,6 +116,11 @@ impl Store {
     /// Runs a Lua script by its hash, loading it first when Redis does not have it (after a
     /// restart or `SCRIPT FLUSH`). `EVAL` both runs and caches it, so the retry is safe: the
     /// `NOSCRIPT` answer means nothing ran.
+    ///
+    /// Sent as custom commands because fred never pipelines its own `EVALSHA` (it waits for
+    /// each reply before writing the next command on the connection, which would serialise
+    /// every message of the process behind one round trip). Our scripts handle `NOSCRIPT`
+    /// per call, which is the reason fred's default exists.
     pub async fn run<R, K, V>(&self, script: &Script, keys: K, args: V) -> Result<R, StoreError>
     where
         R: FromValue,
@@ -120,20 +128,36 @@ impl Store {
         V: TryInto<MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
     {
-        let keys: MultipleKeys = keys.into();
-        let args: MultipleValues = args.try_into().map_err(Into::into)?;
-        match self
-            .redis
-            .evalsha(script.sha1().clone(), keys.clone(), args.clone())
-            .await
-        {
+        let keys = keys.into().inner();
+        let args = match args.try_into().map_err(Into::into)? {
+            Value::Array(values) => values,
+            Value::Null => Vec::new(),
+            single => vec![single],
+        };
+        let mut tail: Vec<Value> = Vec::with_capacity(1 + keys.len() + args.len());
+        tail.push(Value::from(keys.len() as i64));
+        tail.extend(keys.into_iter().map(Value::from));
+        tail.extend(args);
+
+        let mut call = Vec::with_capacity(tail.len() + 1);
+        call.push(Value::from(script.sha1().clone()));
+        call.extend(tail.iter().cloned());
+        match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 let lua = script.lua().expect("scripts are built from source").clone();
-                Ok(self.redis.eval(lua, keys, args).await?)
+                let mut call = Vec::with_capacity(tail.len() + 1);
+                call.push(Value::from(lua));
+                call.extend(tail);
+                Ok(self.redis.custom(command("EVAL"), call).await?)
             }
             other => Ok(other?),
         }
     }
+}
+
+/// A non-blocking custom command, which fred pipelines.
+fn command(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
 }
 
 pub fn session_key(session: &str) -> String {
@@ -162,7 +186,9 @@ async fn start<C: ClientLike>(client: &C, timeout: Duration) {
     let _connection_task = client.connect();
     match tokio::time::timeout(timeout, client.wait_for_connect()).await {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "redis not reachable yet; retrying in the background"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "redis not reachable yet; retrying in the background")
+        }
         Err(_) => tracing::warn!("redis not reachable yet; retrying in the background"),
     }
 }

@@ -53,10 +53,7 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            crate::protocol::timestamp_now().into(),
-        );
+        line.insert("timestamp".into(), crate::protocol::timestamp_now().into());
         line.insert("level".into(), meta.level().as_str().into());
         line.insert("target".into(), meta.target().into());
         line.insert("instance".into(), self.instance.clone().into());

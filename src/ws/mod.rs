@@ -147,7 +147,10 @@ mod tests {
 
     #[test]
     fn the_session_comes_from_session_uuid_then_session_id_else_a_new_uuid() {
-        assert_eq!(session_param(&params(&[("session_uuid", "a")])).unwrap(), "a");
+        assert_eq!(
+            session_param(&params(&[("session_uuid", "a")])).unwrap(),
+            "a"
+        );
         assert_eq!(session_param(&params(&[("session_id", "b")])).unwrap(), "b");
         assert_eq!(
             session_param(&params(&[("session_id", "b"), ("session_uuid", "a")])).unwrap(),

@@ -116,7 +116,8 @@ impl Session {
         fanout: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
     ) -> End {
         let ping_every = self.app.settings.ping_interval;
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
         let cancel = self.app.sessions_cancel.clone();
         loop {
@@ -175,7 +176,10 @@ impl Session {
         self.app.metrics.messages_received.inc();
         if let Some(bucket) = &mut self.bucket {
             if !bucket.try_take(arrived) {
-                return Some(End::Close(close_code::POLICY_VIOLATION, "rate limit exceeded"));
+                return Some(End::Close(
+                    close_code::POLICY_VIOLATION,
+                    "rate limit exceeded",
+                ));
             }
         }
         let sent = match self.app.store.increment(&self.session).await {
@@ -272,7 +276,9 @@ fn classify(error: axum::Error) -> End {
                 End::Close(close_code::MESSAGE_TOO_BIG, "message too big")
             }
             WsError::Capacity(_) => End::Close(close_code::MESSAGE_TOO_BIG, "frame too big"),
-            WsError::Utf8(_) => End::Close(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            WsError::Utf8(_) => {
+                End::Close(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")
+            }
             WsError::Protocol(_) => End::Close(close_code::PROTOCOL_ERROR, "protocol error"),
             _ => End::Peer(1006),
         },

@@ -1,0 +1,112 @@
+//! The fleet heartbeat: once per interval for the whole fleet, and failover.
+
+use std::time::{Duration, Instant};
+
+use fred::interfaces::KeysInterface;
+
+use crate::helpers::{spawn_app, ChildNode, Client, RedisServer, SIGKILL};
+
+/// Collects the heartbeat timestamps a client sees during `window`.
+async fn heartbeats(
+    client: &mut Client,
+    window: Duration,
+) -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+    let deadline = Instant::now() + window;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(frame) = tokio::time::timeout(left, client.next_json()).await else {
+            break;
+        };
+        if let (Some(ts), 1) = (
+            frame.get("ts").and_then(|t| t.as_str()),
+            frame.as_object().unwrap().len(),
+        ) {
+            seen.push(chrono::DateTime::parse_from_rfc3339(ts).expect("heartbeat ts is RFC 3339"));
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn two_instances_deliver_one_fleet_heartbeat_per_interval_to_every_socket() {
+    let redis = RedisServer::start().await;
+    let interval = ["--heartbeat-interval", "300ms"];
+    let first = spawn_app(&redis, &interval).await;
+    let second = spawn_app(&redis, &interval).await;
+    let mut on_first = Client::connect(&first.ws_url(None)).await;
+    let mut on_second = Client::connect(&second.ws_url(None)).await;
+
+    let window = Duration::from_millis(3000);
+    let (a, b) = tokio::join!(
+        heartbeats(&mut on_first, window),
+        heartbeats(&mut on_second, window)
+    );
+    // 3 s / 300 ms = 10 beats; a little slack for start-up phase and a busy machine, but two
+    // publishers would give ~20.
+    for (name, beats) in [("first", &a), ("second", &b)] {
+        assert!(
+            (7..=11).contains(&beats.len()),
+            "{name} saw {} heartbeats: {beats:?}",
+            beats.len()
+        );
+        for pair in beats.windows(2) {
+            let gap = (pair[1] - pair[0]).num_milliseconds();
+            assert!(
+                gap >= 250,
+                "{name}: two heartbeats {gap} ms apart: {beats:?}"
+            );
+        }
+    }
+    // The same beats reach both instances' sockets: they come from one publisher.
+    let common = a.iter().filter(|t| b.contains(t)).count();
+    assert!(
+        common + 2 >= a.len().min(b.len()),
+        "first {a:?} second {b:?}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_heartbeat_publisher_dies_another_takes_over_within_three_intervals() {
+    let redis = RedisServer::start().await;
+    let flags = ["--heartbeat-interval", "300ms"];
+    let alpha = ChildNode::start(&redis, "alpha", &flags).await;
+    let beta = ChildNode::start(&redis, "beta", &flags).await;
+
+    let inspect = redis.client().await;
+    let leader: String = crate::helpers::eventually("a heartbeat leader", || async {
+        inspect
+            .get::<Option<String>, _>("wsfleet:heartbeat:leader")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let (leader_node, survivor) = if leader == "alpha" {
+        (alpha, beta)
+    } else {
+        (beta, alpha)
+    };
+    assert_eq!(leader, leader_node.instance);
+
+    let mut client = Client::connect(&crate::helpers::ws_url(survivor.addr, None)).await;
+    let before = heartbeats(&mut client, Duration::from_millis(700)).await;
+    assert!(!before.is_empty(), "heartbeats flow before the kill");
+    leader_node.signal(SIGKILL);
+    let after = heartbeats(&mut client, Duration::from_millis(2500)).await;
+    assert!(after.len() >= 3, "heartbeats resumed: {after:?}");
+
+    let mut all = before.clone();
+    all.extend(after.iter().copied());
+    let longest = all
+        .windows(2)
+        .map(|p| (p[1] - p[0]).num_milliseconds())
+        .max()
+        .unwrap();
+    assert!(
+        longest <= 3 * 300 + 150,
+        "longest gap {longest} ms: {all:?}"
+    );
+    let new_leader: Option<String> = inspect.get("wsfleet:heartbeat:leader").await.unwrap();
+    assert_eq!(new_leader.as_deref(), Some(survivor.instance.as_str()));
+}

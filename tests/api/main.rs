@@ -1,0 +1,10 @@
+//! Integration tests: real redis-server, real nodes, real WebSocket clients.
+
+mod broadcast;
+mod counting;
+mod faults;
+mod heartbeat;
+mod helpers;
+mod http;
+mod shutdown;
+mod sockets;

@@ -1,0 +1,125 @@
+//! SIGTERM drains a real child process exactly as documented.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{get_json, refused_upgrade, ws_url, ChildNode, Client, RedisServer, SIGTERM};
+
+#[tokio::test]
+async fn sigterm_turns_readiness_off_says_bye_with_the_total_closes_1001_and_exits_0_in_time() {
+    let redis = RedisServer::start().await;
+    let mut node = ChildNode::start(
+        &redis,
+        "drainer",
+        &["--shutdown-timeout", "4s", "--drain-spread", "1s"],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for (i, sends) in [1u64, 3, 5].into_iter().enumerate() {
+        let mut client = Client::connect(&ws_url(node.addr, Some(&format!("drain-{i}")))).await;
+        for expected in 1..=sends {
+            client.send("x").await;
+            assert_eq!(client.next_reply().await, json!({ "count": expected }));
+        }
+        clients.push((client, sends));
+    }
+
+    let signalled = Instant::now();
+    node.signal(SIGTERM);
+    // Readiness fails at once, while the process still answers HTTP; upgrades are refused.
+    let (status, body) = crate::helpers::eventually("readyz to turn 503", || async {
+        let (status, body) = get_json(&format!("http://{}/readyz", node.addr)).await;
+        (status == 503).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["reason"], "draining");
+    assert!(
+        signalled.elapsed() < Duration::from_millis(900),
+        "readiness took {:?}",
+        signalled.elapsed()
+    );
+    let (status, _) = refused_upgrade(&ws_url(node.addr, None)).await;
+    assert_eq!(status, 503);
+
+    for (client, sends) in &mut clients {
+        let bye = client.next_reply().await;
+        assert_eq!(bye["bye"], true, "{bye}");
+        assert_eq!(bye["total"], *sends, "{bye}");
+        let hint = bye["reconnect_after_ms"]
+            .as_u64()
+            .expect("a reconnect hint");
+        assert!(hint <= 10_000, "{bye}");
+        let (code, reason) = client.expect_close().await;
+        assert_eq!(code, 1001);
+        assert!(!reason.is_empty());
+    }
+
+    let status = tokio::time::timeout(Duration::from_secs(6), node.child.wait())
+        .await
+        .expect("the process exits within SHUTDOWN_TIMEOUT")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        signalled.elapsed()
+    );
+
+    let log = node.log_text();
+    assert!(
+        log.contains("global=0 draining=0"),
+        "drain progress logged:\n{log}"
+    );
+    // The registry forgot the instance and its connections.
+    let inspect = redis.client().await;
+    let left: Vec<String> = fred::interfaces::SortedSetsInterface::zrange(
+        &inspect,
+        "wsfleet:instances",
+        0,
+        -1,
+        None,
+        false,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "registry still lists {left:?}");
+}
+
+#[tokio::test]
+async fn sigint_drains_too_and_an_idle_node_exits_at_once() {
+    let redis = RedisServer::start().await;
+    let mut node = ChildNode::start(&redis, "idle", &[]).await;
+    let started = Instant::now();
+    node.signal(2);
+    let status = tokio::time::timeout(Duration::from_secs(6), node.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_in_process_node_stopped_by_its_shutdown_future_drains_and_returns_ok() {
+    let redis = RedisServer::start().await;
+    let app = crate::helpers::spawn_app(&redis, &[]).await;
+    let mut client = Client::connect(&app.ws_url(Some("in-process"))).await;
+    client.send("x").await;
+    assert_eq!(client.next_reply().await, json!({ "count": 1 }));
+    let stopping = tokio::spawn(app.stop());
+    let bye = client.next_reply().await;
+    assert_eq!(bye["total"], 1, "{bye}");
+    assert_eq!(client.expect_close().await.0, 1001);
+    stopping
+        .await
+        .unwrap()
+        .expect("run_until_stopped returns Ok");
+}

@@ -1,0 +1,162 @@
+//! Refused upgrades and every close code, with its reason.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::{
+    protocol::frame::{coding::Data, coding::OpCode, Frame},
+    Message,
+};
+
+use crate::helpers::{refused_upgrade, spawn_app, Client, RedisServer};
+
+#[tokio::test]
+async fn malformed_session_ids_are_refused_with_400_and_a_json_error() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &[]).await;
+    let long = "x".repeat(65);
+    let cases = [
+        ("a%20b", "space"),
+        (long.as_str(), "65 characters"),
+        ("a%2Fb", "slash"),
+        ("%C3%BC", "non-ASCII"),
+        ("abc;def", "semicolon"),
+    ];
+    for (id, what) in cases {
+        let (status, body) = refused_upgrade(&app.ws_url(Some(id))).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("session_uuid"), "{what}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_plain_http_request_to_the_socket_route_is_a_json_400() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &[]).await;
+    let response = reqwest::get(app.http("/ws/chat/")).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("WebSocket"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn each_violation_closes_the_socket_with_its_code_and_a_reason() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(
+        &redis,
+        &["--max-message-bytes", "1024", "--rate-limit", "20"],
+    )
+    .await;
+
+    // (what, frames to send, expected close code)
+    let invalid_utf8 = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    let cases: Vec<(&str, Vec<Message>, u16)> = vec![
+        ("binary frame", vec![Message::binary(vec![1, 2, 3])], 1003),
+        (
+            "frame over MAX_MESSAGE_BYTES",
+            vec![Message::text("x".repeat(1025))],
+            1009,
+        ),
+        ("invalid UTF-8", vec![Message::Frame(invalid_utf8)], 1007),
+        (
+            "rate limit",
+            (0..60).map(|_| Message::text("spam")).collect(),
+            1008,
+        ),
+    ];
+    for (what, frames, code) in cases {
+        let mut client = Client::connect(&app.ws_url(None)).await;
+        for frame in frames {
+            if client.ws.send(frame).await.is_err() {
+                break; // the server already closed
+            }
+        }
+        let (got, reason) = client.expect_close().await;
+        assert_eq!(got, code, "{what}: reason {reason:?}");
+        assert!(!reason.is_empty(), "{what}: the close carries no reason");
+    }
+
+    // A frame of exactly the limit is fine.
+    let mut client = Client::connect(&app.ws_url(None)).await;
+    client.send(&"x".repeat(1024)).await;
+    assert_eq!(client.next_reply().await["count"], 1);
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_closed_after_two_intervals() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--ping-interval", "200ms"]).await;
+    let mut silent = Client::connect(&app.ws_url(None)).await;
+    let mut lively = Client::connect(&app.ws_url(None)).await;
+    // Not reading means not answering pings (tungstenite answers while reading).
+    // Meanwhile the lively client keeps reading and answering.
+    let lively_task = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
+        while tokio::time::Instant::now() < deadline {
+            lively.send("x").await;
+            let _ = lively.next_reply().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        lively
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (code, reason) = silent.expect_close().await;
+    assert_eq!(code, 1008);
+    assert_eq!(reason, "ping timeout");
+
+    let mut lively = lively_task.await.unwrap();
+    lively.send("still here").await;
+    assert!(lively.next_reply().await["count"].is_u64());
+}
+
+#[tokio::test]
+async fn upgrades_past_max_connections_get_503_and_the_node_stays_healthy() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--max-connections", "2"]).await;
+    let _a = Client::connect(&app.ws_url(None)).await;
+    let _b = Client::connect(&app.ws_url(None)).await;
+    let (status, body) = refused_upgrade(&app.ws_url(None)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "at capacity");
+    drop(_a);
+    // The slot frees once the server sees the socket gone.
+    crate::helpers::eventually("a freed slot", || async {
+        tokio_tungstenite::connect_async(app.ws_url(None))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    let (status, _) = crate::helpers::get_json(&app.http("/healthz")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn origins_outside_the_allowlist_are_refused_with_403() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--allowed-origins", "https://good.example"]).await;
+    let request = |origin: &str| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                app.ws_url(None),
+            )
+            .unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        req
+    };
+    assert!(
+        tokio_tungstenite::connect_async(request("https://good.example"))
+            .await
+            .is_ok()
+    );
+    match tokio_tungstenite::connect_async(request("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    // Non-browser clients send no Origin and are allowed.
+    let _ = Client::connect(&app.ws_url(None)).await;
+}
