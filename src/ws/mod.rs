@@ -73,10 +73,7 @@ async fn prepare(
         return Err(ApiError::Unavailable("draining".into()));
     }
     check_origin(app, headers)?;
-    let session = session_param(params).map_err(|e| {
-        app.metrics.rejected("bad_session");
-        e
-    })?;
+    let session = session_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
         tracing::warn!(

@@ -128,31 +128,39 @@ async fn after_redis_loses_its_data_the_registry_is_rebuilt() {
 }
 
 /// A client that sends one message at a time and, when its node drains, resumes on the
-/// other node and resends what was not acknowledged. Returns every count it was given.
+/// other node and resends what was not acknowledged. It signals `warmed_up` after 10 replies
+/// and stops once it has resumed and has at least `messages` replies. Returns every count it
+/// was given.
 async fn resuming_client(
     session: String,
     nodes: [std::net::SocketAddr; 2],
     messages: u64,
+    warmed_up: tokio::sync::mpsc::Sender<()>,
 ) -> Vec<u64> {
     let mut counts = Vec::new();
     let mut node = 0;
+    let mut resumed = false;
     let mut client = Client::connect(&ws_url(nodes[node], Some(&session))).await;
     let mut acknowledged = client.welcome.count;
-    while acknowledged < messages {
+    while !(resumed && acknowledged >= messages) {
         client.send("tick").await;
         let reply: Value = loop {
-            match tokio::time::timeout(Duration::from_secs(10), client.next_json()).await {
-                Ok(frame) if frame.get("ts").is_some() => continue,
-                Ok(frame) => break frame,
-                Err(_) => panic!("{session}: no reply"),
+            let frame = client.next_json().await;
+            if frame.get("ts").is_none() {
+                break frame;
             }
         };
         if let Some(count) = reply["count"].as_u64() {
             counts.push(count);
             acknowledged = count;
+            if counts.len() == 10 {
+                warmed_up.send(()).await.unwrap();
+            }
         } else if reply["bye"] == true {
+            assert_eq!(reply["total"], acknowledged, "{session}: bye total");
             let _ = client.expect_close().await;
             node = 1 - node;
+            resumed = true;
             client = Client::connect(&ws_url(nodes[node], Some(&session))).await;
             assert_eq!(
                 client.welcome.count, acknowledged,
@@ -172,15 +180,26 @@ async fn clients_resuming_during_a_drain_see_every_count_once_in_order() {
     let draining = ChildNode::start(&redis, "old", &flags).await;
     let staying = ChildNode::start(&redis, "new", &flags).await;
     let nodes = [draining.addr, staying.addr];
-    let messages = 300;
-    let tasks: Vec<_> = (0..20)
-        .map(|i| tokio::spawn(resuming_client(format!("inv-{i}"), nodes, messages)))
+    let clients = 20;
+    let (warmed_up, mut warm) = tokio::sync::mpsc::channel(clients);
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            tokio::spawn(resuming_client(
+                format!("inv-{i}"),
+                nodes,
+                100,
+                warmed_up.clone(),
+            ))
+        })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..clients {
+        warm.recv().await.unwrap();
+    }
+    // Every client is mid-stream on the draining node now.
     draining.signal(SIGTERM);
     for task in tasks {
         let counts = task.await.unwrap();
-        let expected: Vec<u64> = (1..=messages).collect();
+        let expected: Vec<u64> = (1..=*counts.last().unwrap()).collect();
         assert_eq!(counts, expected, "a gap or a repeat");
     }
 }
