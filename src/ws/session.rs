@@ -269,7 +269,7 @@ async fn await_close_reply(socket: &mut WebSocket) {
 
 /// Maps a read error to how the socket ends.
 fn classify(error: axum::Error) -> End {
-    use tungstenite::error::{CapacityError, Error as WsError};
+    use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
     match error.into_inner().downcast::<WsError>() {
         Ok(e) => match *e {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
@@ -279,6 +279,8 @@ fn classify(error: axum::Error) -> End {
             WsError::Utf8(_) => {
                 End::Close(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")
             }
+            // A peer that vanished without a close frame is gone, not misbehaving.
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Peer(1006),
             WsError::Protocol(_) => End::Close(close_code::PROTOCOL_ERROR, "protocol error"),
             _ => End::Peer(1006),
         },

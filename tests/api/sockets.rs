@@ -160,3 +160,55 @@ async fn origins_outside_the_allowlist_are_refused_with_403() {
     // Non-browser clients send no Origin and are allowed.
     let _ = Client::connect(&app.ws_url(None)).await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(
+        &redis,
+        &["--ping-interval", "300ms", "--broadcast-token", "t"],
+    )
+    .await;
+    let _slow = Client::connect(&app.ws_url(None)).await; // never reads again
+    let mut fast = Client::connect(&app.ws_url(None)).await;
+    let total = 600;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < total {
+            let frame = fast.next_json().await;
+            if frame.get("broadcast").is_some() {
+                assert_eq!(frame["broadcast"]["i"], seen, "in order, none skipped");
+                seen += 1;
+            }
+        }
+        (seen, fast)
+    });
+    let http = reqwest::Client::new();
+    let pad = "x".repeat(30_000);
+    for i in 0..total {
+        let response = http
+            .post(app.http("/broadcast"))
+            .bearer_auth("t")
+            .json(&serde_json::json!({"message": {"i": i, "pad": pad}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let (seen, _fast) = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the reading client got every broadcast in time")
+        .unwrap();
+    assert_eq!(seen, total);
+    crate::helpers::eventually("the slow client to be cut off", || async {
+        let text = reqwest::get(app.http("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("wsfleet_connections_active 1\n")
+            .then_some(())
+    })
+    .await;
+}
