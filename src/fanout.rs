@@ -50,6 +50,8 @@ pub struct Fanout {
     started: Instant,
     /// Milliseconds after `started` at which the last channel message arrived; 0: never.
     last_delivery_ms: AtomicU64,
+    /// Same clock, for the last heartbeat; 0: never.
+    last_heartbeat_ms: AtomicU64,
 }
 
 impl Default for Fanout {
@@ -65,6 +67,7 @@ impl Fanout {
             tx,
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
+            last_heartbeat_ms: AtomicU64::new(0),
         }
     }
 
@@ -77,23 +80,31 @@ impl Fanout {
     /// Whether a message came back through the Redis channel within the freshness window.
     pub fn subscription_is_live(&self) -> bool {
         let last = self.last_delivery_ms.load(Ordering::Relaxed);
-        last != 0
-            && self.started.elapsed().as_millis() as u64 - last
-                <= SUBSCRIPTION_FRESHNESS.as_millis() as u64
+        last != 0 && self.now_ms() - last <= SUBSCRIPTION_FRESHNESS.as_millis() as u64
     }
 
-    fn mark_delivery(&self) {
-        let now = (self.started.elapsed().as_millis() as u64).max(1);
-        self.last_delivery_ms.store(now, Ordering::Relaxed);
+    /// Seconds since the last heartbeat came through, `None` before the first.
+    pub fn heartbeat_age(&self) -> Option<f64> {
+        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
+        (last != 0).then(|| (self.now_ms() - last) as f64 / 1000.0)
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.started.elapsed().as_millis() as u64).max(1)
     }
 
     /// Handles one message from the channel: probes only prove liveness; heartbeats and
     /// broadcasts go to every local socket.
     pub fn deliver(&self, payload: &str, metrics: &Metrics) {
-        self.mark_delivery();
+        let now = self.now_ms();
+        self.last_delivery_ms.store(now, Ordering::Relaxed);
         metrics.pubsub_received.inc();
         match serde_json::from_str::<ChannelMessage>(payload) {
             Ok(message) => {
+                if matches!(message, ChannelMessage::Heartbeat { .. }) {
+                    self.last_heartbeat_ms.store(now, Ordering::Relaxed);
+                    metrics.heartbeats_received.inc();
+                }
                 if let Some(frame) = message.client_frame() {
                     // An error only means no socket is connected right now.
                     let _ = self.tx.send(Utf8Bytes::from(frame));
@@ -107,7 +118,9 @@ impl Fanout {
 /// Publishes a message on the fleet channel; returns how many instances received it.
 pub async fn publish(store: &Store, message: &ChannelMessage) -> Result<u64, StoreError> {
     let text = serde_json::to_string(message).expect("channel messages serialize");
-    Ok(store.redis().publish(channel_name(), text).await?)
+    store
+        .timed("publish", store.redis().publish(channel_name(), text))
+        .await
 }
 
 /// Runs the subscriber until `cancel`. Every [`PROBE_INTERVAL`] it (re)subscribes when

@@ -69,6 +69,7 @@ pub async fn run(
                     .expect("heartbeats serialize");
                 let result: Result<i64, StoreError> = store
                     .run(
+                        "heartbeat",
                         &beat,
                         vec![leader_key(), last_beat_key()],
                         vec![
@@ -86,7 +87,6 @@ pub async fn run(
                     }
                     Ok(_) => {}
                     Err(error) => {
-                        metrics.redis_error("heartbeat");
                         tracing::debug!(%error, "heartbeat election failed");
                     }
                 }
@@ -95,7 +95,7 @@ pub async fn run(
     }
     let release = Script::from_lua(RELEASE_LUA);
     if let Err(error) = store
-        .run::<i64, _, _>(&release, leader_key(), instance)
+        .run::<i64, _, _>("heartbeat_release", &release, leader_key(), instance)
         .await
     {
         tracing::debug!(%error, "releasing the heartbeat lease failed");

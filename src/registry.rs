@@ -16,7 +16,10 @@ use std::{
     time::Duration,
 };
 
-use fred::{interfaces::HashesInterface, types::scripts::Script};
+use fred::{
+    interfaces::{HashesInterface, KeysInterface, SortedSetsInterface},
+    types::scripts::Script,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, KEY_PREFIX};
@@ -138,6 +141,7 @@ impl Registry {
             .insert(conn_id, session.clone());
         self.store
             .run::<i64, _, _>(
+                "register",
                 &self.register,
                 self.conns_key(),
                 (conn_id.to_string(), session.to_string(), self.ttl_ms as i64),
@@ -151,12 +155,14 @@ impl Registry {
             .lock()
             .expect("registry lock poisoned")
             .remove(&conn_id);
+        let redis = self.store.redis();
         self.store
-            .redis()
-            .hdel::<i64, _, _>(self.conns_key(), conn_id.to_string())
+            .timed(
+                "unregister",
+                redis.hdel::<i64, _, _>(self.conns_key(), conn_id.to_string()),
+            )
             .await
             .map(drop)
-            .map_err(Into::into)
     }
 
     /// Renews this instance's lease; re-registers every local connection if Redis lost them.
@@ -169,6 +175,7 @@ impl Registry {
         let conns_existed: i64 = self
             .store
             .run(
+                "renew",
                 &self.renew,
                 vec![
                     format!("{KEY_PREFIX}instances"),
@@ -208,20 +215,20 @@ impl Registry {
             "re-registering connections lost by redis"
         );
         // Chunked so that one call stays small even with ~20k sockets.
+        let redis = self.store.redis();
         for chunk in pairs.chunks(1000) {
             let _: i64 = self
                 .store
-                .redis()
-                .hset(self.conns_key(), chunk.to_vec())
+                .timed("reregister", redis.hset(self.conns_key(), chunk.to_vec()))
                 .await?;
         }
-        let _: i64 = fred::interfaces::KeysInterface::pexpire(
-            self.store.redis(),
-            self.conns_key(),
-            self.ttl_ms as i64,
-            None,
-        )
-        .await?;
+        let _: i64 = self
+            .store
+            .timed(
+                "reregister",
+                redis.pexpire(self.conns_key(), self.ttl_ms as i64, None),
+            )
+            .await?;
         Ok(())
     }
 
@@ -230,6 +237,7 @@ impl Registry {
         let json: String = self
             .store
             .run(
+                "snapshot",
                 &self.snapshot,
                 format!("{KEY_PREFIX}instances"),
                 format!("{KEY_PREFIX}instance:"),
@@ -256,26 +264,27 @@ impl Registry {
     /// Forgets every connection of this instance (after its sockets are closed).
     pub async fn remove_all_connections(&self) -> Result<(), StoreError> {
         self.local.lock().expect("registry lock poisoned").clear();
-        fred::interfaces::KeysInterface::del::<i64, _>(self.store.redis(), self.conns_key())
+        let redis = self.store.redis();
+        self.store
+            .timed("deregister", redis.del::<i64, _>(self.conns_key()))
             .await
             .map(drop)
-            .map_err(Into::into)
     }
 
     /// Removes this instance from the registry entirely (last step of shutdown).
     pub async fn deregister(&self) -> Result<(), StoreError> {
         let redis = self.store.redis();
-        fred::interfaces::KeysInterface::del::<i64, _>(
-            redis,
-            vec![self.instance_key(), self.conns_key()],
-        )
-        .await?;
-        fred::interfaces::SortedSetsInterface::zrem::<i64, _, _>(
-            redis,
-            format!("{KEY_PREFIX}instances"),
-            self.info.id.clone(),
-        )
-        .await?;
+        let keys = vec![self.instance_key(), self.conns_key()];
+        let index = format!("{KEY_PREFIX}instances");
+        self.store
+            .timed("deregister", redis.del::<i64, _>(keys))
+            .await?;
+        self.store
+            .timed(
+                "deregister",
+                redis.zrem::<i64, _, _>(index, self.info.id.clone()),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -33,12 +33,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let started = Instant::now();
+        let metrics = Arc::new(Metrics::new(settings.color.as_str()));
         let max_connections = connection_limit(settings.max_connections)
             .context("failed to read or raise the open-file limit")?;
         let store = Store::connect(
             &settings.redis_url,
             settings.redis_timeout,
             settings.session_ttl,
+            metrics.clone(),
         )
         .await
         .context("failed to create the redis client")?;
@@ -60,7 +63,9 @@ impl Application {
             started_at: crate::protocol::timestamp_now(),
         };
         let registry = Registry::new(store.clone(), info, settings.lease_period);
-        let metrics = Arc::new(Metrics::new(settings.color.as_str()));
+        metrics
+            .startup_duration
+            .set(started.elapsed().as_secs_f64());
         let state = Arc::new(AppState::new(
             settings,
             store,
@@ -149,6 +154,10 @@ impl Application {
         if tokio::time::timeout(left, server).await.is_err() {
             tracing::warn!("HTTP connections still open at the deadline; exiting anyway");
         }
+        state
+            .metrics
+            .shutdown_duration
+            .set(signalled.elapsed().as_secs_f64());
         tracing::info!(
             elapsed_ms = signalled.elapsed().as_millis() as u64,
             "shutdown complete"
@@ -178,7 +187,6 @@ async fn keep_lease(state: SharedState, cancel: CancellationToken) {
                         state.metrics.fleet_connections.set(state.registry.fleet_connections() as i64);
                     }
                     Err(error) => {
-                        state.metrics.redis_error("lease");
                         if redis_up {
                             tracing::warn!(%error, "registry lease renewal failed");
                         }

@@ -5,7 +5,7 @@
 //! and gives up after `--redis-timeout`. Callers turn an error into "unavailable"; nothing
 //! waits on Redis without a bound.
 
-use std::time::Duration;
+use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 
 use fred::{
     clients::{Client, SubscriberClient, WithOptions},
@@ -17,6 +17,8 @@ use fred::{
     },
 };
 use thiserror::Error;
+
+use crate::metrics::{Metrics, OperationLabel};
 
 /// All keys live under this prefix; see docs/DESIGN.md for the schema.
 pub const KEY_PREFIX: &str = "wsfleet:";
@@ -51,6 +53,8 @@ pub struct Store {
     increment: Script,
     fetch: Script,
     session_ttl_ms: i64,
+    /// Every call is timed and its failures counted here, by operation.
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
@@ -61,6 +65,7 @@ impl Store {
         url: &str,
         timeout: Duration,
         session_ttl: Duration,
+        metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         let client = builder(url, timeout)?.build()?;
         start(&client, timeout).await;
@@ -75,6 +80,7 @@ impl Store {
             increment: Script::from_lua(INCREMENT_LUA),
             fetch: Script::from_lua(FETCH_LUA),
             session_ttl_ms: session_ttl.as_millis() as i64,
+            metrics,
         })
     }
 
@@ -103,14 +109,24 @@ impl Store {
 
     /// The current counter of a session, `None` when Redis does not know it.
     pub async fn fetch_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
-        self.run(&self.fetch, session_key(session), self.session_ttl_ms)
-            .await
+        self.run(
+            "fetch_session",
+            &self.fetch,
+            session_key(session),
+            self.session_ttl_ms,
+        )
+        .await
     }
 
     /// Counts one message of a session and returns the new counter.
     pub async fn increment(&self, session: &str) -> Result<u64, StoreError> {
-        self.run(&self.increment, session_key(session), self.session_ttl_ms)
-            .await
+        self.run(
+            "increment",
+            &self.increment,
+            session_key(session),
+            self.session_ttl_ms,
+        )
+        .await
     }
 
     /// Runs a Lua script by its hash, loading it first when Redis does not have it (after a
@@ -121,7 +137,13 @@ impl Store {
     /// each reply before writing the next command on the connection, which would serialise
     /// every message of the process behind one round trip). Our scripts handle `NOSCRIPT`
     /// per call, which is the reason fred's default exists.
-    pub async fn run<R, K, V>(&self, script: &Script, keys: K, args: V) -> Result<R, StoreError>
+    pub async fn run<R, K, V>(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        keys: K,
+        args: V,
+    ) -> Result<R, StoreError>
     where
         R: FromValue,
         K: Into<MultipleKeys> + Send,
@@ -142,16 +164,38 @@ impl Store {
         let mut call = Vec::with_capacity(tail.len() + 1);
         call.push(Value::from(script.sha1().clone()));
         call.extend(tail.iter().cloned());
-        match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                let lua = script.lua().expect("scripts are built from source").clone();
-                let mut call = Vec::with_capacity(tail.len() + 1);
-                call.push(Value::from(lua));
-                call.extend(tail);
-                Ok(self.redis.custom(command("EVAL"), call).await?)
+        self.timed(operation, async {
+            match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    let lua = script.lua().expect("scripts are built from source").clone();
+                    let mut call = Vec::with_capacity(tail.len() + 1);
+                    call.push(Value::from(lua));
+                    call.extend(tail);
+                    self.redis.custom(command("EVAL"), call).await
+                }
+                other => other,
             }
-            other => Ok(other?),
+        })
+        .await
+    }
+
+    /// Runs one Redis call, recording its duration and any failure under `operation`.
+    pub async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        let label = OperationLabel { operation };
+        self.metrics
+            .redis_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.redis_errors.get_or_create(&label).inc();
         }
+        Ok(result?)
     }
 }
 

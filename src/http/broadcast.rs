@@ -68,7 +68,6 @@ pub async fn publish(
     let instances = fanout::publish(&app.store, &published)
         .await
         .map_err(|error| {
-            app.metrics.redis_error("publish");
             tracing::warn!(%error, "broadcast not published");
             ApiError::Unavailable("redis unavailable".into())
         })?;

@@ -7,14 +7,20 @@ mod error;
 use std::time::Duration;
 
 use axum::{
-    extract::State,
+    extract::{Request, State},
     http::{header, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
     Json, Router,
 };
+use fred::interfaces::ClientLike;
 use serde_json::json;
-use tower_http::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 pub use error::ApiError;
 
@@ -43,8 +49,22 @@ pub fn app(state: SharedState) -> Router {
     let sockets = Router::new()
         .route("/ws/chat/", get(ws::upgrade))
         .route("/ws/chat", get(ws::upgrade));
+    // Every request gets an `x-request-id` (nginx's, or a new UUID), carried by the span of
+    // every log line it causes and echoed in the response.
+    let request_ids = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id());
     http.merge(sockets)
         .fallback(|| async { ApiError::NotFound })
+        .layer(request_ids)
         .with_state(state)
 }
 
@@ -56,7 +76,9 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(app): State<SharedState>) -> Response {
     let reason = if app.is_draining() {
         Some("draining")
-    } else if fred::interfaces::ClientLike::ping::<String>(app.store.redis(), None)
+    } else if app
+        .store
+        .timed("ping", app.store.redis().ping::<String>(None))
         .await
         .is_err()
     {
@@ -80,9 +102,13 @@ async fn readyz(State(app): State<SharedState>) -> Response {
 }
 
 async fn metrics(State(app): State<SharedState>) -> impl IntoResponse {
+    // Values that are cheaper to compute at scrape time than to keep current.
     app.metrics
         .fleet_connections
         .set(app.registry.fleet_connections() as i64);
+    app.metrics
+        .heartbeat_age
+        .set(app.fanout.heartbeat_age().unwrap_or(-1.0));
     (
         [(
             header::CONTENT_TYPE,

@@ -83,7 +83,6 @@ async fn prepare(
         ApiError::Unavailable("at capacity".into())
     })?;
     let existing = app.store.fetch_session(&session).await.map_err(|error| {
-        app.metrics.redis_error("fetch_session");
         app.metrics.rejected("redis_unavailable");
         tracing::warn!(%error, "refusing upgrade: redis unavailable");
         ApiError::Unavailable("redis unavailable".into())

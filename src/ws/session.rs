@@ -63,7 +63,6 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
     if let Err(error) = app.registry.add_connection(conn_id, session.clone()).await {
-        app.metrics.redis_error("register");
         tracing::warn!(%error, "registering the connection failed; the next lease renewal repairs it");
     }
     tracing::info!(count, resumed, "connection opened");
@@ -103,7 +102,6 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     app.metrics.closed(code);
     app.metrics.connections_active.dec();
     if let Err(error) = app.registry.remove_connection(s.conn_id).await {
-        app.metrics.redis_error("unregister");
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
     tracing::info!(code, total = s.count, "connection closed");
@@ -188,7 +186,6 @@ impl Session {
                 self.send_json(socket, &CountReply { count }).await
             }
             Err(error) => {
-                self.app.metrics.redis_error("increment");
                 tracing::warn!(%error, "message not counted: redis unavailable");
                 self.send_json(socket, &ErrorFrame::unavailable()).await
             }

@@ -91,3 +91,47 @@ async fn the_test_page_is_served_and_unknown_routes_are_json_404s() {
         .unwrap();
     assert_eq!(response.status(), 405);
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_the_one_given() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &[]).await;
+    let http = reqwest::Client::new();
+    let given = http
+        .get(app.http("/healthz"))
+        .header("x-request-id", "from-nginx-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "from-nginx-42");
+    let made = http.get(app.http("/status")).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+}
+
+#[tokio::test]
+async fn redis_timings_and_heartbeat_age_are_exported() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--heartbeat-interval", "200ms"]).await;
+    let mut client = Client::connect(&app.ws_url(None)).await;
+    client.send("x").await;
+    client.next_reply().await;
+    let text = crate::helpers::eventually("a heartbeat to be seen", || async {
+        let text = reqwest::get(app.http("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (!text.contains("wsfleet_heartbeat_age_seconds -1")).then_some(text)
+    })
+    .await;
+    for expected in [
+        "wsfleet_redis_command_duration_seconds_count{operation=\"increment\"} 1",
+        "wsfleet_redis_command_duration_seconds_bucket{le=",
+        "wsfleet_heartbeat_age_seconds ",
+        "wsfleet_startup_duration_seconds ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
