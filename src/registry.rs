@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, KEY_PREFIX};
 
-/// Renews the instance record and reports whether its connection hash still exists (0 after
-/// Redis lost its data, so the caller knows to re-register what it holds).
+/// Renews the instance record and its connection hash, and returns how many connections the
+/// hash holds, so the caller can tell when Redis and the process disagree.
 const RENEW_LUA: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -33,7 +33,15 @@ redis.call('HSET', KEYS[2], 'id', ARGV[1], 'color', ARGV[3], 'version', ARGV[4],
   'addr', ARGV[5], 'started_at', ARGV[6], 'draining', ARGV[7], 'last_seen', now)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-return redis.call('PEXPIRE', KEYS[3], ARGV[2])";
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return redis.call('HLEN', KEYS[3])";
+
+/// Replaces the connection hash with the given pairs (ARGV[1] is the TTL), atomically.
+const RESYNC_LUA: &str = r"
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return (#ARGV - 1) / 2";
 
 /// Every live instance with its connection count, as JSON; forgets index entries whose
 /// record expired (instances that crashed).
@@ -100,7 +108,13 @@ pub struct Registry {
     draining: AtomicBool,
     /// Fleet-wide connection count from the last successful snapshot.
     fleet_connections: AtomicU64,
+    /// Renewals in a row at which Redis's count differed from ours (see `renew`).
+    mismatches: AtomicU64,
+    /// False until the first renewal, which always rewrites the hash: a process reusing a
+    /// crashed instance's id must not inherit its leftover connections.
+    synced_once: AtomicBool,
     renew: Script,
+    resync: Script,
     snapshot: Script,
     register: Script,
 }
@@ -114,7 +128,10 @@ impl Registry {
             local: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             fleet_connections: AtomicU64::new(0),
+            mismatches: AtomicU64::new(0),
+            synced_once: AtomicBool::new(false),
             renew: Script::from_lua(RENEW_LUA),
+            resync: Script::from_lua(RESYNC_LUA),
             snapshot: Script::from_lua(SNAPSHOT_LUA),
             register: Script::from_lua(REGISTER_LUA),
         }
@@ -165,14 +182,17 @@ impl Registry {
             .map(drop)
     }
 
-    /// Renews this instance's lease; re-registers every local connection if Redis lost them.
+    /// Renews this instance's lease and repairs its connection hash when Redis disagrees with
+    /// the process: at once when Redis lost everything (a restart without data), otherwise
+    /// after two renewals in a row (one may just race a connect or disconnect in flight), which
+    /// also clears entries left by a failed `HDEL` during a Redis blip.
     pub async fn renew(&self) -> Result<(), StoreError> {
         let draining = if self.draining.load(Ordering::Relaxed) {
             "1"
         } else {
             "0"
         };
-        let conns_existed: i64 = self
+        let registered: u64 = self
             .store
             .run(
                 "renew",
@@ -193,41 +213,34 @@ impl Registry {
                 ],
             )
             .await?;
-        if conns_existed == 0 {
-            self.reregister_connections().await?;
+        let held = self.local.lock().expect("registry lock poisoned").len() as u64;
+        if registered == held {
+            self.mismatches.store(0, Ordering::Relaxed);
+            self.synced_once.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let strikes = self.mismatches.fetch_add(1, Ordering::Relaxed) + 1;
+        if registered == 0 || strikes >= 2 || !self.synced_once.load(Ordering::Relaxed) {
+            self.resync_connections(registered, held).await?;
+            self.mismatches.store(0, Ordering::Relaxed);
+            self.synced_once.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    async fn reregister_connections(&self) -> Result<(), StoreError> {
-        let pairs: Vec<(String, String)> = {
+    async fn resync_connections(&self, registered: u64, held: u64) -> Result<(), StoreError> {
+        let mut args: Vec<String> = vec![self.ttl_ms.to_string()];
+        {
             let local = self.local.lock().expect("registry lock poisoned");
-            local
-                .iter()
-                .map(|(id, session)| (id.to_string(), session.to_string()))
-                .collect()
-        };
-        if pairs.is_empty() {
-            return Ok(());
+            for (id, session) in local.iter() {
+                args.push(id.to_string());
+                args.push(session.to_string());
+            }
         }
-        tracing::info!(
-            connections = pairs.len(),
-            "re-registering connections lost by redis"
-        );
-        // Chunked so that one call stays small even with ~20k sockets.
-        let redis = self.store.redis();
-        for chunk in pairs.chunks(1000) {
-            let _: i64 = self
-                .store
-                .timed("reregister", redis.hset(self.conns_key(), chunk.to_vec()))
-                .await?;
-        }
+        tracing::info!(registered, held, "rewriting this instance's connections in redis");
         let _: i64 = self
             .store
-            .timed(
-                "reregister",
-                redis.pexpire(self.conns_key(), self.ttl_ms as i64, None),
-            )
+            .run("resync", &self.resync, self.conns_key(), args)
             .await?;
         Ok(())
     }

@@ -19,7 +19,7 @@ use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
-    trace::TraceLayer,
+    trace::{DefaultOnFailure, TraceLayer},
 };
 
 pub use error::ApiError;
@@ -53,7 +53,10 @@ pub fn app(state: SharedState) -> Router {
     // every log line it causes and echoed in the response.
     let request_ids = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        .layer(TraceLayer::new_for_http()
+            // 503 from /readyz is an answer, not a failure: keep it out of the error log.
+            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+            .make_span_with(|request: &Request<_>| {
             let id = request
                 .headers()
                 .get("x-request-id")

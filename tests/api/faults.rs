@@ -227,3 +227,32 @@ fn bad_configuration_fails_before_binding_with_one_clear_line() {
         assert!(stderr.contains(needle), "{name}={value}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_registry_partly_rebuilt_by_new_connections_is_repaired_to_the_full_count() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--lease-period", "300ms"]).await;
+    let mut clients = vec![
+        Client::connect(&app.ws_url(None)).await,
+        Client::connect(&app.ws_url(None)).await,
+    ];
+    eventually("2 fleet connections", || async {
+        (fleet_connections(app.addr).await == (2, 1)).then_some(())
+    })
+    .await;
+    // Redis loses everything, and a new socket re-creates the connection hash before the
+    // next renewal: the hash exists again, but with one entry instead of three.
+    let inspect = redis.client().await;
+    let _: String = fred::interfaces::ClientLike::custom(
+        &inspect,
+        fred::types::CustomCommand::new_static("FLUSHALL", None, false),
+        Vec::<String>::new(),
+    )
+    .await
+    .unwrap();
+    clients.push(Client::connect(&app.ws_url(None)).await);
+    eventually("the registry to hold all 3 connections", || async {
+        (fleet_connections(app.addr).await == (3, 1)).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,149 @@
+# shellcheck shell=bash
+# Helpers shared by the scripts in this folder. Sourced, never run.
+#
+# Run state lives in one git-ignored directory, $RUN_DIR (default .run/):
+#   redis.pid  redis.port  redis.log  redis/      our redis-server, when we started one
+#   redis_url                                     the Redis the instances were given
+#   wsfleet-<n>.pid  wsfleet-<n>.port  wsfleet-<n>.log   instance n (1 for now)
+#   token                                         BROADCAST_TOKEN, mode 600
+# A pid file is never trusted on its own: see `pid_alive`.
+
+set -euo pipefail
+
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT_DIR"
+
+: "${RUN_DIR:=.run}"
+: "${CARGO_TARGET_DIR:=target}"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+WSFLEET_BIN="$CARGO_TARGET_DIR/release/wsfleet"
+
+say() { printf '%s\n' "$*"; }
+step() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+has_apt() { command -v apt-get >/dev/null 2>&1; }
+
+# need_cargo: cargo on PATH, or one line saying how to get it.
+need_cargo() {
+    command -v cargo >/dev/null 2>&1 ||
+        die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+}
+
+# need_tool TOOL PACKAGE: the tool is on PATH, or one line naming the package to install.
+need_tool() {
+    command -v "$1" >/dev/null 2>&1 ||
+        die "$1 not found: install the $2 package (e.g. apt-get install -y $2), then run this again"
+}
+
+# ensure_package TOOL PACKAGE: installs PACKAGE with apt-get when TOOL is missing and we are
+# root on Debian/Ubuntu; otherwise the one-line hint of need_tool.
+ensure_package() {
+    local tool=$1 package=$2
+    command -v "$tool" >/dev/null 2>&1 && return 0
+    if is_root && has_apt; then
+        step "$tool not found: installing $package (apt-get update && apt-get install -y $package)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+        command -v "$tool" >/dev/null 2>&1 || die "installing $package did not provide $tool"
+    else
+        need_tool "$tool" "$package"
+    fi
+}
+
+# pid_alive FILE PATTERN: true when FILE holds the pid of a running process whose command
+# line contains PATTERN. A pid file whose process is gone (or whose pid now belongs to some
+# other program) is stale: it is removed, with a note, and the answer is false.
+pid_alive() {
+    local file=$1 pattern=$2 pid args
+    [ -f "$file" ] || return 1
+    pid="$(<"$file")"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && ! gone "$pid"; then
+        args="$(ps -p "$pid" -o args= 2>/dev/null || true)"
+        if [[ "$args" == *"$pattern"* ]]; then
+            return 0
+        fi
+    fi
+    say "note: removing stale pid file $file (process ${pid:-?} is gone or is not ours)"
+    rm -f "$file"
+    return 1
+}
+
+# spawn LOG PIDFILE COMMAND...: starts COMMAND in the background, detached from this
+# terminal's session (setsid, so a Ctrl-C here does not reach it), stdin closed, output
+# appended to LOG, and writes its pid to PIDFILE. Environment assignments placed before
+# `spawn` reach COMMAND without showing in its command line.
+spawn() {
+    local log=$1 pidfile=$2
+    shift 2
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$@" </dev/null >>"$log" 2>&1 &
+    else
+        nohup "$@" </dev/null >>"$log" 2>&1 &
+    fi
+    echo $! >"$pidfile"
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s until it succeeds or
+# SECONDS pass (then returns 1). Never a blind sleep: it returns as soon as COMMAND succeeds.
+wait_until() {
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            say "timed out after ${limit}s waiting for $what" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# stop_pid FILE PATTERN SECONDS NAME: SIGTERM the process of FILE, wait for it to exit,
+# SIGKILL it if it outlives SECONDS. Removes FILE.
+stop_pid() {
+    local file=$1 pattern=$2 limit=$3 name=$4 pid
+    pid_alive "$file" "$pattern" || return 0
+    pid="$(<"$file")"
+    step "stopping $name (pid $pid, SIGTERM)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_until "$limit" "$name to exit" gone "$pid"; then
+        say "$name did not exit within ${limit}s; sending SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_until 5 "$name to die" gone "$pid" || die "could not stop $name (pid $pid)"
+    fi
+    rm -f "$file"
+}
+
+# gone PID: the process has exited (a zombie waiting to be reaped counts as exited).
+gone() {
+    local state
+    state="$(ps -p "$1" -o stat= 2>/dev/null || true)"
+    [ -z "$state" ] || [[ "$state" == Z* ]]
+}
+
+# instance_files: the pid files of every wsfleet instance we started, one per line.
+instance_files() {
+    compgen -G "$RUN_DIR/wsfleet-*.pid" || true
+}
+
+# show_json: pretty-prints JSON from stdin with jq, else python3, else as it came.
+show_json() {
+    if command -v jq >/dev/null 2>&1; then
+        jq .
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -m json.tool
+    else
+        cat
+        echo
+    fi
+}
