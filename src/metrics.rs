@@ -46,6 +46,7 @@ struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     pub connections_active: Gauge,
+    pub connections_max: Gauge,
     pub fleet_connections: Gauge,
     pub connections_opened: Counter,
     pub connections_closed: Family<CodeLabel, Counter>,
@@ -73,6 +74,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("wsfleet");
         let m = Metrics {
             connections_active: Gauge::default(),
+            connections_max: Gauge::default(),
             fleet_connections: Gauge::default(),
             connections_opened: Counter::default(),
             connections_closed: Family::default(),
@@ -100,6 +102,11 @@ impl Metrics {
             "connections_active",
             "WebSocket connections open on this instance",
             m.connections_active.clone(),
+        );
+        r.register(
+            "connections_max",
+            "Most sockets this instance accepts (MAX_CONNECTIONS or the open-file limit)",
+            m.connections_max.clone(),
         );
         r.register(
             "fleet_connections",

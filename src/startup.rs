@@ -63,6 +63,7 @@ impl Application {
             started_at: crate::protocol::timestamp_now(),
         };
         let registry = Registry::new(store.clone(), info, settings.lease_period);
+        metrics.connections_max.set(max_connections as i64);
         metrics
             .startup_duration
             .set(started.elapsed().as_secs_f64());

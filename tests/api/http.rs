@@ -29,6 +29,7 @@ async fn metrics_are_prometheus_text_with_the_wsfleet_names() {
         "# TYPE wsfleet_connections_active gauge",
         "wsfleet_connections_active 1",
         "# TYPE wsfleet_fleet_connections gauge",
+        "# TYPE wsfleet_connections_max gauge",
         "wsfleet_messages_received_total 1",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
