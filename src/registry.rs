@@ -237,7 +237,11 @@ impl Registry {
                 args.push(session.to_string());
             }
         }
-        tracing::info!(registered, held, "rewriting this instance's connections in redis");
+        tracing::info!(
+            registered,
+            held,
+            "rewriting this instance's connections in redis"
+        );
         let _: i64 = self
             .store
             .run("resync", &self.resync, self.conns_key(), args)

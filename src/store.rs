@@ -31,15 +31,33 @@ pub enum StoreError {
     Unexpected(String),
 }
 
-/// `INCR` the session counter and slide its TTL, in one round trip and atomically.
+/// Counts one message of a session, atomically and in one round trip, and slides the TTL.
+///
+/// The session is a hash: `n`, the counter, and `op`, the id of the last message counted.
+/// ARGV[1] is the TTL, ARGV[2] this message's op id, ARGV[3..] the op ids of earlier
+/// attempts on this socket that were answered `unavailable` although they may have run
+/// (a timeout: Redis may still execute a command it had queued). If the last counted op is
+/// one of those, this message is the client's resend of it: answer that count again
+/// instead of counting twice.
 const INCREMENT_LUA: &str = r"
-local n = redis.call('INCR', KEYS[1])
+if #ARGV >= 3 then
+  local last = redis.call('HGET', KEYS[1], 'op')
+  for i = 3, #ARGV do
+    if ARGV[i] == last then
+      redis.call('HSET', KEYS[1], 'op', ARGV[2])
+      redis.call('PEXPIRE', KEYS[1], ARGV[1])
+      return tonumber(redis.call('HGET', KEYS[1], 'n'))
+    end
+  end
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'op', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n";
 
 /// Read the session counter (nil for a new session) and slide its TTL.
 const FETCH_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('HGET', KEYS[1], 'n')
 if v then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return v";
 
@@ -118,15 +136,21 @@ impl Store {
         .await
     }
 
-    /// Counts one message of a session and returns the new counter.
-    pub async fn increment(&self, session: &str) -> Result<u64, StoreError> {
-        self.run(
-            "increment",
-            &self.increment,
-            session_key(session),
-            self.session_ttl_ms,
-        )
-        .await
+    /// Counts one message of a session and returns its count. `op` names this attempt
+    /// uniquely in the fleet; `unsure` lists earlier attempts of the same socket whose outcome
+    /// is unknown (see `INCREMENT_LUA`).
+    pub async fn increment(
+        &self,
+        session: &str,
+        op: &str,
+        unsure: &[String],
+    ) -> Result<u64, StoreError> {
+        let mut args: Vec<Value> = Vec::with_capacity(2 + unsure.len());
+        args.push(Value::from(self.session_ttl_ms));
+        args.push(Value::from(op));
+        args.extend(unsure.iter().map(|o| Value::from(o.as_str())));
+        self.run("increment", &self.increment, session_key(session), args)
+            .await
     }
 
     /// Runs a Lua script by its hash, loading it first when Redis does not have it (after a

@@ -20,6 +20,9 @@ use crate::{
     state::SharedState,
 };
 
+/// Attempts in doubt remembered per socket (see `Session::unsure`).
+const MAX_UNSURE: usize = 16;
+
 /// How a socket's loop ended.
 enum End {
     /// Close the socket with this code and reason.
@@ -39,6 +42,12 @@ struct Session {
     session: Arc<str>,
     /// Last counter value this socket knows (welcome or last reply): the `bye` total.
     count: u64,
+    /// Messages of this socket so far; with the instance and connection ids, names each
+    /// increment attempt uniquely in the fleet.
+    seq: u64,
+    /// Attempts answered `unavailable` since the last counted message. Redis may still have
+    /// run them, so the next increment carries them and counts nothing twice.
+    unsure: Vec<String>,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
@@ -71,6 +80,8 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         conn_id,
         session: session.clone(),
         count,
+        seq: 0,
+        unsure: Vec::new(),
         bucket: app
             .settings
             .rate_limit
@@ -180,12 +191,30 @@ impl Session {
                 ));
             }
         }
-        let sent = match self.app.store.increment(&self.session).await {
+        self.seq += 1;
+        let op = format!(
+            "{}:{}:{}",
+            self.app.registry.instance_id(),
+            self.conn_id,
+            self.seq
+        );
+        let sent = match self
+            .app
+            .store
+            .increment(&self.session, &op, &self.unsure)
+            .await
+        {
             Ok(count) => {
                 self.count = count;
+                self.unsure.clear();
                 self.send_json(socket, &CountReply { count }).await
             }
             Err(error) => {
+                // Bounded: a socket whose frames keep failing only needs its recent attempts.
+                if self.unsure.len() == MAX_UNSURE {
+                    self.unsure.remove(0);
+                }
+                self.unsure.push(op);
                 tracing::warn!(%error, "message not counted: redis unavailable");
                 self.send_json(socket, &ErrorFrame::unavailable()).await
             }

@@ -256,3 +256,45 @@ async fn a_registry_partly_rebuilt_by_new_connections_is_repaired_to_the_full_co
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_message_answered_unavailable_that_redis_ran_late_is_not_counted_twice() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--redis-timeout", "300ms"]).await;
+    let mut client = Client::connect(&app.ws_url(Some("stalled"))).await;
+    client.send("a").await;
+    assert_eq!(client.next_reply().await, json!({ "count": 1 }));
+
+    // Redis holds write commands for 1.5 s: the increment times out on our side but stays
+    // queued in Redis, which runs it when the pause ends.
+    let inspect = redis.client().await;
+    let _: String = fred::interfaces::ClientLike::custom(
+        &inspect,
+        fred::types::CustomCommand::new_static("CLIENT", None, false),
+        vec!["PAUSE", "1500", "WRITE"],
+    )
+    .await
+    .unwrap();
+    let asked = std::time::Instant::now();
+    client.send("b").await;
+    assert_eq!(
+        client.next_reply().await,
+        json!({"error": "unavailable", "retry": true})
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(1200),
+        "bounded by --redis-timeout"
+    );
+
+    // Let the pause end and the queued increment run, then resend as the protocol asks.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let stored: Option<String> =
+        fred::interfaces::HashesInterface::hget(&inspect, "wsfleet:session:stalled", "n")
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some("2"), "the stalled attempt did run");
+    client.send("b again").await;
+    assert_eq!(client.next_reply().await, json!({ "count": 2 }), "no gap");
+    client.send("c").await;
+    assert_eq!(client.next_reply().await, json!({ "count": 3 }));
+}
