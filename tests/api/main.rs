@@ -1,5 +1,6 @@
 //! Integration tests: real redis-server, real nodes, real WebSocket clients.
 
+mod bad_input;
 mod broadcast;
 mod counting;
 mod faults;
