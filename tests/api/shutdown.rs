@@ -123,3 +123,92 @@ async fn an_in_process_node_stopped_by_its_shutdown_future_drains_and_returns_ok
         .unwrap()
         .expect("run_until_stopped returns Ok");
 }
+
+#[tokio::test]
+async fn sigterm_during_a_burst_of_connects_drains_every_socket_it_accepted() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let redis = RedisServer::start().await;
+    let mut node = ChildNode::start(&redis, "burst", &["--drain-spread", "300ms"]).await;
+    let url = ws_url(node.addr, None);
+    // 40 connectors churn through short-lived sockets (open, wait 50 ms, close) for up to 3 s
+    // while SIGTERM lands. A socket the node accepted must either be closed by its client or
+    // end with bye + 1001; none may be cut off silently.
+    let connectors: Vec<_> = (0..40)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (mut accepted, mut drained, mut cut) = (0u32, 0u32, 0u32);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+                        break; // refused (503) or the port is closed: the node is going away
+                    };
+                    accepted += 1;
+                    let mut saw_bye = false;
+                    let mut ended = None;
+                    let _ = tokio::time::timeout(Duration::from_millis(50), async {
+                        while let Some(message) = ws.next().await {
+                            match message {
+                                Ok(Message::Text(t)) if t.contains("\"bye\"") => saw_bye = true,
+                                Ok(Message::Close(frame)) => {
+                                    ended = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                                    return;
+                                }
+                                Ok(_) => {}
+                                Err(_) => {
+                                    ended = Some(1006);
+                                    return;
+                                }
+                            }
+                        }
+                        ended = Some(1006);
+                    })
+                    .await;
+                    if saw_bye && ended.is_none() {
+                        // The bye came; the close follows within the drain.
+                        ended = tokio::time::timeout(Duration::from_secs(5), async {
+                            while let Some(Ok(m)) = ws.next().await {
+                                if let Message::Close(f) = m {
+                                    return Some(f.map_or(1005, |f| u16::from(f.code)));
+                                }
+                            }
+                            Some(1006)
+                        })
+                        .await
+                        .unwrap_or(None);
+                    }
+                    match ended {
+                        None => {
+                            let _ = ws.close(None).await;
+                        }
+                        Some(1001) if saw_bye => drained += 1,
+                        Some(_) => cut += 1,
+                    }
+                }
+                (accepted, drained, cut)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.signal(SIGTERM);
+    let (mut accepted, mut drained, mut cut) = (0, 0, 0);
+    for connector in connectors {
+        let (a, d, c) = connector.await.unwrap();
+        accepted += a;
+        drained += d;
+        cut += c;
+    }
+    assert!(accepted >= 80, "the burst reached the node: {accepted}");
+    assert!(drained >= 1, "some sockets were open when the drain came");
+    assert_eq!(
+        cut, 0,
+        "{cut} of {accepted} sockets ended without bye + 1001"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(6), node.child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    assert!(status.success());
+}
