@@ -12,14 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::{net::TcpStream, process::Child, task::JoinHandle};
-use tokio_tungstenite::{
-    tungstenite::{protocol::WebSocketConfig, Message},
-    MaybeTlsStream, WebSocketStream,
-};
-use wsfleet::{config::Config, protocol::Welcome, startup::Application};
+use wsfleet::{config::Config, startup::Application};
+
+pub use crate::client::{refused_upgrade, Client};
 
 /// Longest wait for any single expected event in a test.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -338,94 +335,4 @@ pub const SIGTERM: i32 = 15;
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
-}
-
-/// A real WebSocket client (tokio-tungstenite).
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    pub welcome: Welcome,
-}
-
-pub fn client_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-}
-
-impl Client {
-    pub async fn connect(url: &str) -> Client {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), false)
-                .await
-                .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
-        let first = next_text(&mut ws).await;
-        let welcome: Welcome = serde_json::from_str(&first)
-            .unwrap_or_else(|e| panic!("first frame {first:?} is not a welcome: {e}"));
-        Client { ws, welcome }
-    }
-
-    pub async fn send(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.unwrap();
-    }
-
-    /// The next frame as JSON, heartbeats included.
-    pub async fn next_json(&mut self) -> Value {
-        let text = next_text(&mut self.ws).await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("frame {text:?} is not JSON: {e}"))
-    }
-
-    /// The next frame that is not a heartbeat or a broadcast.
-    pub async fn next_reply(&mut self) -> Value {
-        loop {
-            let frame = self.next_json().await;
-            if frame.get("ts").is_none() {
-                return frame;
-            }
-        }
-    }
-
-    /// Reads until the server closes; returns the close code and reason.
-    pub async fn expect_close(&mut self) -> (u16, String) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => panic!("no close frame within {PATIENCE:?}"),
-                Ok(Some(Ok(Message::Close(Some(frame))))) => {
-                    return (frame.code.into(), frame.reason.to_string())
-                }
-                Ok(Some(Ok(Message::Close(None)))) => return (1005, String::new()),
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(e))) => panic!("socket error before a close frame: {e}"),
-                Ok(None) => panic!("socket ended without a close frame"),
-            }
-        }
-    }
-}
-
-async fn next_text(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> String {
-    loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await {
-            Err(_) => panic!("no frame within {PATIENCE:?}"),
-            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            Ok(other) => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// The HTTP status and JSON body of a refused upgrade.
-pub async fn refused_upgrade(url: &str) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => panic!("upgrade to {url} should have been refused"),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_ref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
-            (status, body)
-        }
-        Err(other) => panic!("expected an HTTP refusal from {url}, got {other}"),
-    }
 }

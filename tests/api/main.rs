@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod broadcast;
+mod client;
 mod counting;
 mod faults;
 mod heartbeat;
