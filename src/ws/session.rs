@@ -11,6 +11,7 @@ use std::{
 };
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
@@ -146,6 +147,9 @@ impl Session {
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(frame))) => {
+                            // tungstenite queued the echo of the peer's close frame; write it
+                            // out, or the client sees 1006 instead of a clean close.
+                            let _ = tokio::time::timeout(self.write_timeout, socket.flush()).await;
                             return End::Peer(frame.map_or(1005, |f| f.code));
                         }
                         Some(Err(error)) => return classify(error),

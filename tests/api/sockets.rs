@@ -212,3 +212,28 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_the_same_code_completing_the_handshake() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &[]).await;
+    let mut client = Client::connect(&app.ws_url(None)).await;
+    client
+        .ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "done".into(),
+        }))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), client.ws.next())
+        .await
+        .expect("the server answers the close");
+    match echo {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close echo, got {other:?}"),
+    }
+}
