@@ -61,6 +61,8 @@ pub struct Accepted {
     pub count: u64,
     pub resumed: bool,
     pub slot: crate::state::ConnectionSlot,
+    /// `x-request-id` of the upgrade request (set by nginx or by our request-id layer).
+    pub request_id: String,
 }
 
 async fn prepare(
@@ -92,6 +94,11 @@ async fn prepare(
         count: existing.unwrap_or(0),
         resumed: existing.is_some(),
         slot,
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 

@@ -21,6 +21,8 @@ use crate::{
     state::SharedState,
 };
 
+const DRAIN_REASON: &str = "server shutting down";
+
 /// Attempts in doubt remembered per socket (see `Session::unsure`).
 const MAX_UNSURE: usize = 16;
 
@@ -55,7 +57,13 @@ struct Session {
 
 pub async fn run(socket: WebSocket, app: SharedState, accepted: Accepted) {
     let conn_id = app.next_conn_id();
-    let span = tracing::info_span!("conn", conn_id, session = %accepted.session);
+    // The upgrade's request id links nginx's access log to this socket's events.
+    let span = tracing::info_span!(
+        "conn",
+        conn_id,
+        session = %accepted.session,
+        request_id = %accepted.request_id
+    );
     run_inner(socket, app, accepted, conn_id)
         .instrument(span)
         .await
@@ -67,6 +75,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         count,
         resumed,
         slot: _slot,
+        ..
     } = accepted;
     // Subscribe before announcing presence so that nothing published after the welcome is lost.
     let mut fanout = app.fanout.subscribe();
@@ -100,23 +109,24 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         Ok(()) => s.serve(&mut socket, &mut fanout).await,
         Err(Gone) => End::Peer(1006),
     };
-    let code = match end {
+    let (code, reason) = match end {
         End::Close(code, reason) => {
             s.close(&mut socket, code, reason).await;
-            code
+            (code, reason)
         }
         End::Drain => {
             s.drain(&mut socket).await;
-            close_code::GOING_AWAY
+            (close_code::GOING_AWAY, DRAIN_REASON)
         }
-        End::Peer(code) => code,
+        End::Peer(1006) => (1006, "peer vanished"),
+        End::Peer(code) => (code, "closed by the client"),
     };
     app.metrics.closed(code);
     app.metrics.connections_active.dec();
     if let Err(error) = app.registry.remove_connection(s.conn_id).await {
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
-    tracing::info!(code, total = s.count, "connection closed");
+    tracing::info!(code, reason, total = s.count, "connection closed");
 }
 
 impl Session {
@@ -279,7 +289,7 @@ impl Session {
             reconnect_after_ms: fastrand::u64(100..1100),
         };
         if self.send_json(socket, &bye).await.is_ok() {
-            self.close(socket, close_code::GOING_AWAY, "server shutting down")
+            self.close(socket, close_code::GOING_AWAY, DRAIN_REASON)
                 .await;
         }
     }
