@@ -1,34 +1,44 @@
 # wsfleet on this machine. The logic lives in scripts/*.sh; these targets only call them.
-#   make up [PORT=8000] [REDIS_PORT=6379] [REDIS_URL=redis://…]
+#   make up [N=2] [PORT=8080] [REDIS_PORT=6379] [REDIS_URL=redis://…] [RUNTIME=docker]
+#   make scale N=4 | make promote | make status | make logs | make monitor | make down
 #   make load-test [CONNECTIONS=100] [MESSAGES=100]
+# Variables given on the command line (N=4, PORT=8081, RUN_DIR=…) reach the scripts through
+# the environment; the scripts hold the defaults.
 
 SHELL := bash
 .DEFAULT_GOAL := help
 
-PORT ?= 8000
-CONNECTIONS ?= 100
-MESSAGES ?= 100
-export PORT CONNECTIONS MESSAGES
-
-.PHONY: help up down status logs test fmt lint bench load-test
+.PHONY: help up down scale promote status logs monitor test check-compose fmt lint bench load-test
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
-up: ## build, start Redis and one wsfleet instance (PORT, default 8000), wait until ready
+up: ## build, start Redis, N (2) instances and nginx on :8080; wait until ready
 	@bash scripts/up.sh
 
-down: ## drain and stop the instance, then our Redis
+down: ## drain and stop every instance, nginx and our Redis; nothing of ours is left
 	@bash scripts/down.sh
 
-status: ## GET /status of the running instance
+scale: ## grow or shrink the live colour to N instances (make scale N=4)
+	@bash scripts/scale.sh
+
+promote: ## blue-green: build, start the other colour, smoke-test, switch nginx, drain the old
+	@bash scripts/promote.sh
+
+status: ## table of instances (colour, port, pid, ready, connections) and fleet totals (STATUS_JSON=1: raw)
 	@bash scripts/status.sh
 
-logs: ## follow the logs in .run/
+logs: ## follow every process's logs (prettier with jq)
 	@bash scripts/logs.sh
 
-test: ## cargo test --workspace (needs redis-server on PATH)
+monitor: ## live view: connections and message rate per instance, until Ctrl-C
+	@bash scripts/monitor.sh
+
+test: ## release build, compose file check, then cargo test --workspace (incl. the fleet e2e test)
 	@bash scripts/test.sh
+
+check-compose: ## static checks of compose/ (no Docker engine needed)
+	@bash scripts/check-compose.sh
 
 fmt: ## cargo fmt --all
 	@bash scripts/lint.sh --fix
@@ -40,5 +50,5 @@ bench: ## benchmarks (scripts/bench.sh)
 	@test -f scripts/bench.sh || { echo "scripts/bench.sh does not exist yet"; exit 1; }
 	@bash scripts/bench.sh
 
-load-test: ## closed-loop load test against the running instance
+load-test: ## closed-loop load test through nginx (CONNECTIONS=100 MESSAGES=100)
 	@bash scripts/load-test.sh

@@ -1,70 +1,66 @@
 #!/usr/bin/env bash
-# make down: drain and stop every wsfleet instance we started, then our redis-server.
+# make down: drain and stop everything make up started; no process of ours is left.
 #
-# Instances get SIGTERM together (so they drain as one fleet) and are waited for: each
-# exits within SHUTDOWN_TIMEOUT (10 s by default); one still running after DOWN_TIMEOUT is
-# killed. Redis goes last, because a draining instance still talks to it. A Redis given by
-# REDIS_URL, or one that was already running and not ours, is left alone.
-#
-#   DOWN_TIMEOUT=15   seconds to wait for the instances to exit before SIGKILL
+#   1. nginx gets SIGQUIT (graceful): it stops accepting and keeps relaying the open sockets;
+#   2. every instance (both colours) gets SIGTERM together, so they drain as one fleet: bye,
+#      close 1001, registry clean-up; each exits within SHUTDOWN_TIMEOUT (10 s); one still
+#      running after DOWN_TIMEOUT (15 s) is killed;
+#   3. nginx, its sockets now closed, exits (SIGTERM if it still lingers, then SIGKILL);
+#   4. our redis-server last (SIGTERM: it saves its data to $RUN_DIR/redis/), since draining
+#      instances still talk to it. A Redis given by REDIS_URL is left alone.
+# Logs and the token stay in $RUN_DIR. RUNTIME=docker: docker compose down instead.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-: "${DOWN_TIMEOUT:=15}"
-
-BIN="$ROOT_DIR/$WSFLEET_BIN"
-stopped=0
+if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" down; fi
+# shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
+source "$ROOT_DIR/scripts/lib-fleet.sh"
 
 if [ ! -d "$RUN_DIR" ]; then
-    say "nothing to stop: $RUN_DIR does not exist"
+    say "nothing to stop: $(rel "$RUN_DIR") does not exist"
     exit 0
 fi
+stopped=0
 
-# Signal every live instance first, then wait for all: they drain in parallel.
-pids=()
-files=()
-while IFS= read -r file; do
-    [ -n "$file" ] || continue
-    if pid_alive "$file" "$BIN"; then
-        pid="$(<"$file")"
-        step "SIGTERM to wsfleet $(basename "$file" .pid) (pid $pid); it drains its sockets"
-        kill -TERM "$pid" 2>/dev/null || true
-        pids+=("$pid")
-        files+=("$file")
-    fi
-done < <(instance_files)
-
-all_gone() {
-    local p
-    for p in "${pids[@]}"; do
-        gone "$p" || return 1
-    done
-}
-
-if [ "${#pids[@]}" -gt 0 ]; then
-    step "waiting for ${#pids[@]} instance(s) to exit (up to ${DOWN_TIMEOUT}s)"
-    if ! wait_until "$DOWN_TIMEOUT" "the instances to exit" all_gone; then
-        for pid in "${pids[@]}"; do
-            if ! gone "$pid"; then
-                say "wsfleet pid $pid is still running; sending SIGKILL" >&2
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
-        done
-        wait_until 5 "the killed instances to die" all_gone || die "could not stop every instance"
-    fi
-    rm -f "${files[@]}"
-    stopped=$((stopped + ${#pids[@]}))
-    say "wsfleet stopped."
+nginx_pid=""
+if nginx_alive; then
+    nginx_pid="$(<"$NGINX_PID")"
+    step "nginx (pid $nginx_pid): SIGQUIT, it stops accepting and finishes the open sockets"
+    kill -QUIT "$nginx_pid" 2>/dev/null || true
 fi
 
-if pid_alive "$RUN_DIR/redis.pid" "redis-server"; then
-    # SIGTERM: Redis saves its data to $RUN_DIR/redis/ and exits.
+# An instance started by the one-instance make up of earlier versions (.run/wsfleet-<n>.pid).
+while IFS= read -r legacy; do
+    [ -n "$legacy" ] || continue
+    if pid_alive "$legacy" "wsfleet"; then
+        stop_pid "$legacy" "wsfleet" "$DOWN_TIMEOUT" "wsfleet $(basename "$legacy" .pid)"
+        stopped=$((stopped + 1))
+    fi
+done < <(compgen -G "$RUN_DIR/wsfleet-[0-9]*.pid" || true)
+
+mapfile -t names < <(instances blue; instances green)
+if [ "${#names[@]}" -gt 0 ]; then
+    stop_instances "${names[@]}"
+    stopped=$((stopped + ${#names[@]}))
+    say "wsfleet stopped (${names[*]})."
+fi
+
+if [ -n "$nginx_pid" ]; then
+    nginx_stop 10
+    stopped=$((stopped + 1))
+    say "nginx stopped."
+elif [ -n "$(nginx_orphans)" ]; then
+    stop_nginx_orphans
+    stopped=$((stopped + 1))
+fi
+
+if redis_alive; then
     stop_pid "$RUN_DIR/redis.pid" "redis-server" 15 "redis-server"
     stopped=$((stopped + 1))
     say "redis-server stopped."
 fi
+rm -f "$RUN_DIR/color" "$RUN_DIR/scale" "$NGINX_DIR/port" "$NGINX_DIR/address"
 
 if [ "$stopped" -eq 0 ]; then
-    say "nothing to stop: no wsfleet instance or redis-server of ours is running."
+    say "nothing to stop: no wsfleet instance, nginx or redis-server of ours is running."
 fi

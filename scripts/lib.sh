@@ -1,12 +1,17 @@
 # shellcheck shell=bash
 # Helpers shared by the scripts in this folder. Sourced, never run.
 #
-# Run state lives in one git-ignored directory, $RUN_DIR (default .run/):
+# Run state lives in one git-ignored directory, $RUN_DIR (default .run/; a relative path is
+# taken from the repository root and made absolute here):
 #   redis.pid  redis.port  redis.log  redis/      our redis-server, when we started one
 #   redis_url                                     the Redis the instances were given
-#   wsfleet-<n>.pid  wsfleet-<n>.port  wsfleet-<n>.log   instance n (1 for now)
+#   wsfleet-<colour>-<n>.{pid,port,id,log}        instance n of a colour (blue, green)
+#   bin/wsfleet-<colour>                          the binary that colour runs (a copy of the build)
+#   color  scale                                  the live colour and its number of instances
+#   nginx/                                        our nginx: nginx.conf, wsfleet.conf, pid, logs, temp
 #   token                                         BROADCAST_TOKEN, mode 600
-# A pid file is never trusted on its own: see `pid_alive`.
+# A pid file is never trusted on its own: see `pid_alive`. The fleet's own helpers (instances,
+# nginx) are in lib-fleet.sh.
 
 set -euo pipefail
 
@@ -14,9 +19,18 @@ ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT_DIR"
 
 : "${RUN_DIR:=.run}"
+case "$RUN_DIR" in
+/*) ;;
+*) RUN_DIR="$ROOT_DIR/$RUN_DIR" ;;
+esac
 : "${CARGO_TARGET_DIR:=target}"
-# shellcheck disable=SC2034 # used by the scripts that source this file
-WSFLEET_BIN="$CARGO_TARGET_DIR/release/wsfleet"
+# The release binaries the scripts run. WSFLEET_BIN / LOADTEST_BIN override them (e.g. binaries
+# built elsewhere, with SKIP_BUILD=1 so that nothing is built).
+: "${WSFLEET_BIN:=$CARGO_TARGET_DIR/release/wsfleet}"
+: "${LOADTEST_BIN:=$CARGO_TARGET_DIR/release/wsfleet-loadtest}"
+case "$WSFLEET_BIN" in /*) ;; *) WSFLEET_BIN="$ROOT_DIR/$WSFLEET_BIN" ;; esac
+case "$LOADTEST_BIN" in /*) ;; *) LOADTEST_BIN="$ROOT_DIR/$LOADTEST_BIN" ;; esac
+: "${SKIP_BUILD:=0}"
 
 say() { printf '%s\n' "$*"; }
 step() { printf '==> %s\n' "$*"; }
@@ -68,7 +82,7 @@ pid_alive() {
             return 0
         fi
     fi
-    say "note: removing stale pid file $file (process ${pid:-?} is gone or is not ours)"
+    say "note: removing stale pid file $file (process ${pid:-?} is gone or is not ours)" >&2
     rm -f "$file"
     return 1
 }
@@ -131,11 +145,6 @@ gone() {
     [ -z "$state" ] || [[ "$state" == Z* ]]
 }
 
-# instance_files: the pid files of every wsfleet instance we started, one per line.
-instance_files() {
-    compgen -G "$RUN_DIR/wsfleet-*.pid" || true
-}
-
 # show_json: pretty-prints JSON from stdin with jq, else python3, else as it came.
 show_json() {
     if command -v jq >/dev/null 2>&1; then
@@ -145,5 +154,26 @@ show_json() {
     else
         cat
         echo
+    fi
+}
+
+# build_release PACKAGE...: cargo build --release of these packages, unless SKIP_BUILD=1 (then
+# the binaries must already exist). Checks that WSFLEET_BIN (and LOADTEST_BIN when the load
+# tester is asked for) are executable afterwards.
+build_release() {
+    local args=() p
+    for p in "$@"; do args+=(-p "$p"); done
+    if [ "$SKIP_BUILD" = 1 ]; then
+        step "SKIP_BUILD=1: using the binaries already built"
+    else
+        need_cargo
+        step "building: cargo build --release ${args[*]} (the first build takes a few minutes)"
+        cargo build --release "${args[@]}"
+    fi
+    [ -x "$WSFLEET_BIN" ] ||
+        die "$WSFLEET_BIN is missing: build it (cargo build --release -p wsfleet) or set WSFLEET_BIN"
+    if [[ " $* " == *" wsfleet-loadtest "* ]]; then
+        [ -x "$LOADTEST_BIN" ] ||
+            die "$LOADTEST_BIN is missing: build it (cargo build --release -p wsfleet-loadtest) or set LOADTEST_BIN"
     fi
 }

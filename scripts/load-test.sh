@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# make load-test: the closed-loop load tester against the instance make up started.
+# make load-test: the closed-loop load tester against the fleet make up started, through nginx.
 #
-#   PORT=8000  CONNECTIONS=100  MESSAGES=100
+#   PORT=8080 (nginx's port; the one make up used by default)  CONNECTIONS=100  MESSAGES=100
+# nginx limits each client address (NGINX_LIMIT_CONN=1000 connections, NGINX_LIMIT_RATE=200
+# upgrades/s with a burst of 400): for more, raise those at make up, or aim PORT at one
+# instance's loopback port (make status lists them).
 # Extra arguments are passed on to wsfleet-loadtest.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [ -z "${PORT:-}" ] && [ -f "$RUN_DIR/wsfleet-1.port" ]; then
-    PORT="$(<"$RUN_DIR/wsfleet-1.port")"
-fi
-: "${PORT:=8000}"
+if [ -z "${PORT:-}" ]; then PORT="$(cat "$RUN_DIR/nginx/port" 2>/dev/null || echo 8080)"; fi
 : "${CONNECTIONS:=100}"
 : "${MESSAGES:=100}"
 

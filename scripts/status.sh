@@ -1,19 +1,72 @@
 #!/usr/bin/env bash
-# make status: the instance's GET /status, pretty-printed (jq, else python3, else raw).
-#
-#   PORT   the instance to ask (default: the one make up started, else 8000)
+# make status: one line per instance we started (colour, instance id, port, pid, ready, local
+# connections), nginx and Redis, then the fleet as the registry sees it (GET /status).
+# Needs only curl (no jq). STATUS_JSON=1: the raw GET /status of the fleet (through nginx),
+# pretty-printed with jq or python3 when present. RUNTIME=docker: docker compose ps instead.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-if [ -z "${PORT:-}" ] && [ -f "$RUN_DIR/wsfleet-1.port" ]; then
-    PORT="$(<"$RUN_DIR/wsfleet-1.port")"
-fi
-: "${PORT:=8000}"
+if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" status; fi
+# shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
+source "$ROOT_DIR/scripts/lib-fleet.sh"
 
 need_tool curl curl
-url="http://127.0.0.1:$PORT/status"
-if ! body="$(curl -fsS -m 5 "$url" 2>/dev/null)"; then
-    die "no answer from $url: is wsfleet up? (make up)"
+if [ "${STATUS_JSON:-0}" = 1 ]; then
+    body="$(curl -fsS -m 5 "http://127.0.0.1:$PORT/status" 2>/dev/null)" ||
+        die "no answer from http://127.0.0.1:$PORT/status: is the fleet up? (make up)"
+    printf '%s\n' "$body" | show_json
+    exit 0
 fi
-printf '%s\n' "$body" | show_json
+LIVE="$(live_color)"
+mapfile -t names < <(instances "$LIVE"; instances "$(other_color "$LIVE")")
+mapfile -t upstream < <(upstream_names)
+
+fmt='%-6s %-6s %-18s %-6s %-8s %-6s %-6s %s\n'
+# shellcheck disable=SC2059 # the format is ours
+printf "$fmt" COLOUR ROLE INSTANCE PORT PID READY CONNS NGINX
+status_body=""
+for name in "${names[@]}"; do
+    port="$(instance_port "$name")"
+    code="$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$port/readyz" 2>/dev/null || true)"
+    body="$(curl -fsS -m 2 "http://127.0.0.1:$port/status" 2>/dev/null || true)"
+    [ -n "$status_body" ] || status_body=$body
+    role=live
+    [ "${name%-*}" = "$LIVE" ] || role=other
+    in_nginx=no
+    [[ " ${upstream[*]} " == *" $name "* ]] && in_nginx=upstream
+    ready=no
+    [ "$code" = 200 ] && ready=yes
+    # shellcheck disable=SC2059
+    printf "$fmt" "${name%-*}" "$role" "$(instance_id "$name")" "$port" "$(instance_pid "$name")" \
+        "$ready" "$(json_number "$body" local)" "$in_nginx"
+done
+[ "${#names[@]}" -gt 0 ] || say "(no wsfleet instance of ours is running)"
+
+echo
+if nginx_alive; then
+    say "nginx   pid $(<"$NGINX_PID"), http://127.0.0.1:$PORT/ -> ${upstream[*]:-nothing}"
+else
+    say "nginx   not running"
+fi
+if redis_alive; then
+    say "redis   pid $(<"$RUN_DIR/redis.pid"), $(cat "$RUN_DIR/redis_url" 2>/dev/null)"
+elif [ -s "$RUN_DIR/redis_url" ] && [ ! -f "$RUN_DIR/redis.port" ]; then
+    say "redis   $(<"$RUN_DIR/redis_url") (not ours)"
+else
+    say "redis   not running"
+fi
+
+echo
+if [ -z "$status_body" ]; then
+    say "fleet   unknown: no instance answers GET /status"
+    exit 0
+fi
+# The registry's view: every live instance of the fleet, whoever started it.
+mapfile -t entries < <(grep -o '"id":"[^"]*","color":"[^"]*","connections":[0-9]*,"draining":[a-z]*' <<<"$status_body" || true)
+blue=0 green=0 draining=0
+for entry in "${entries[@]}"; do
+    [[ "$entry" == *'"color":"blue"'* ]] && blue=$((blue + 1))
+    [[ "$entry" == *'"color":"green"'* ]] && green=$((green + 1))
+    [[ "$entry" == *'"draining":true'* ]] && draining=$((draining + 1))
+done
+say "fleet   ${#entries[@]} instance(s) in the registry (blue $blue, green $green, draining $draining), $(json_number "$status_body" fleet) connection(s); live colour: $LIVE"

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# make test: the whole workspace's tests. The integration tests start their own
-# redis-server processes on free ports, so redis-server must be on PATH.
+# make test: everything, as CI runs it.
+#   1. cargo build (dev profile) of the server and the load tester: the fleet's end-to-end test
+#      (tests/fleet) drives the real make targets with these binaries (SKIP_BUILD=1), because a
+#      cargo build inside `cargo test` would wait forever for the build lock cargo test holds.
+#      The dev profile shares every compiled dependency with cargo test; release would not;
+#   2. the static checks of compose/ (scripts/check-compose.sh) and of the Prometheus config and
+#      alert rules, with their unit tests (observability/check.sh, promtool);
+#   3. cargo test --workspace (tests/browser drives headless Chromium through chromedriver). The integration tests start their own redis-server processes
+#      (and the fleet test its own nginx) on free ports, so redis-server and nginx must be on PATH.
+# Arguments go to cargo test (e.g. make test ARGS=… is not needed: bash scripts/test.sh --test fleet).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_cargo
-need_tool redis-server redis-server
+ensure_package redis-server redis-server
+ensure_package nginx nginx
+need_tool curl curl
+ensure_package chromium chromium
+ensure_package chromedriver chromium-driver
+step "cargo build -p wsfleet -p wsfleet-loadtest (for the fleet test)"
+cargo build -p wsfleet -p wsfleet-loadtest
+bash "$ROOT_DIR/scripts/check-compose.sh"
+step "observability/check.sh (promtool check config, check rules, test rules)"
+bash "$ROOT_DIR/observability/check.sh"
 step "cargo test --workspace"
 exec cargo test --workspace "$@"

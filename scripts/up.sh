@@ -1,79 +1,81 @@
 #!/usr/bin/env bash
-# make up: Redis and one wsfleet instance on this machine, ready when this returns.
+# make up: the whole fleet on this machine, ready when this returns: Redis, N instances of the
+# live colour (blue on a fresh start) on loopback ports, and our own nginx on :PORT in front.
 #
-#   PORT=8000            where the instance listens (127.0.0.1)
-#   REDIS_PORT=6379      where our redis-server listens, when we start one
-#   REDIS_URL=           an existing Redis to use instead (then no redis-server is started)
-#   BROADCAST_TOKEN=     the operator token (default: generated once, kept in .run/token)
-#   READY_TIMEOUT=30     seconds to wait for Redis and for /readyz
-# Any other setting of the server (LOG_FORMAT, HEARTBEAT_INTERVAL, …) passes through the
-# environment unchanged; see the README's configuration table.
+#   N=2                  instances of the live colour
+#   PORT=8080            nginx's public port; BASE_PORT=8001: the instances' first port
+#   REDIS_PORT=6379      our redis-server; REDIS_URL= an existing Redis instead (none started)
+#   BROADCAST_TOKEN=     the operator token (default: generated once, kept in $RUN_DIR/token)
+#   SKIP_BUILD=1         do not run cargo; use WSFLEET_BIN (default target/release/wsfleet)
+#   RUNTIME=docker       the same with docker compose (scripts/compose.sh)
+# More settings in lib-fleet.sh. Running it again when the fleet is up says so and changes
+# nothing; when part of it has died (a stale pid), it starts what is missing.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" up; fi
+# shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
+source "$ROOT_DIR/scripts/lib-fleet.sh"
 
-: "${PORT:=8000}"
-: "${REDIS_PORT:=6379}"
-: "${REDIS_URL:=}"
-: "${READY_TIMEOUT:=30}"
-
-INSTANCE=1
-PID_FILE="$RUN_DIR/wsfleet-$INSTANCE.pid"
-LOG_FILE="$RUN_DIR/wsfleet-$INSTANCE.log"
-TOKEN_FILE="$RUN_DIR/token"
-BIN="$ROOT_DIR/$WSFLEET_BIN"
-
-summary() {
-    local port=$1 token
-    token="$(<"$TOKEN_FILE")"
-    cat <<EOF
-
-  URL        http://127.0.0.1:$port/
-  test page  http://127.0.0.1:$port/test/
-  socket     ws://127.0.0.1:$port/ws/chat/?session_uuid=<your-id>
-  redis      $(<"$RUN_DIR/redis_url")
-  token      $token   (in $RUN_DIR/token)
-  broadcast  curl -sS -X POST http://127.0.0.1:$port/broadcast -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '{"message":"hello"}'
-
-  make status | make logs | make down
-EOF
-}
-
-for p in "$PORT" "$REDIS_PORT"; do
-    if ! [[ "$p" =~ ^[0-9]{1,5}$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then
-        die "PORT and REDIS_PORT must be TCP ports (1-65535), got ${p@Q}"
-    fi
-done
+check_port PORT "$PORT"
+check_port REDIS_PORT "$REDIS_PORT"
+check_port BASE_PORT "$BASE_PORT"
 mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 
+COLOR="$(live_color)"
+# N: given, else the size the fleet had (make scale), else 2.
+N_GIVEN=${N:-}
+if [ -z "${N:-}" ]; then N="$(cat "$RUN_DIR/scale" 2>/dev/null || echo 2)"; fi
+check_count "$N"
+
+summary() {
+    local names=() name ports=()
+    mapfile -t names < <(instances "$COLOR")
+    for name in "${names[@]}"; do ports+=("127.0.0.1:$(instance_port "$name")"); done
+    cat <<EOF
+
+  URL        http://127.0.0.1:$PORT/
+  test page  http://127.0.0.1:$PORT/test/
+  socket     ws://127.0.0.1:$PORT/ws/chat/?session_uuid=<your-id>
+  instances  $COLOR x${#names[@]}: ${ports[*]}
+  redis      $(cat "$RUN_DIR/redis_url" 2>/dev/null || echo '?')
+  token      $(<"$TOKEN_FILE")   (in $(rel "$TOKEN_FILE"), mode 600)
+  broadcast  $(broadcast_line "$(instance_port "${names[0]}")")
+             (/broadcast and /metrics are on the instances' loopback ports only, not on :$PORT)
+
+  make status | make scale N=4 | make promote | make logs | make monitor | make down
+EOF
+}
+
 # --- already up? --------------------------------------------------------------------------
-if pid_alive "$PID_FILE" "$BIN"; then
-    port="$(<"$RUN_DIR/wsfleet-$INSTANCE.port")"
-    say "wsfleet is already up (pid $(<"$PID_FILE"), port $port); make down stops it."
-    if [ "$port" != "$PORT" ]; then
-        say "note: it listens on $port, not PORT=$PORT; make down first to move it."
+mapfile -t running < <(instances "$COLOR")
+if nginx_alive && [ "${#running[@]}" -gt 0 ]; then
+    say "the fleet is already up: nginx (pid $(<"$NGINX_PID")) on :$(<"$NGINX_DIR/port"), $COLOR x${#running[@]}; make down stops it."
+    if [ "$(<"$NGINX_DIR/port")" != "$PORT" ]; then
+        say "note: nginx listens on $(<"$NGINX_DIR/port"), not PORT=$PORT; make down first to move it."
+        PORT="$(<"$NGINX_DIR/port")"
     fi
-    readiness="$(curl -sS -m 3 -w ' (HTTP %{http_code})' "http://127.0.0.1:$port/readyz" 2>&1 || true)"
-    if [[ "$readiness" != *"(HTTP 200)" ]]; then
-        say "warning: it is not ready: $readiness; see make logs (make down && make up restarts it)" >&2
+    if [ -n "$N_GIVEN" ] && [ "$N_GIVEN" != "${#running[@]}" ]; then
+        say "note: it runs ${#running[@]} instance(s), not N=$N_GIVEN; make scale N=$N_GIVEN changes that."
     fi
-    summary "$port"
+    if ! curl -fsS -o /dev/null -m 3 "http://127.0.0.1:$PORT/readyz" 2>/dev/null; then
+        say "warning: http://127.0.0.1:$PORT/readyz is not 200; see make status and make logs" >&2
+    fi
+    summary
     exit 0
 fi
 
 # --- tools --------------------------------------------------------------------------------
-need_cargo
 need_tool curl curl
+ensure_package nginx nginx
 if [ -z "$REDIS_URL" ]; then
     ensure_package redis-server redis-server
     need_tool redis-cli redis-tools
 fi
 
 # --- build --------------------------------------------------------------------------------
-step "building the release binary (cargo build --release -p wsfleet; the first build takes a few minutes)"
-cargo build --release -p wsfleet --bin wsfleet
-[ -x "$BIN" ] || die "the build did not produce $BIN"
+build_release wsfleet
 
 # --- redis --------------------------------------------------------------------------------
 redis_answers() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; }
@@ -82,10 +84,10 @@ if [ -n "$REDIS_URL" ]; then
     step "using REDIS_URL=$REDIS_URL (no redis-server of ours)"
     if command -v redis-cli >/dev/null 2>&1 &&
         [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null)" != "PONG" ]; then
-        say "warning: $REDIS_URL does not answer PING yet; the instance stays unready until it does" >&2
+        say "warning: $REDIS_URL does not answer PING yet; the instances stay unready until it does" >&2
     fi
     redis_url=$REDIS_URL
-elif pid_alive "$RUN_DIR/redis.pid" "redis-server"; then
+elif redis_alive; then
     redis_port="$(<"$RUN_DIR/redis.port")"
     step "our redis-server is already running on 127.0.0.1:$redis_port (pid $(<"$RUN_DIR/redis.pid"))"
     redis_url="redis://127.0.0.1:$redis_port"
@@ -93,18 +95,18 @@ elif port_open "$REDIS_PORT"; then
     # Never join someone else's Redis silently: it may hold another fleet's registry.
     die "127.0.0.1:$REDIS_PORT is already in use by a process make up did not start: set REDIS_PORT to a free port, or REDIS_URL=redis://127.0.0.1:$REDIS_PORT to use that Redis"
 else
-    step "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $RUN_DIR/redis/)"
+    step "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $(rel "$RUN_DIR/redis")/)"
     mkdir -p "$RUN_DIR/redis"
     redis_log_start=$(($(wc -c <"$RUN_DIR/redis.log" 2>/dev/null || echo 0) + 1))
-    spawn "$RUN_DIR/redis.log" "$RUN_DIR/redis.pid" redis-server --bind 127.0.0.1 \
-        --port "$REDIS_PORT" --dir "$ROOT_DIR/$RUN_DIR/redis" --logfile "" --daemonize no
     echo "$REDIS_PORT" >"$RUN_DIR/redis.port"
+    spawn "$RUN_DIR/redis.log" "$RUN_DIR/redis.pid" redis-server --bind 127.0.0.1 \
+        --port "$REDIS_PORT" --dir "$RUN_DIR/redis" --logfile "" --daemonize no
     redis_pid="$(<"$RUN_DIR/redis.pid")"
     redis_up() { gone "$redis_pid" || redis_answers "$REDIS_PORT"; } # stop early if it died
     if ! wait_until "$READY_TIMEOUT" "redis-server to answer PING" redis_up || gone "$redis_pid"; then
         tail -c "+$redis_log_start" "$RUN_DIR/redis.log" | tail -n 20 >&2 || true
         gone "$redis_pid" && rm -f "$RUN_DIR/redis.pid"
-        die "redis-server did not start; its log is above ($RUN_DIR/redis.log)"
+        die "redis-server did not start; its log is above ($(rel "$RUN_DIR/redis.log"))"
     fi
     redis_url="redis://127.0.0.1:$REDIS_PORT"
 fi
@@ -117,39 +119,37 @@ elif [ ! -s "$TOKEN_FILE" ]; then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE" && echo >>"$TOKEN_FILE")
 fi
 chmod 600 "$TOKEN_FILE"
-token="$(<"$TOKEN_FILE")"
 
-# --- the instance -------------------------------------------------------------------------
-if port_open "$PORT"; then
-    die "127.0.0.1:$PORT is already in use by another process: set PORT to a free port (make up PORT=8001)"
-fi
-step "starting wsfleet on 127.0.0.1:$PORT (log: $LOG_FILE)"
-log_start=$(($(wc -c <"$LOG_FILE" 2>/dev/null || echo 0) + 1)) # show only this run's lines
-BIND_ADDR="127.0.0.1:$PORT" REDIS_URL="$redis_url" BROADCAST_TOKEN="$token" \
-    spawn "$LOG_FILE" "$PID_FILE" "$BIN"
-pid="$(<"$PID_FILE")"
-echo "$PORT" >"$RUN_DIR/wsfleet-$INSTANCE.port"
-
+# --- the instances ------------------------------------------------------------------------
 redis_hint() {
-    if [ -f "$RUN_DIR/redis.pid" ]; then printf '; our redis-server keeps running (make down stops it)'; fi
+    if redis_alive; then printf '; our redis-server keeps running (make down stops it)'; fi
 }
-ready() {
-    gone "$pid" && return 0 # stop polling; checked below
-    curl -fsS -o /dev/null -m 2 "http://127.0.0.1:$PORT/readyz" 2>/dev/null
-}
-step "waiting for http://127.0.0.1:$PORT/readyz (up to ${READY_TIMEOUT}s)"
-if ! wait_until "$READY_TIMEOUT" "/readyz to answer 200" ready || gone "$pid"; then
-    say "--- last lines of $LOG_FILE ---" >&2
-    tail -c "+$log_start" "$LOG_FILE" | tail -n 20 >&2 || true
-    if gone "$pid"; then
-        rm -f "$PID_FILE"
-        die "wsfleet exited during start-up (see the log above)$(redis_hint)"
-    fi
-    curl -sS -m 2 "http://127.0.0.1:$PORT/readyz" >&2 || true
-    echo >&2
-    stop_pid "$PID_FILE" "$BIN" 15 "wsfleet (not ready)"
-    die "wsfleet did not become ready within ${READY_TIMEOUT}s (see the log above)$(redis_hint)"
+# A colour with no live instance starts from the build just made.
+[ "${#running[@]}" -gt 0 ] || install_binary "$COLOR"
+started=()
+for ((n = 1; n <= N; n++)); do
+    instance_alive "$COLOR-$n" && continue
+    start_instance "$COLOR-$n"
+    started+=("$COLOR-$n")
+done
+if [ "${#started[@]}" -gt 0 ] && ! wait_ready "${started[@]}"; then
+    stop_instances "${started[@]}"
+    die "wsfleet did not start (see above)$(redis_hint)"
 fi
+mapfile -t running < <(instances "$COLOR")
+echo "$COLOR" >"$RUN_DIR/color"
+echo "${#running[@]}" >"$RUN_DIR/scale"
 
-say "wsfleet is up (pid $pid)."
-summary "$PORT"
+# --- nginx --------------------------------------------------------------------------------
+write_nginx_config "${running[@]}" || die "nginx configuration refused (see above)"
+if nginx_alive; then
+    nginx_reload || die "nginx did not take the new configuration (see above)"
+else
+    nginx_start
+fi
+through_nginx() { curl -fsS -o /dev/null -m 2 "http://127.0.0.1:$PORT/readyz" 2>/dev/null; }
+wait_until "$READY_TIMEOUT" "/readyz through nginx" through_nginx ||
+    die "nginx on :$PORT does not reach a ready instance; see make status and make logs"
+
+say "the fleet is up: nginx on :$PORT, $COLOR x${#running[@]}."
+summary
