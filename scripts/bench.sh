@@ -103,6 +103,7 @@ wait_for_quiet() {
     done
 }
 
+redis_up() { redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null 2>&1; }
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$BENCH_PORT/readyz")" = 200 ]; }
 
 start_redis() {
@@ -111,7 +112,7 @@ start_redis() {
     redis-server --port "$BENCH_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         >"$BENCH_OUT/redis.log" 2>&1 </dev/null &
     REDIS_PID=$!
-    wait_until 10 "redis to answer" redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null ||
+    wait_until 10 "redis to answer" redis_up ||
         die "redis-server did not start; see $BENCH_OUT/redis.log"
 }
 
@@ -166,6 +167,8 @@ bucket_counts() {
     sed -n 's/^wsfleet_message_handling_seconds_bucket{le="\([^"]*\)"} \([0-9]*\).*/\1 \2/p' "$1" |
         sed 's/^+Inf /inf /' | sort -k1,1
 }
+# cpu_of JSON: "server 113%, redis 25%, …" from a report, in percent of one core.
+cpu_of() { jq -r '[.cpu[] | "\(.name) \(.percent_of_one_core | floor)%"] | join(", ")' "$1"; }
 metrics() { curl -fsS -m 5 "http://127.0.0.1:$BENCH_PORT/metrics" >"$1"; }
 
 # verdict VALUE OP TARGET: "met" or "NOT met".
@@ -188,6 +191,7 @@ bench_throughput() {
     p50="$(jq -r '.latency_ms.p50' "$j")"
     p99="$(jq -r '.latency_ms.p99' "$j")"
     RESULTS+=("throughput  $rate msg/s (p50 $p50 ms, p99 $p99 ms)   target >= 40000 msg/s: $(verdict "$rate" '>=' 40000)")
+    RESULTS+=("            cpu (% of one core): $(cpu_of "$j")")
 }
 
 bench_latency() {
@@ -201,25 +205,30 @@ bench_latency() {
     p50="$(jq -r '.latency_ms.p50' "$j")"
     p99="$(jq -r '.latency_ms.p99' "$j")"
     RESULTS+=("latency     p99 $p99 ms (p50 $p50 ms) at $BENCH_SOCKETS x $BENCH_RATE msg/s   target p99 < 5 ms: $(verdict "$p99" '<' 5)")
+    RESULTS+=("            cpu (% of one core): $(cpu_of "$j")")
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 active() { curl -fsS -m 2 "http://127.0.0.1:$BENCH_PORT/metrics" | awk '/^wsfleet_connections_active / { print $2 }'; }
 all_open() { [ "$(active)" = "$BENCH_IDLE_SOCKETS" ]; }
 
+# bench_memory WARMUP: server RSS per idle socket; WARMUP counted messages per socket first.
+# 0 is a socket that never spoke; 1 also counts what handling a message leaves behind.
 bench_memory() {
-    step "3. memory: $BENCH_IDLE_SOCKETS idle sockets held for $BENCH_HOLD, on a fresh server"
+    local warmup=$1 name="memory-warmup$1"
+    step "3. memory: $BENCH_IDLE_SOCKETS idle sockets held for $BENCH_HOLD after $warmup message(s) each, on a fresh server"
     stop_server
     start_server
     wait_for_quiet
     local before peak=0 client=0 rss
     before="$(rss_kib "$SERVER_PID")"
     say "server RSS before: $before KiB"
-    "$LOADTEST" hold --connections "$BENCH_IDLE_SOCKETS" --duration "$BENCH_HOLD" --url "$URL" \
+    "$LOADTEST" hold --connections "$BENCH_IDLE_SOCKETS" --duration "$BENCH_HOLD" \
+        --warmup-messages "$warmup" --url "$URL" \
         --timeout 300s --sample-pid "server=$SERVER_PID" --sample-pid "redis=$REDIS_PID" \
-        --json "$BENCH_OUT/memory.json" &
+        --json "$BENCH_OUT/$name.json" &
     LOADTEST_PID=$!
-    say "\$ $LOADTEST hold --connections $BENCH_IDLE_SOCKETS --duration $BENCH_HOLD --url $URL (pid $LOADTEST_PID)"
+    say "\$ $LOADTEST hold --connections $BENCH_IDLE_SOCKETS --duration $BENCH_HOLD --warmup-messages $warmup --url $URL (pid $LOADTEST_PID)"
     wait_until 120 "$BENCH_IDLE_SOCKETS connections on the server" all_open ||
         say "warning: the server never held all $BENCH_IDLE_SOCKETS sockets at once"
     # Peak while all sockets are open: heartbeats (every 5 s) go to all of them meanwhile,
@@ -238,23 +247,28 @@ bench_memory() {
     local per_socket
     per_socket="$(awk -v a="$peak" -v b="$before" -v n="$BENCH_IDLE_SOCKETS" 'BEGIN { printf "%.1f", (a - b) / n }')"
     say "server RSS with $BENCH_IDLE_SOCKETS sockets open (peak): $peak KiB; load tester: $client KiB"
-    RESULTS+=("memory      server +$per_socket KiB per idle socket ($before -> $peak KiB for $BENCH_IDLE_SOCKETS)   target <= 12 KiB: $(verdict "$per_socket" '<=' 12)")
+    RESULTS+=("memory      server +$per_socket KiB per idle socket, $warmup message(s) each before ($before -> $peak KiB for $BENCH_IDLE_SOCKETS)   target <= 12 KiB: $(verdict "$per_socket" '<=' 12)")
 }
 
 mkdir -p "$BENCH_OUT"
 step "building wsfleet and wsfleet-loadtest (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo build --release -p wsfleet -p wsfleet-loadtest
+say "source: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo ' + uncommitted changes in src/')"
 say "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); client, server and redis share them"
 start_redis
 start_server
 case "$WHAT" in
 throughput) bench_throughput ;;
 latency) bench_latency ;;
-memory) bench_memory ;;
+memory)
+    bench_memory 0
+    bench_memory 1
+    ;;
 all)
     bench_throughput
     bench_latency
-    bench_memory
+    bench_memory 0
+    bench_memory 1
     ;;
 esac
 

@@ -81,7 +81,9 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     let mut fanout = app.fanout.subscribe();
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
-    if let Err(error) = app.registry.add_connection(conn_id, session.clone()).await {
+    // Redis futures (fred's) are ~11 KB; boxed, they cost that only while in flight instead of
+    // being part of every idle socket's task (19 -> 9 KiB per idle socket, docs/BENCHMARKS.md).
+    if let Err(error) = Box::pin(app.registry.add_connection(conn_id, session.clone())).await {
         tracing::warn!(%error, "registering the connection failed; the next lease renewal repairs it");
     }
     tracing::info!(count, resumed, "connection opened");
@@ -123,7 +125,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     };
     app.metrics.closed(code);
     app.metrics.connections_active.dec();
-    if let Err(error) = app.registry.remove_connection(s.conn_id).await {
+    if let Err(error) = Box::pin(app.registry.remove_connection(s.conn_id)).await {
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
     tracing::info!(code, reason, total = s.count, "connection closed");
@@ -212,12 +214,9 @@ impl Session {
             self.conn_id,
             self.seq
         );
-        let sent = match self
-            .app
-            .store
-            .increment(&self.session, &op, &self.unsure)
-            .await
-        {
+        // Boxed for the same reason as add_connection above.
+        let increment = self.app.store.increment(&self.session, &op, &self.unsure);
+        let sent = match Box::pin(increment).await {
             Ok(count) => {
                 self.count = count;
                 self.unsure.clear();

@@ -1,0 +1,178 @@
+//! Command line: one subcommand per scenario, each with the shared [`Common`] options.
+//!
+//! Every option has an environment fallback (`LOADTEST_*`) so `make load-test` and the bench
+//! script can pass settings without rebuilding long command lines.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use wsfleet::config::parse_duration;
+
+/// Load tester for wsfleet: opens many WebSockets to one URL and measures counts, latency and
+/// throughput.
+///
+/// Exit code: 0 when every connection and reply was as expected, 1 when a count was wrong
+/// (a skipped or repeated number), 2 when connections failed or sockets errored (including
+/// the overall --timeout running out) but no count was wrong.
+///
+/// Also `wsfleet-loadtest smoke --help`: the one-instance smoke test `make promote` runs.
+#[derive(Debug, Parser)]
+#[command(name = "wsfleet-loadtest", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Each socket sends one text frame, waits for its `{"count": n}` reply, then sends the
+    /// next: measures round trip and the throughput the server sustains.
+    ClosedLoop {
+        #[command(flatten)]
+        common: Common,
+        /// Messages each socket sends.
+        #[arg(short, long, env = "LOADTEST_MESSAGES", default_value_t = 100)]
+        messages: u64,
+    },
+    /// Each socket sends at a fixed rate whatever the replies do; latency is measured from
+    /// the moment a frame was due, so a stalled server shows up as latency, not as a lower
+    /// offered rate.
+    OpenLoop {
+        #[command(flatten)]
+        common: Common,
+        /// Messages per second per socket.
+        #[arg(short, long, env = "LOADTEST_RATE", default_value_t = 10.0)]
+        rate: f64,
+        /// How long each socket sends.
+        #[arg(short, long, env = "LOADTEST_DURATION", default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+    },
+    /// Opens the sockets and keeps them idle, reading heartbeats (and answering pings), for
+    /// a while: measures how many connections the server holds and what they cost.
+    Hold {
+        #[command(flatten)]
+        common: Common,
+        /// How long to keep the sockets open once all are connected.
+        #[arg(short, long, env = "LOADTEST_DURATION", default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Counted messages each socket exchanges (closed loop) before going idle.
+        #[arg(long, env = "LOADTEST_WARMUP_MESSAGES", default_value_t = 0)]
+        warmup_messages: u64,
+    },
+}
+
+impl Scenario {
+    pub fn common(&self) -> &Common {
+        match self {
+            Scenario::ClosedLoop { common, .. }
+            | Scenario::OpenLoop { common, .. }
+            | Scenario::Hold { common, .. } => common,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::ClosedLoop { .. } => "closed-loop",
+            Scenario::OpenLoop { .. } => "open-loop",
+            Scenario::Hold { .. } => "hold",
+        }
+    }
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The WebSocket endpoint (ws:// only). Nothing else is ever contacted.
+    #[arg(
+        long,
+        env = "LOADTEST_URL",
+        default_value = "ws://127.0.0.1:8000/ws/chat/"
+    )]
+    pub url: String,
+
+    /// Sockets to open.
+    #[arg(short = 'n', long, env = "LOADTEST_CONNECTIONS", default_value_t = 100)]
+    pub connections: usize,
+
+    /// Connection attempts in flight at once: enough to open thousands quickly, few enough
+    /// not to overflow the server's accept backlog.
+    #[arg(long, env = "LOADTEST_CONCURRENCY", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: u64,
+
+    /// Overall deadline for the whole run; whatever is still going then is stopped and
+    /// reported as an error.
+    #[arg(long, env = "LOADTEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Deadline for one connection attempt (TCP, upgrade and welcome frame).
+    #[arg(long, env = "LOADTEST_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Resume sessions `<PREFIX>-<i>` instead of letting the server make new ones; a rerun
+    /// then starts from the counts the previous run left, which are verified too.
+    #[arg(long, env = "LOADTEST_SESSION_PREFIX")]
+    pub session_prefix: Option<String>,
+
+    /// Text of every frame sent (the server counts any text).
+    #[arg(long, env = "LOADTEST_PAYLOAD", default_value = "hello")]
+    pub payload: String,
+
+    /// Also measure the CPU use of this process during the run, given as NAME=PID (e.g.
+    /// server=1234); repeatable. Read from /proc, so Linux only.
+    #[arg(long = "sample-pid", value_name = "NAME=PID", value_parser = parse_named_pid)]
+    pub sample_pids: Vec<(String, u32)>,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, env = "LOADTEST_JSON")]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=PID"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("{pid:?} in {s:?} is not a process id"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?} has an empty name"));
+    }
+    Ok((name.to_string(), pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_pids_parse_and_reject_garbage() {
+        assert_eq!(parse_named_pid("server=42"), Ok(("server".into(), 42)));
+        assert!(parse_named_pid("server").is_err());
+        assert!(parse_named_pid("=42").is_err());
+        assert!(parse_named_pid("server=x").is_err());
+    }
+
+    #[test]
+    fn subcommands_parse_with_shared_options() {
+        let cli = Cli::try_parse_from([
+            "wsfleet-loadtest",
+            "closed-loop",
+            "-n",
+            "10",
+            "-m",
+            "5",
+            "--timeout",
+            "20s",
+            "--sample-pid",
+            "server=1",
+        ])
+        .unwrap();
+        let Scenario::ClosedLoop { common, messages } = &cli.scenario else {
+            panic!("wrong scenario: {:?}", cli.scenario);
+        };
+        assert_eq!((common.connections, *messages), (10, 5));
+        assert_eq!(common.timeout, Duration::from_secs(20));
+        assert_eq!(common.sample_pids, vec![("server".to_string(), 1)]);
+        assert_eq!(cli.scenario.name(), "closed-loop");
+    }
+}

@@ -1,0 +1,231 @@
+//! The client side of one socket: connecting (with bounded concurrency), reading the next
+//! server frame as a typed event, and closing.
+
+use std::time::Duration;
+
+use futures_util::{stream, SinkExt, StreamExt};
+use tokio::{net::TcpStream, time::Instant};
+use tokio_tungstenite::{
+    connect_async_with_config,
+    tungstenite::{self, protocol::frame::coding::CloseCode, protocol::WebSocketConfig, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+use wsfleet::protocol::{ServerFrame, Welcome};
+
+use crate::stats::Totals;
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// An open socket and the welcome it began with.
+pub struct Conn {
+    pub socket: Socket,
+    pub welcome: Welcome,
+}
+
+/// Buffers sized on purpose. tungstenite's defaults (128 KiB read, eagerly allocated, and
+/// 128 KiB write) cost ~100 KB per socket, which at 10k sockets is a gigabyte of client
+/// memory competing with the server on the same machine. Every frame here is tiny; the read
+/// buffer still grows for a large frame when one comes.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        // 0: each frame is written at once; the load tester wants every send on the wire now.
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub session_prefix: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// The URL for socket `i`: with `session_uuid=<prefix>-<i>` when resuming sessions.
+    pub fn url_for(&self, i: usize) -> String {
+        match &self.session_prefix {
+            None => self.url.clone(),
+            Some(prefix) => {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}session_uuid={prefix}-{i}", self.url)
+            }
+        }
+    }
+}
+
+/// Opens `n` sockets, at most `concurrency` attempts at a time, each bounded by the connect
+/// timeout and all by `deadline`. Failures are counted in `totals`; the open sockets are
+/// returned in no particular order.
+pub async fn connect_all(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    deadline: Instant,
+    totals: &mut Totals,
+) -> Vec<Conn> {
+    let attempts = stream::iter(0..n)
+        .map(|i| {
+            let url = target.url_for(i);
+            let own_deadline = deadline.min(Instant::now() + target.connect_timeout);
+            async move {
+                match tokio::time::timeout_at(own_deadline, connect_one(&url)).await {
+                    Ok(result) => result,
+                    Err(_) => Err("connect: timeout".to_string()),
+                }
+            }
+        })
+        .buffer_unordered(concurrency);
+    futures_util::pin_mut!(attempts);
+    let mut conns = Vec::with_capacity(n);
+    while let Some(result) = attempts.next().await {
+        match result {
+            Ok(conn) => {
+                totals.connections_ok += 1;
+                conns.push(conn);
+            }
+            Err(kind) => totals.connection_failed(kind),
+        }
+    }
+    conns
+}
+
+/// TCP connect, upgrade, and the welcome frame: a socket counts as open once it has all three.
+async fn connect_one(url: &str) -> Result<Conn, String> {
+    // Nagle off: small frames would otherwise wait for the previous one's ACK.
+    let (mut socket, _response) = connect_async_with_config(url, Some(ws_config()), true)
+        .await
+        .map_err(|e| format!("connect: {}", error_kind(&e)))?;
+    match next_event(&mut socket).await {
+        Event::Frame(ServerFrame::Welcome(welcome)) => Ok(Conn { socket, welcome }),
+        Event::Frame(other) => Err(format!("connect: first frame not a welcome: {other:?}")),
+        other => Err(format!("connect: before welcome: {}", other.describe())),
+    }
+}
+
+/// What reading a socket produced.
+#[derive(Debug)]
+pub enum Event {
+    Frame(ServerFrame),
+    /// A frame that is none of the documented frames: what kind.
+    Unknown(&'static str),
+    /// The server closed with this code and reason.
+    Closed(u16, String),
+    /// The connection failed or ended without a close frame.
+    Failed(String),
+}
+
+impl Event {
+    /// A short label for error tallies; close reasons are fixed texts on the server, so the
+    /// number of distinct labels stays small.
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Frame(frame) => format!("unexpected frame {frame:?}"),
+            Event::Unknown(what) => (*what).into(),
+            Event::Closed(code, reason) if reason.is_empty() => format!("closed {code}"),
+            Event::Closed(code, reason) => format!("closed {code} ({reason})"),
+            Event::Failed(kind) => kind.clone(),
+        }
+    }
+}
+
+/// Reads until the next event worth reporting. Pings are answered by tungstenite on the next
+/// read or write, so they need nothing here.
+pub async fn next_event<S>(socket: &mut S) -> Event
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => return parse_frame(&text),
+            Some(Ok(Message::Close(frame))) => {
+                return match frame {
+                    Some(f) => Event::Closed(u16::from(f.code), f.reason.to_string()),
+                    None => Event::Closed(1005, String::new()),
+                };
+            }
+            Some(Ok(Message::Binary(_))) => return Event::Unknown("binary frame"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Err(e)) => return Event::Failed(format!("read: {}", error_kind(&e))),
+            None => return Event::Failed("read: connection ended".into()),
+        }
+    }
+}
+
+/// One frame of text as a typed server frame.
+pub fn parse_frame(text: &str) -> Event {
+    match serde_json::from_str::<ServerFrame>(text) {
+        Ok(frame) => Event::Frame(frame),
+        Err(_) => Event::Unknown("unknown text frame"),
+    }
+}
+
+/// A short, low-cardinality name for a transport error.
+pub fn error_kind(error: &tungstenite::Error) -> String {
+    use tungstenite::Error as E;
+    match error {
+        E::Http(response) => format!("http {}", response.status().as_u16()),
+        E::Io(io) => format!("io {:?}", io.kind()),
+        E::ConnectionClosed | E::AlreadyClosed => "connection closed".into(),
+        E::Protocol(p) => format!("protocol: {p}"),
+        E::Url(u) => format!("bad url: {u}"),
+        other => other.to_string(),
+    }
+}
+
+/// Closes politely (close frame, then wait briefly for the server's), but never waits past
+/// two seconds or the deadline: the report must not hang on a peer that went quiet.
+pub async fn close(socket: &mut Socket, deadline: Instant) {
+    let until = deadline.min(Instant::now() + Duration::from_secs(2));
+    let _ = tokio::time::timeout_at(until, async {
+        let frame = tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "load test done".into(),
+        };
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsfleet::protocol::CountReply;
+
+    #[test]
+    fn urls_carry_a_session_only_when_resuming() {
+        let mut target = Target {
+            url: "ws://127.0.0.1:8000/ws/chat/".into(),
+            session_prefix: None,
+            connect_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(target.url_for(3), "ws://127.0.0.1:8000/ws/chat/");
+        target.session_prefix = Some("lt".into());
+        assert_eq!(
+            target.url_for(3),
+            "ws://127.0.0.1:8000/ws/chat/?session_uuid=lt-3"
+        );
+        target.url.push_str("?x=1");
+        assert_eq!(
+            target.url_for(0),
+            "ws://127.0.0.1:8000/ws/chat/?x=1&session_uuid=lt-0"
+        );
+    }
+
+    #[test]
+    fn frames_parse_into_events() {
+        assert!(matches!(
+            parse_frame(r#"{"count":7}"#),
+            Event::Frame(ServerFrame::Count(CountReply { count: 7 }))
+        ));
+        assert!(matches!(parse_frame("nope"), Event::Unknown(_)));
+        assert_eq!(
+            Event::Closed(1008, "rate limit exceeded".into()).describe(),
+            "closed 1008 (rate limit exceeded)"
+        );
+        assert_eq!(Event::Closed(1005, String::new()).describe(), "closed 1005");
+    }
+}
