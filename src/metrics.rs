@@ -38,6 +38,7 @@ fn redis_histogram() -> Histogram {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+    commit: &'static str,
     color: String,
 }
 
@@ -213,6 +214,7 @@ impl Metrics {
             "Build information",
             Info::new(BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
+                commit: env!("WSFLEET_COMMIT"),
                 color: color.to_string(),
             }),
         );
@@ -258,6 +260,7 @@ mod tests {
             "wsfleet_connections_closed_total{code=\"1001\"} 1",
             "wsfleet_message_handling_seconds_bucket",
             "wsfleet_build_info{version=",
+            ",commit=\"",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");
         }
