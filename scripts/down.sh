@@ -6,7 +6,8 @@
 #      close 1001, registry clean-up; each exits within SHUTDOWN_TIMEOUT (10 s); one still
 #      running after DOWN_TIMEOUT (15 s) is killed;
 #   3. nginx, its sockets now closed, exits (SIGTERM if it still lingers, then SIGKILL);
-#   4. our redis-server last (SIGTERM: it saves its data to $RUN_DIR/redis/), since draining
+#   4. our Prometheus, if make up started one;
+#   5. our redis-server last (SIGTERM: it saves its data to $RUN_DIR/redis/), since draining
 #      instances still talk to it. A Redis given by REDIS_URL is left alone.
 # Logs and the token stay in $RUN_DIR. RUNTIME=docker: docker compose down instead.
 set -euo pipefail
@@ -15,6 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" down; fi
 # shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
 source "$ROOT_DIR/scripts/lib-fleet.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-prometheus.sh
+source "$ROOT_DIR/scripts/lib-prometheus.sh"
 
 if [ ! -d "$RUN_DIR" ]; then
     say "nothing to stop: $(rel "$RUN_DIR") does not exist"
@@ -52,6 +55,12 @@ if [ -n "$nginx_pid" ]; then
 elif [ -n "$(nginx_orphans)" ]; then
     stop_nginx_orphans
     stopped=$((stopped + 1))
+fi
+
+if prometheus_alive; then
+    prometheus_stop
+    stopped=$((stopped + 1))
+    say "prometheus stopped."
 fi
 
 if redis_alive; then

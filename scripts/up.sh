@@ -8,6 +8,8 @@
 #   BROADCAST_TOKEN=     the operator token (default: generated once, kept in $RUN_DIR/token)
 #   SKIP_BUILD=1         do not run cargo; use WSFLEET_BIN (default target/release/wsfleet)
 #   RUNTIME=docker       the same with docker compose (scripts/compose.sh)
+#   PROMETHEUS=auto|1|0  our own Prometheus on :9090 when installed / installing it / never
+#                        (scripts/lib-prometheus.sh)
 # More settings in lib-fleet.sh. Running it again when the fleet is up says so and changes
 # nothing; when part of it has died (a stale pid), it starts what is missing.
 set -euo pipefail
@@ -16,6 +18,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" up; fi
 # shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
 source "$ROOT_DIR/scripts/lib-fleet.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-prometheus.sh
+source "$ROOT_DIR/scripts/lib-prometheus.sh"
 
 check_port PORT "$PORT"
 check_port REDIS_PORT "$REDIS_PORT"
@@ -43,6 +47,7 @@ summary() {
   token      $(<"$TOKEN_FILE")   (in $(rel "$TOKEN_FILE"), mode 600)
   broadcast  $(broadcast_line "$(instance_port "${names[0]}")")
              (/broadcast and /metrics are on the instances' loopback ports only, not on :$PORT)
+$(prometheus_line)
 
   make status | make scale N=4 | make promote | make logs | make monitor | make down
 EOF
@@ -62,6 +67,7 @@ if nginx_alive && [ "${#running[@]}" -gt 0 ]; then
     if ! curl -fsS -o /dev/null -m 3 "http://127.0.0.1:$PORT/readyz" 2>/dev/null; then
         say "warning: http://127.0.0.1:$PORT/readyz is not 200; see make status and make logs" >&2
     fi
+    prometheus_start
     summary
     exit 0
 fi
@@ -151,5 +157,6 @@ through_nginx() { curl -fsS -o /dev/null -m 2 "http://127.0.0.1:$PORT/readyz" 2>
 wait_until "$READY_TIMEOUT" "/readyz through nginx" through_nginx ||
     die "nginx on :$PORT does not reach a ready instance; see make status and make logs"
 
+prometheus_start
 say "the fleet is up: nginx on :$PORT, $COLOR x${#running[@]}."
 summary
