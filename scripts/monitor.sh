@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make monitor: a live view of the fleet, refreshed every MONITOR_INTERVAL seconds until Ctrl-C:
 # per instance its connections and message rate (deltas of wsfleet_messages_received_total
-# between two scrapes of /metrics), and the fleet's totals.
+# between two scrapes of /metrics), and the fleet's totals; with our Prometheus running (make up
+# starts it when installed), also the fleet's p95 message handling time over the last minute.
 #
 #   MONITOR_INTERVAL=2   seconds between refreshes
 #   MONITOR_COUNT=0      stop after this many refreshes (0: until Ctrl-C)
@@ -10,6 +11,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
 source "$ROOT_DIR/scripts/lib-fleet.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-prometheus.sh
+source "$ROOT_DIR/scripts/lib-prometheus.sh"
 
 : "${MONITOR_INTERVAL:=2}"
 : "${MONITOR_COUNT:=0}"
@@ -20,6 +23,21 @@ need_tool curl curl
 # metric TEXT NAME: the value of an unlabelled sample NAME in Prometheus text, or 0.
 metric() {
     awk -v name="$2" '$1 == name { v = $2 } END { printf "%d", (v == "" ? 0 : v) }' <<<"$1"
+}
+
+# p95_line: the fleet's p95 handling time from Prometheus, or why there is none.
+p95_line() {
+    prometheus_alive || {
+        printf 'p95: - (no Prometheus of ours; make up PROMETHEUS=1 starts one)'
+        return 0
+    }
+    local query='histogram_quantile(0.95, sum by (le) (rate(wsfleet_message_handling_seconds_bucket[1m])))'
+    curl -fsS -m 2 -G "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query" --data-urlencode "query=$query" 2>/dev/null |
+        python3 -c 'import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+v = float(r[0]["value"][1]) if r else float("nan")
+print("p95 message handling, last minute: " + ("- (no messages)" if v != v else "%.2f ms" % (v * 1000)))' 2>/dev/null ||
+        printf 'p95: - (Prometheus did not answer)'
 }
 
 declare -A last_total last_time
@@ -61,6 +79,7 @@ while true; do
     [ "${#names[@]}" -gt 0 ] || out+=$'\n'"(no wsfleet instance of ours is running: make up)"
     out+=$'\n\n'"$(printf 'fleet: %s connection(s) (registry), %s on these instances, %s msg/s; live colour %s' \
         "$fleet" "$sum_conns" "$sum_rate" "$LIVE")"
+    out+=$'\n'"$(p95_line)"
     printf '%s%s\n' "$clear_screen" "$out"
     if [ "$MONITOR_COUNT" -gt 0 ] && [ "$round" -ge "$MONITOR_COUNT" ]; then break; fi
     sleep "$MONITOR_INTERVAL"
