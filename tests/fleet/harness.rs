@@ -1,0 +1,323 @@
+//! The fleet under test: private run dir and ports, the real make targets, clean-up by pid.
+
+use super::*;
+
+/// The first port of a block of `PORTS_PER_FLEET` free loopback ports, below Linux's ephemeral
+/// range (32768 and up): a port in that range can be taken at any moment as the local end of
+/// one of the many connections a test makes (clients to nginx, nginx to the instances), and an
+/// instance would then fail to bind it.
+pub(crate) fn free_port_block() -> u16 {
+    const PORTS_PER_FLEET: u16 = 24;
+    let start = 20_000 + (std::process::id() % 500) as u16 * PORTS_PER_FLEET;
+    (0..50u16)
+        .map(|i| 20_000 + (start - 20_000 + i * PORTS_PER_FLEET) % 12_000)
+        .find(|&base| {
+            (base..base + PORTS_PER_FLEET).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("no block of free loopback ports in 20000-32000")
+}
+
+/// A port is free when nothing accepts connections on it.
+pub(crate) fn port_is_free(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_err()
+}
+
+/// A process is gone when /proc has no entry for it, or only a zombie's.
+pub(crate) fn process_is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+pub(crate) fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// What one `make` call printed (stdout and stderr, interleaved) and how it exited.
+#[derive(Debug)]
+pub(crate) struct MakeOutput {
+    pub(crate) code: Option<i32>,
+    pub(crate) text: String,
+}
+
+impl MakeOutput {
+    pub(crate) fn assert_ok(&self, what: &str) {
+        assert_eq!(self.code, Some(0), "{what} failed:\n{}", self.text);
+    }
+}
+
+/// A fleet started by the make targets in a private run directory.
+pub(crate) struct Fleet {
+    pub(crate) root: PathBuf,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) redis_port: u16,
+    pub(crate) base_port: u16,
+    pub(crate) wsfleet_bin: PathBuf,
+    pub(crate) loadtest_bin: PathBuf,
+    /// Every pid and port the run directory ever recorded: all must be gone after `make down`.
+    pub(crate) pids: BTreeSet<u32>,
+    pub(crate) ports: BTreeSet<u16>,
+    pub(crate) calls: usize,
+    pub(crate) is_down: bool,
+}
+
+impl Fleet {
+    pub(crate) fn new(name: &str) -> Fleet {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        // <target>/debug/wsfleet, next to which `make test` builds the load tester.
+        let target = Path::new(env!("CARGO_BIN_EXE_wsfleet"))
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in a target directory")
+            .to_path_buf();
+        let bin = |var: &str, name: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| target.join("debug").join(name))
+        };
+        let wsfleet_bin = bin("WSFLEET_BIN", "wsfleet");
+        let loadtest_bin = bin("LOADTEST_BIN", "wsfleet-loadtest");
+        for path in [&wsfleet_bin, &loadtest_bin] {
+            assert!(
+                path.is_file(),
+                "{} is missing: build the binaries first with \
+                 `cargo build -p wsfleet -p wsfleet-loadtest` (make test does)",
+                path.display()
+            );
+        }
+        let run_dir =
+            std::env::temp_dir().join(format!("wsfleet-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        // nginx, Redis, then the instances: the scripts take the first free ports from
+        // BASE_PORT up, skipping taken ones.
+        let block = free_port_block();
+        let (port, redis_port, base_port) = (block, block + 1, block + 2);
+        Fleet {
+            root,
+            run_dir,
+            port,
+            redis_port,
+            base_port,
+            wsfleet_bin,
+            loadtest_bin,
+            pids: BTreeSet::new(),
+            ports: [port, redis_port].into(),
+            calls: 0,
+            is_down: false,
+        }
+    }
+
+    /// Runs `make TARGET VAR=…` against this fleet, killed if it outlives `limit`.
+    pub(crate) fn make(
+        &mut self,
+        target: &str,
+        vars: &[(&str, &str)],
+        limit: Duration,
+    ) -> MakeOutput {
+        self.calls += 1;
+        let out_path = self
+            .run_dir
+            .join(format!("make-{:02}-{target}.out", self.calls));
+        let out = File::create(&out_path).unwrap();
+        let mut command = Command::new("make");
+        command
+            .arg("--no-print-directory")
+            .arg(target)
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        // Nothing of the caller's environment may point the scripts elsewhere.
+        for var in [
+            "MAKEFLAGS",
+            "MFLAGS",
+            "MAKELEVEL",
+            "REDIS_URL",
+            "RUNTIME",
+            "N",
+            "PROMOTE_ENV",
+            "BROADCAST_TOKEN",
+            "CARGO_TARGET_DIR",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .env("RUN_DIR", &self.run_dir)
+            .env("PORT", self.port.to_string())
+            .env("NGINX_ADDRESS", "127.0.0.1")
+            .env("REDIS_PORT", self.redis_port.to_string())
+            .env("BASE_PORT", self.base_port.to_string())
+            .env("SKIP_BUILD", "1")
+            .env("WSFLEET_BIN", &self.wsfleet_bin)
+            .env("LOADTEST_BIN", &self.loadtest_bin)
+            .env("LOG_FORMAT", "json");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().expect("make runs");
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+                panic!("make {target} did not finish within {limit:?}:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        eprintln!(
+            "--- make {target} {vars:?}: exit {code:?} after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        self.record_state();
+        MakeOutput { code, text }
+    }
+
+    /// Notes every pid and port the run directory holds now.
+    pub(crate) fn record_state(&mut self) {
+        for dir in [self.run_dir.clone(), self.run_dir.join("nginx")] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some("pid") => self.pids.extend(text.trim().parse::<u32>().ok()),
+                    Some("port") => self.ports.extend(text.trim().parse::<u16>().ok()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub(crate) fn ws_url(&self, session: &str) -> String {
+        format!(
+            "ws://127.0.0.1:{}/ws/chat/?session_uuid={session}",
+            self.port
+        )
+    }
+
+    /// `GET /status` through nginx: the colours of the live instances, sorted.
+    pub(crate) async fn colours(&self) -> Vec<String> {
+        let url = format!("http://127.0.0.1:{}/status", self.port);
+        let Ok(response) = reqwest::get(&url).await else {
+            return vec![];
+        };
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let mut colours: Vec<String> = body["instances"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|i| i["draining"] != true)
+                    .filter_map(|i| i["color"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        colours.sort();
+        colours
+    }
+
+    /// Waits until the registry lists exactly `n` instances, all of `colour`.
+    pub(crate) async fn expect_instances(&self, n: usize, colour: &str) {
+        let want = vec![colour.to_string(); n];
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let got = self.colours().await;
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/status: wanted {n} x {colour}, got {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `make down`, then: every process the run directory ever recorded has exited, and every
+    /// port it used is free.
+    pub(crate) fn down_and_check_nothing_is_left(&mut self) {
+        let out = self.make("down", &[], Duration::from_secs(60));
+        out.assert_ok("make down");
+        self.is_down = true;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let left = loop {
+            let left: Vec<(u32, String)> = self
+                .pids
+                .iter()
+                .filter(|pid| !process_is_gone(**pid))
+                .map(|pid| (*pid, cmdline(*pid)))
+                .collect();
+            if left.is_empty() || Instant::now() > deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            left.is_empty(),
+            "processes left after make down: {left:?}\n{}",
+            out.text
+        );
+        let busy: Vec<u16> = self
+            .ports
+            .iter()
+            .copied()
+            .filter(|p| !port_is_free(*p))
+            .collect();
+        assert!(
+            busy.is_empty(),
+            "ports still open after make down: {busy:?}"
+        );
+        assert!(
+            self.pids.len() >= 3,
+            "expected at least redis, nginx and one instance to have run: {:?}",
+            self.pids
+        );
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if !self.is_down {
+            // A failed test: stop what it started, politely first.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.make("down", &[], Duration::from_secs(60))
+            }));
+        }
+        let run_dir = self.run_dir.to_string_lossy().to_string();
+        for pid in &self.pids {
+            // Only what is still ours: its command line names our run directory or ports.
+            let line = cmdline(*pid);
+            let ours =
+                line.contains(&run_dir) || line.contains(&format!("127.0.0.1:{}", self.redis_port));
+            if !process_is_gone(*pid) && ours {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "the fleet's run directory is kept: {}",
+                self.run_dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+        }
+    }
+}
+
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;

@@ -1,0 +1,195 @@
+//! A real node on its own redis-server, scraped once its labelled families have series.
+
+use super::*;
+
+// ------------------------------------------------------------------------------ the harness
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+/// A `redis-server` of this test's own on a free loopback port, killed (by PID) on drop.
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
+    pub(crate) child: Option<Child>,
+}
+
+impl RedisServer {
+    pub(crate) fn start() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "wsfleet-observability-redis-{port}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: install it (apt-get install redis-server)");
+        let server = RedisServer {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL, by PID).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts a node on `redis` (port 0), makes it use every labelled metric family, returns its
+/// `/metrics` text, and drains it. Kills `redis` on the way (to record a Redis error).
+///
+/// prometheus-client prints a labelled family (`# TYPE` line included) only once it has a
+/// series, so the node is made to close a socket, refuse an upgrade and see a Redis command
+/// fail before the scrape that is compared. Unlabelled metrics are always printed.
+pub(crate) async fn scrape_a_real_node(redis: &mut RedisServer) -> String {
+    let url = redis.url();
+    let args = [
+        "wsfleet",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--redis-url",
+        url.as_str(),
+        "--lease-period",
+        "500ms",
+        "--redis-timeout",
+        "500ms",
+        "--drain-spread",
+        "200ms",
+        "--shutdown-timeout",
+        "5s",
+    ];
+    let config = <Config as clap::Parser>::try_parse_from(args).unwrap();
+    let app = Application::build(config.into_settings().unwrap())
+        .await
+        .expect("the node builds");
+    let addr: SocketAddr = app.address();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let status = |path: &'static str| async move {
+        reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    eventually("the node to become ready", || async {
+        (status("/readyz").await == 200).then_some(())
+    })
+    .await;
+
+    // wsfleet_upgrades_rejected_total{reason="bad_session"}
+    assert_eq!(status("/ws/chat/?session_uuid=not%20valid!").await, 400);
+    // wsfleet_connections_closed_total{code="1000"}, and a message through the histogram.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/ws/chat/?session_uuid=observability-drift"
+    ))
+    .await
+    .expect("the socket opens");
+    let welcome = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("a welcome in time");
+    assert!(matches!(welcome, Some(Ok(Message::Text(_)))), "{welcome:?}");
+    ws.send(Message::text("hello")).await.unwrap();
+    let count = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("a count in time");
+    assert!(matches!(count, Some(Ok(Message::Text(_)))), "{count:?}");
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    // Until the server's close frame and the end of the stream.
+    let _ = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    // wsfleet_redis_errors_total{operation="ping"}: /readyz pings a Redis that is gone.
+    redis.kill();
+    eventually("/readyz to notice Redis is gone", || async {
+        (status("/readyz").await == 503).then_some(())
+    })
+    .await;
+
+    // Wait for the series of those events (by label, so that a renamed family still gets
+    // here and is reported by name below), but compare whatever is there after PATIENCE.
+    let deadline = Instant::now() + PATIENCE;
+    let text = loop {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics answers")
+            .text()
+            .await
+            .expect("a text body");
+        let has = |needle: &str| {
+            text.lines()
+                .any(|l| !l.starts_with('#') && l.contains(needle))
+        };
+        let complete = has("{code=\"1000\"}")
+            && has("{reason=\"bad_session\"}")
+            && text
+                .lines()
+                .any(|l| l.contains("_total{operation=\"ping\"}"));
+        if complete || Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let _ = stop.send(());
+    node.await
+        .expect("the node task")
+        .expect("the node drains cleanly");
+    text
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `PATIENCE` runs out.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
