@@ -123,6 +123,41 @@ impl ChannelMessage {
     }
 }
 
+/// What the welcome after a reconnect says about the frames a client had sent without a
+/// reply (docs/PROTOCOL.md, "Resuming without gaps or repeats", rule 4). The one judgement of
+/// a resume, shared by the load tester and the fleet tests so they cannot judge differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumption {
+    /// The counter continues what the client knew: the first `counted` pending frames were
+    /// counted but their replies were lost with the old socket (0 after a drain, which answers
+    /// everything it counted); resend the rest.
+    Continues { counted: u64 },
+    /// The counter is `skipped` beyond the last acknowledged count plus every pending frame:
+    /// numbers this client never sent, so it will never see them (a gap).
+    Ahead { skipped: u64 },
+    /// The counter is `behind` below the last acknowledged count (Redis lost the session):
+    /// that many numbers will be told a second time (repeats).
+    Behind { behind: u64 },
+}
+
+/// Judges the welcome count `welcome` of a resumed session whose client last saw `acked` and
+/// has `pending` frames without a reply.
+pub fn judge_resume(acked: u64, pending: u64, welcome: u64) -> Resumption {
+    if welcome < acked {
+        Resumption::Behind {
+            behind: acked - welcome,
+        }
+    } else if welcome - acked <= pending {
+        Resumption::Continues {
+            counted: welcome - acked,
+        }
+    } else {
+        Resumption::Ahead {
+            skipped: welcome - acked - pending,
+        }
+    }
+}
+
 /// Current time as RFC 3339 UTC with milliseconds, the `ts` format of every frame.
 pub fn timestamp_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -218,6 +253,29 @@ mod tests {
         assert_eq!(probe.client_frame(), None);
         let wire = serde_json::to_string(&hb).unwrap();
         assert_eq!(wire, r#"{"type":"heartbeat","ts":"T"}"#);
+    }
+
+    #[test]
+    fn resumes_are_judged_by_the_welcome_count_and_the_frames_in_flight() {
+        use Resumption::*;
+        let cases = [
+            // (acked, pending, welcome, judgement)
+            (5, 0, 5, Continues { counted: 0 }),
+            (5, 1, 5, Continues { counted: 0 }),
+            (5, 1, 6, Continues { counted: 1 }),
+            (5, 3, 7, Continues { counted: 2 }),
+            (5, 0, 6, Ahead { skipped: 1 }),
+            (5, 2, 9, Ahead { skipped: 2 }),
+            (5, 0, 0, Behind { behind: 5 }),
+            (5, 4, 3, Behind { behind: 2 }),
+        ];
+        for (acked, pending, welcome, expected) in cases {
+            assert_eq!(
+                judge_resume(acked, pending, welcome),
+                expected,
+                "acked {acked}, pending {pending}, welcome {welcome}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Resuming WebSocket clients that count every reply through nginx.
 
 use super::*;
+use wsfleet::protocol::{judge_resume, Resumption};
 
 pub(crate) fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -61,21 +62,21 @@ pub(crate) async fn resuming_client(
             }
             match tokio::time::timeout(Duration::from_secs(5), connect(&url)).await {
                 Ok(Ok((socket, welcome))) => {
-                    match acked {
+                    match acked.map(|a| (a, judge_resume(a, u64::from(pending), welcome))) {
                         None => acked = Some(welcome),
-                        Some(a) if pending && welcome == a + 1 => {
+                        Some((_, Resumption::Continues { counted: 0 })) => {}
+                        Some((_, Resumption::Continues { counted })) => {
                             // The message in flight was counted; its reply was lost.
                             acked = Some(welcome);
                             pending = false;
-                            report.recovered_from_welcome += 1;
+                            report.recovered_from_welcome += counted;
                         }
-                        Some(a) if welcome != a => {
+                        Some((a, judgement)) => {
                             report.violations.push(format!(
-                                "welcome count {welcome} after {a} acknowledged (pending: {pending})"
+                                "welcome count {welcome} after {a} acknowledged (pending: {pending}): {judgement:?}"
                             ));
                             acked = Some(welcome);
                         }
-                        Some(_) => {}
                     }
                     break socket;
                 }
