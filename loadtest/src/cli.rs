@@ -12,8 +12,10 @@ use wsfleet::config::parse_duration;
 /// throughput.
 ///
 /// Exit code: 0 when every connection and reply was as expected, 1 when a count was wrong
-/// (a skipped or repeated number), 2 when connections failed or sockets errored (including
-/// the overall --timeout running out) but no count was wrong.
+/// (a skipped or repeated number, in a reply or in a resumed session's welcome), 2 when
+/// connections failed or sockets errored (including the overall --timeout running out, a
+/// broadcast missed, or a failing --during command) but no count was wrong, 3 when the run
+/// could not start (bad option, limits).
 ///
 /// Also `wsfleet-loadtest smoke --help`: the one-instance smoke test `make promote` runs.
 #[derive(Debug, Parser)]
@@ -59,6 +61,50 @@ pub enum Scenario {
         #[arg(long, env = "LOADTEST_WARMUP_MESSAGES", default_value_t = 0)]
         warmup_messages: u64,
     },
+    /// The sockets connect and listen; then --broadcasts broadcasts are published with
+    /// POST /broadcast, --broadcast-interval apart. Every socket must receive every one:
+    /// latency is from the publish time each carries (wall clock) to its arrival, and a
+    /// missed delivery is an error.
+    FanOut {
+        #[command(flatten)]
+        common: Common,
+        /// The POST /broadcast endpoint of one instance (http:// only; the fleet's nginx does
+        /// not expose it on its public listener).
+        #[arg(
+            long,
+            env = "LOADTEST_BROADCAST_URL",
+            default_value = "http://127.0.0.1:8000/broadcast"
+        )]
+        broadcast_url: String,
+        /// The fleet's BROADCAST_TOKEN. Prefer the environment variable: a command line is
+        /// visible to every user of the machine.
+        #[arg(long, env = "BROADCAST_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Broadcasts to publish.
+        #[arg(long, env = "LOADTEST_BROADCASTS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        broadcasts: u64,
+        /// Time between two broadcasts.
+        #[arg(long, env = "LOADTEST_BROADCAST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+        broadcast_interval: Duration,
+        /// Tags this run's broadcasts so other broadcasts are not counted (default: random;
+        /// set by a parent process for its workers).
+        #[arg(long, hide = true)]
+        run_id: Option<String>,
+    },
+    /// Every socket uses session <PREFIX>-<i> (--session-prefix, default a random one) and
+    /// has --messages counted over --resumes + 1 connections: it closes and resumes its
+    /// session --resumes times. Each welcome after a resume must continue the count exactly
+    /// (no gap, no repeat).
+    Resume {
+        #[command(flatten)]
+        common: Common,
+        /// Messages each socket has counted, over all its connections.
+        #[arg(short, long, env = "LOADTEST_MESSAGES", default_value_t = 20)]
+        messages: u64,
+        /// How many times each socket closes and resumes its session.
+        #[arg(long, env = "LOADTEST_RESUMES", default_value_t = 3)]
+        resumes: u64,
+    },
 }
 
 impl Scenario {
@@ -66,7 +112,35 @@ impl Scenario {
         match self {
             Scenario::ClosedLoop { common, .. }
             | Scenario::OpenLoop { common, .. }
-            | Scenario::Hold { common, .. } => common,
+            | Scenario::Hold { common, .. }
+            | Scenario::FanOut { common, .. }
+            | Scenario::Resume { common, .. } => common,
+        }
+    }
+
+    pub fn common_mut(&mut self) -> &mut Common {
+        match self {
+            Scenario::ClosedLoop { common, .. }
+            | Scenario::OpenLoop { common, .. }
+            | Scenario::Hold { common, .. }
+            | Scenario::FanOut { common, .. }
+            | Scenario::Resume { common, .. } => common,
+        }
+    }
+
+    /// Fills in the random defaults a run needs before any socket opens (and before the work
+    /// is handed to other processes, which must share them): the session prefix of `resume`
+    /// and of `--during` runs (resuming needs known sessions), and the fan-out run id.
+    pub fn settle_random_defaults(&mut self) {
+        let needs_sessions =
+            matches!(self, Scenario::Resume { .. }) || self.common().during.is_some();
+        if needs_sessions {
+            self.common_mut()
+                .session_prefix
+                .get_or_insert_with(|| format!("lt-{}", crate::scenario::smoke::nonce()));
+        }
+        if let Scenario::FanOut { run_id, .. } = self {
+            run_id.get_or_insert_with(crate::scenario::smoke::nonce);
         }
     }
 
@@ -75,6 +149,8 @@ impl Scenario {
             Scenario::ClosedLoop { .. } => "closed-loop",
             Scenario::OpenLoop { .. } => "open-loop",
             Scenario::Hold { .. } => "hold",
+            Scenario::FanOut { .. } => "fan-out",
+            Scenario::Resume { .. } => "resume",
         }
     }
 }
@@ -125,6 +201,20 @@ pub struct Common {
     /// Also write the report as JSON to this file.
     #[arg(long, env = "LOADTEST_JSON")]
     pub json: Option<PathBuf>,
+
+    /// Run `sh -c CMD` during the run phase (e.g. a rolling restart), --during-after into it.
+    /// Sockets the server then closes (bye, close 1001, connection lost) resume their
+    /// session (a random --session-prefix is chosen if none is given), resend what was not
+    /// acknowledged and go on; the report gets a disruption section: reconnects, longest gap
+    /// from losing a socket to the next welcome, counts lost and repeated, and the command's
+    /// exit code and duration. A failing command fails the run. (open-loop sockets do not
+    /// resume yet: a lost one is an error.)
+    #[arg(long, env = "LOADTEST_DURING", value_name = "CMD")]
+    pub during: Option<String>,
+
+    /// How long after the run phase starts the --during command runs.
+    #[arg(long, env = "LOADTEST_DURING_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub during_after: Duration,
 }
 
 fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
@@ -174,5 +264,74 @@ mod tests {
         assert_eq!(common.timeout, Duration::from_secs(20));
         assert_eq!(common.sample_pids, vec![("server".to_string(), 1)]);
         assert_eq!(cli.scenario.name(), "closed-loop");
+        assert_eq!(common.during, None);
+    }
+
+    #[test]
+    fn fan_out_resume_and_during_parse() {
+        let cli = Cli::try_parse_from([
+            "wsfleet-loadtest",
+            "fan-out",
+            "--token",
+            "secret",
+            "--broadcasts",
+            "3",
+            "--broadcast-interval",
+            "200ms",
+            "--during",
+            "kill -TERM 1234",
+            "--during-after",
+            "2s",
+        ])
+        .unwrap();
+        let Scenario::FanOut {
+            common,
+            token,
+            broadcasts,
+            broadcast_interval,
+            ..
+        } = &cli.scenario
+        else {
+            panic!("wrong scenario: {:?}", cli.scenario);
+        };
+        assert_eq!((token.as_str(), *broadcasts), ("secret", 3));
+        assert_eq!(*broadcast_interval, Duration::from_millis(200));
+        assert_eq!(common.during.as_deref(), Some("kill -TERM 1234"));
+        assert_eq!(common.during_after, Duration::from_secs(2));
+
+        let cli = Cli::try_parse_from(["wsfleet-loadtest", "resume", "-m", "9", "--resumes", "2"])
+            .unwrap();
+        assert!(matches!(
+            cli.scenario,
+            Scenario::Resume {
+                messages: 9,
+                resumes: 2,
+                ..
+            }
+        ));
+        assert_eq!(cli.scenario.name(), "resume");
+    }
+
+    #[test]
+    fn resume_and_during_runs_get_a_session_prefix_and_fan_out_a_run_id() {
+        let settled = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(args).unwrap();
+            cli.scenario.settle_random_defaults();
+            cli.scenario
+        };
+        let plain = settled(&["lt", "closed-loop"]);
+        assert_eq!(plain.common().session_prefix, None);
+        let resume = settled(&["lt", "resume"]);
+        let prefix = resume.common().session_prefix.clone().unwrap();
+        assert!(prefix.starts_with("lt-") && prefix.len() < 40, "{prefix}");
+        wsfleet::protocol::validate_session_id(&format!("{prefix}-99999")).unwrap();
+        let during = settled(&["lt", "hold", "--during", "true"]);
+        assert!(during.common().session_prefix.is_some());
+        let given = settled(&["lt", "resume", "--session-prefix", "mine"]);
+        assert_eq!(given.common().session_prefix.as_deref(), Some("mine"));
+        let Scenario::FanOut { run_id, .. } = settled(&["lt", "fan-out", "--token", "t"]) else {
+            panic!("not fan-out");
+        };
+        assert!(run_id.is_some());
     }
 }

@@ -47,11 +47,14 @@ impl Target {
     pub fn url_for(&self, i: usize) -> String {
         match &self.session_prefix {
             None => self.url.clone(),
-            Some(prefix) => {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
-                format!("{}{sep}session_uuid={prefix}-{i}", self.url)
-            }
+            Some(prefix) => self.session_url(&format!("{prefix}-{i}")),
         }
+    }
+
+    /// The URL that resumes `session` (the id a welcome frame named).
+    pub fn session_url(&self, session: &str) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}session_uuid={session}", self.url)
     }
 }
 
@@ -92,7 +95,7 @@ pub async fn connect_all(
 }
 
 /// TCP connect, upgrade, and the welcome frame: a socket counts as open once it has all three.
-async fn connect_one(url: &str) -> Result<Conn, String> {
+pub async fn connect_one(url: &str) -> Result<Conn, String> {
     // Nagle off: small frames would otherwise wait for the previous one's ACK.
     let (mut socket, _response) = connect_async_with_config(url, Some(ws_config()), true)
         .await

@@ -9,6 +9,9 @@ use tokio::time::Instant;
 
 use crate::{cpu::CpuUse, stats::Totals};
 
+mod sections;
+pub use sections::{Disruption, FanOut, ResumeSummary};
+
 /// How long a phase took.
 #[derive(Debug, Clone, Copy)]
 pub struct Phase {
@@ -40,6 +43,15 @@ pub struct Report {
     pub heartbeats_per_socket: Option<HeartbeatSpread>,
     /// CPU use during the run phase, in percent of one core.
     pub cpu: Vec<CpuUse>,
+    /// fan-out only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    /// resume only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeSummary>,
+    /// With --during only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<Disruption>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -134,6 +146,9 @@ impl Report {
                 max: s.max,
             }),
             cpu,
+            fan_out: None,
+            resume: None,
+            disruption: None,
         }
     }
 
@@ -194,6 +209,7 @@ impl Report {
                 format!("{} / {:.1} / {}", h.min, h.avg, h.max),
             );
         }
+        sections::rows(self, &mut row);
         for cpu in &self.cpu {
             row(
                 &format!("cpu {} (% of a core)", cpu.name),
@@ -215,13 +231,13 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::stats::Tally;
 
-    fn sample() -> Report {
+    pub(crate) fn sample() -> Report {
         let mut totals = Totals {
             connections_ok: 2,
             ..Totals::default()

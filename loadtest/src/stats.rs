@@ -7,6 +7,9 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::verify::{CountCheck, Step};
 
 /// Largest latency the histogram holds, in microseconds; longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 120_000_000;
@@ -21,6 +24,8 @@ pub struct Tally {
     pub count_violations: u64,
     /// Whether the socket was still open when the scenario ended with it.
     pub open_at_end: bool,
+    /// Reconnects, planned resumes and what their welcomes showed.
+    pub resumes: Resumes,
     /// Round trips in microseconds.
     latencies_us: Vec<u32>,
     errors: BTreeMap<String, u64>,
@@ -35,7 +40,68 @@ impl Tally {
     /// Counts one error of a kind. Kinds are short and few (close codes, error classes), so
     /// the report can say what went wrong without a log of every occurrence.
     pub fn error(&mut self, kind: impl Into<String>) {
-        *self.errors.entry(kind.into()).or_default() += 1;
+        self.errors_of_kind(kind, 1);
+    }
+
+    /// Counts `n` errors of one kind at once (e.g. every broadcast a socket missed).
+    pub fn errors_of_kind(&mut self, kind: impl Into<String>, n: u64) {
+        if n > 0 {
+            *self.errors.entry(kind.into()).or_default() += n;
+        }
+    }
+
+    /// Counts one `{"count": n}` reply and checks it against the counts seen before: a gap
+    /// or a repeat is a violation, and how many numbers it skipped or repeated is kept too.
+    pub fn count_reply(&mut self, check: &mut CountCheck, count: u64) {
+        self.received += 1;
+        match check.step(count) {
+            Step::InOrder => {}
+            Step::Gap(skipped) => {
+                self.count_violations += 1;
+                self.resumes.counts_lost += skipped;
+            }
+            Step::Repeat(repeated) => {
+                self.count_violations += 1;
+                self.resumes.counts_repeated += repeated;
+            }
+        }
+    }
+}
+
+/// What one socket (or, summed, the run) counted about reconnecting: the server closing
+/// sockets under `--during`, and the `resume` scenario's own planned resumes. Serializable
+/// so that worker processes can hand their totals to the parent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumes {
+    /// Sockets the server closed (bye, close 1001, connection lost) that came back.
+    pub reconnects: u64,
+    /// Longest time from losing a socket to the welcome on its replacement, in microseconds.
+    pub longest_gap_us: u64,
+    /// Numbers of the counter this client never saw (gaps), over replies and welcomes.
+    pub counts_lost: u64,
+    /// Numbers of the counter told twice (repeats), over replies and welcomes.
+    pub counts_repeated: u64,
+    /// Planned resumes (`resume` scenario) whose welcome continued the count exactly.
+    pub resumes_ok: u64,
+    /// Planned resumes that could not reconnect or whose welcome did not continue the count.
+    pub resumes_failed: u64,
+}
+
+impl Resumes {
+    /// A socket came back `gap` after it was lost.
+    pub fn reconnected(&mut self, gap: Duration) {
+        self.reconnects += 1;
+        let us = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);
+        self.longest_gap_us = self.longest_gap_us.max(us);
+    }
+
+    pub fn add(&mut self, other: &Resumes) {
+        self.reconnects += other.reconnects;
+        self.longest_gap_us = self.longest_gap_us.max(other.longest_gap_us);
+        self.counts_lost += other.counts_lost;
+        self.counts_repeated += other.counts_repeated;
+        self.resumes_ok += other.resumes_ok;
+        self.resumes_failed += other.resumes_failed;
     }
 }
 
@@ -70,6 +136,7 @@ pub struct Totals {
     pub errors: BTreeMap<String, u64>,
     pub latency_us: Histogram<u64>,
     pub heartbeats: Option<Spread>,
+    pub resumes: Resumes,
 }
 
 impl Default for Totals {
@@ -86,6 +153,7 @@ impl Default for Totals {
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("constant histogram bounds are valid"),
             heartbeats: None,
+            resumes: Resumes::default(),
         }
     }
 }
@@ -108,6 +176,7 @@ impl Totals {
         self.received += tally.received;
         self.count_violations += tally.count_violations;
         self.open_at_end += u64::from(tally.open_at_end);
+        self.resumes.add(&tally.resumes);
         for (kind, n) in tally.errors {
             *self.errors.entry(kind).or_default() += n;
         }
@@ -174,6 +243,43 @@ mod tests {
         let spread = totals.heartbeats.unwrap();
         assert_eq!((spread.min, spread.max, spread.sockets), (2, 5, 2));
         assert!((spread.avg() - 3.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gaps_and_repeats_are_violations_that_say_how_many_numbers() {
+        let mut t = Tally::default();
+        let mut check = CountCheck::new(0);
+        for count in [1, 2, 5, 6, 4, 5, 6, 7] {
+            t.count_reply(&mut check, count);
+        }
+        assert_eq!(t.received, 8);
+        assert_eq!(t.count_violations, 2, "one gap, one repeat");
+        assert_eq!((t.resumes.counts_lost, t.resumes.counts_repeated), (2, 3));
+    }
+
+    #[test]
+    fn resumes_add_up_and_keep_the_longest_gap() {
+        let mut a = Resumes::default();
+        a.reconnected(Duration::from_millis(30));
+        a.reconnected(Duration::from_millis(10));
+        let mut b = Resumes {
+            counts_lost: 1,
+            resumes_ok: 2,
+            ..Resumes::default()
+        };
+        b.reconnected(Duration::from_millis(20));
+        let mut totals = Totals::default();
+        for r in [a, b] {
+            totals.absorb(Tally {
+                resumes: r,
+                ..Tally::default()
+            });
+        }
+        let r = &totals.resumes;
+        assert_eq!((r.reconnects, r.longest_gap_us), (3, 30_000));
+        assert_eq!((r.counts_lost, r.resumes_ok), (1, 2));
+        let json = serde_json::to_string(r).unwrap();
+        assert_eq!(serde_json::from_str::<Resumes>(&json).unwrap(), *r);
     }
 
     #[test]

@@ -20,16 +20,36 @@ impl CountCheck {
         self.last + 1
     }
 
-    /// Checks one reply. Returns false on a violation.
+    /// Checks one reply and says how far off it was.
     ///
     /// It then carries on from the count received rather than from the expected one, so a
     /// single skipped or repeated number is one violation, not one per later reply: the
     /// tally then says how many times the invariant broke, which is what one looks for.
-    pub fn observe(&mut self, count: u64) -> bool {
-        let ok = count == self.expected();
+    pub fn step(&mut self, count: u64) -> Step {
+        let expected = self.expected();
         self.last = count;
-        ok
+        match count.cmp(&expected) {
+            std::cmp::Ordering::Equal => Step::InOrder,
+            std::cmp::Ordering::Greater => Step::Gap(count - expected),
+            // count ≤ the previous one: the numbers count..=previous come a second time.
+            std::cmp::Ordering::Less => Step::Repeat(expected - count),
+        }
     }
+
+    /// The last count this socket was told (the welcome's, then each reply's).
+    pub fn acked(&self) -> u64 {
+        self.last
+    }
+}
+
+/// One reply against the count expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    InOrder,
+    /// This many numbers were skipped.
+    Gap(u64),
+    /// This many numbers were told before.
+    Repeat(u64),
 }
 
 #[cfg(test)]
@@ -38,7 +58,10 @@ mod tests {
 
     fn violations(welcome: u64, counts: &[u64]) -> usize {
         let mut check = CountCheck::new(welcome);
-        counts.iter().filter(|&&c| !check.observe(c)).count()
+        counts
+            .iter()
+            .filter(|&&c| check.step(c) != Step::InOrder)
+            .count()
     }
 
     #[test]
@@ -61,10 +84,20 @@ mod tests {
     }
 
     #[test]
+    fn steps_say_how_many_numbers_were_skipped_or_repeated() {
+        let mut check = CountCheck::new(3);
+        assert_eq!(check.step(4), Step::InOrder);
+        assert_eq!(check.step(7), Step::Gap(2));
+        assert_eq!(check.step(7), Step::Repeat(1));
+        assert_eq!(check.step(5), Step::Repeat(3));
+        assert_eq!(check.acked(), 5);
+    }
+
+    #[test]
     fn expected_follows_the_last_count_seen() {
         let mut check = CountCheck::new(10);
         assert_eq!(check.expected(), 11);
-        check.observe(20);
+        check.step(20);
         assert_eq!(check.expected(), 21);
     }
 }

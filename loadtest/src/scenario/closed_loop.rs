@@ -8,27 +8,22 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsfleet::protocol::ServerFrame;
 
 use crate::{
-    client::{self, Conn, Event},
+    client::{self, Event},
+    link::{self, Link},
     stats::Tally,
-    verify::CountCheck,
 };
 
-pub async fn run(conn: Conn, messages: u64, payload: Utf8Bytes, deadline: Instant) -> Tally {
-    let Conn {
-        mut socket,
-        welcome,
-    } = conn;
+pub async fn run(mut link: Link, messages: u64, payload: Utf8Bytes, deadline: Instant) -> Tally {
     let mut tally = Tally::default();
-    let mut check = CountCheck::new(welcome.count);
     let outcome = tokio::time::timeout_at(
         deadline,
-        exchange(&mut socket, messages, &payload, &mut tally, &mut check),
+        exchange(&mut link, messages, &payload, &mut tally, deadline),
     )
     .await;
     match outcome {
         Ok(Ok(())) => {
             tally.open_at_end = true;
-            client::close(&mut socket, deadline).await;
+            client::close(&mut link.socket, deadline).await;
         }
         Ok(Err(kind)) => tally.error(kind),
         Err(_) => tally.error("deadline"),
@@ -36,54 +31,83 @@ pub async fn run(conn: Conn, messages: u64, payload: Utf8Bytes, deadline: Instan
     tally
 }
 
-/// Sends `messages` frames one at a time, each after the previous one's reply, checking
-/// every count. Err ends the socket.
+/// Has `messages` frames counted, sending one at a time, each after the previous one's
+/// reply, checking every count. A socket the server ends is resumed when the link follows
+/// such closes, and the frame in flight is resent unless the welcome shows it was counted.
+/// Err ends the socket.
 pub async fn exchange(
-    socket: &mut client::Socket,
+    link: &mut Link,
     messages: u64,
     payload: &Utf8Bytes,
     tally: &mut Tally,
-    check: &mut CountCheck,
+    deadline: Instant,
 ) -> Result<(), String> {
-    for _ in 0..messages {
+    let mut done = 0;
+    while done < messages {
         let sent_at = Instant::now();
-        if let Err(e) = socket.send(Message::Text(payload.clone())).await {
-            return Err(format!("send: {}", client::error_kind(&e)));
-        }
-        tally.sent += 1;
-        await_reply(socket, tally, check, sent_at).await?;
+        let lost = match link.socket.send(Message::Text(payload.clone())).await {
+            // Whether the frame left before the failure is unknown: the welcome will tell.
+            Err(e) => Event::Failed(format!("send: {}", client::error_kind(&e))),
+            Ok(()) => {
+                tally.sent += 1;
+                match await_reply(link, tally, sent_at).await {
+                    None => {
+                        done += 1;
+                        continue;
+                    }
+                    Some(lost) => lost,
+                }
+            }
+        };
+        done += link.recover(lost, 1, tally, deadline).await?;
     }
     Ok(())
 }
 
 /// Reads until the answer to the frame sent at `sent_at`, counting what comes in between
-/// (heartbeats and broadcasts share the socket). Err ends the socket.
-async fn await_reply(
-    socket: &mut client::Socket,
-    tally: &mut Tally,
-    check: &mut CountCheck,
-    sent_at: Instant,
-) -> Result<(), String> {
+/// (heartbeats and broadcasts share the socket). `Some(event)`: the socket ended with it
+/// before the answer came.
+async fn await_reply(link: &mut Link, tally: &mut Tally, sent_at: Instant) -> Option<Event> {
     loop {
-        match client::next_event(socket).await {
+        match client::next_event(&mut link.socket).await {
             Event::Frame(ServerFrame::Count(reply)) => {
                 tally.record_latency(sent_at.elapsed());
-                tally.received += 1;
-                if !check.observe(reply.count) {
-                    tally.count_violations += 1;
-                }
-                return Ok(());
+                tally.count_reply(&mut link.check, reply.count);
+                return None;
             }
             // Answered but not counted (Redis unavailable): the reply to this frame, so the
             // loop goes on, and the counter must not have moved.
             Event::Frame(ServerFrame::Error(e)) => {
                 tally.error(format!("error reply: {}", e.error));
-                return Ok(());
+                return None;
             }
             Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
             Event::Frame(ServerFrame::Broadcast(_)) => {}
-            Event::Frame(ServerFrame::Bye(_)) => return Err("server drained (bye)".into()),
-            other => return Err(other.describe()),
+            other => return Some(other),
+        }
+    }
+}
+
+/// Keeps `link` open and reading until `until`: heartbeats are counted, broadcasts ignored,
+/// a socket the server ends is resumed (when the link follows such closes). Err ends it.
+pub async fn idle(
+    link: &mut Link,
+    tally: &mut Tally,
+    until: Instant,
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        let Ok(event) = tokio::time::timeout_at(until, client::next_event(&mut link.socket)).await
+        else {
+            return Ok(());
+        };
+        match event {
+            Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
+            Event::Frame(ServerFrame::Broadcast(_)) => {}
+            other if link.resumes_after(&other) => {
+                link.recover(other, 0, tally, deadline).await?;
+            }
+            other => return Err(link::loss_kind(&other)),
         }
     }
 }

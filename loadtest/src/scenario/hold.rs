@@ -8,65 +8,30 @@
 
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use wsfleet::protocol::ServerFrame;
 
 use super::closed_loop;
-use crate::{
-    client::{self, Conn, Event},
-    stats::Tally,
-    verify::CountCheck,
-};
+use crate::{client, link::Link, stats::Tally};
 
 pub async fn run(
-    conn: Conn,
+    mut link: Link,
     warmup_messages: u64,
     payload: Utf8Bytes,
     until: Instant,
     deadline: Instant,
 ) -> Tally {
-    let Conn {
-        mut socket,
-        welcome,
-    } = conn;
     let mut tally = Tally::default();
-    let mut check = CountCheck::new(welcome.count);
-    let warmup = closed_loop::exchange(
-        &mut socket,
-        warmup_messages,
-        &payload,
-        &mut tally,
-        &mut check,
-    );
-    match tokio::time::timeout_at(deadline, warmup).await {
-        Ok(Ok(())) => {}
-        Ok(Err(kind)) => {
-            tally.error(kind);
-            return tally;
-        }
-        Err(_) => {
-            tally.error("deadline");
-            return tally;
-        }
-    }
-    loop {
+    let work = async {
+        closed_loop::exchange(&mut link, warmup_messages, &payload, &mut tally, deadline).await?;
         // The hold ending is the normal way out: the socket was open all along.
-        let Ok(event) = tokio::time::timeout_at(until, client::next_event(&mut socket)).await
-        else {
+        closed_loop::idle(&mut link, &mut tally, until, deadline).await
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(())) => {
             tally.open_at_end = true;
-            client::close(&mut socket, deadline).await;
-            return tally;
-        };
-        match event {
-            Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
-            Event::Frame(ServerFrame::Broadcast(_)) => {}
-            Event::Frame(ServerFrame::Bye(_)) => {
-                tally.error("server drained (bye)");
-                return tally;
-            }
-            other => {
-                tally.error(other.describe());
-                return tally;
-            }
+            client::close(&mut link.socket, deadline).await;
         }
+        Ok(Err(kind)) => tally.error(kind),
+        Err(_) => tally.error("deadline"),
     }
+    tally
 }

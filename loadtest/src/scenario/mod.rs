@@ -5,22 +5,29 @@
 //!
 //! Separating the phases keeps the connection storm out of the throughput and latency
 //! numbers, and makes every socket start its work at about the same moment.
+//!
+//! With `--during`, the command runs alongside the run phase ([`during`]), and the run phase
+//! lasts until both the sockets and the command are done.
 
 mod closed_loop;
+pub mod during;
+pub mod fan_out;
 mod hold;
 mod open_loop;
+mod resume;
 /// `smoke`: not a load scenario but a one-socket check of a single instance (make promote).
 pub mod smoke;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::{task::JoinSet, time::Instant};
+use tokio::{sync::watch, task::JoinSet, time::Instant};
 
 use crate::{
     cli::Scenario,
     client::{self, Conn, Target},
     cpu::CpuWindow,
-    report::{Phase, Report},
+    link::Link,
+    report::{Disruption, FanOut, Phase, Report, ResumeSummary},
     stats::{Tally, Totals},
 };
 
@@ -49,10 +56,19 @@ pub async fn run(scenario: &Scenario) -> Report {
 
     let cpu = CpuWindow::start(&common.sample_pids);
     let started = Instant::now();
+    let disruption = common
+        .during
+        .clone()
+        .map(|command| tokio::spawn(during::run(command, common.during_after, deadline)));
+    // Sockets the server closes come back on their session only when a disruption is run.
+    let follows = common.during.is_some();
+    let target = Arc::new(target);
+    let link = move |conn: Conn| Link::new(conn, &target, follows);
+    let mut fan_out = None;
     match *scenario {
         Scenario::ClosedLoop { messages, .. } => {
             for_each_socket(conns, &mut totals, |_, conn| {
-                closed_loop::run(conn, messages, payload.clone(), deadline)
+                closed_loop::run(link(conn), messages, payload.clone(), deadline)
             })
             .await
         }
@@ -73,15 +89,97 @@ pub async fn run(scenario: &Scenario) -> Report {
             // The warm-up counts against the hold: `until` is fixed before it.
             let until = deadline.min(Instant::now() + duration);
             for_each_socket(conns, &mut totals, |_, conn| {
-                hold::run(conn, warmup_messages, payload.clone(), until, deadline)
+                hold::run(
+                    link(conn),
+                    warmup_messages,
+                    payload.clone(),
+                    until,
+                    deadline,
+                )
+            })
+            .await
+        }
+        Scenario::FanOut {
+            ref broadcast_url,
+            ref token,
+            broadcasts,
+            broadcast_interval,
+            ref run_id,
+            ..
+        } => {
+            let run_id = run_id.clone().unwrap_or_default();
+            let sockets = conns.len() as u64;
+            let (stop, stopping) = watch::channel(false);
+            let publishing = match fan_out::Publisher::new(
+                broadcast_url,
+                token,
+                &run_id,
+                broadcasts,
+                broadcast_interval,
+            ) {
+                Ok(publisher) => tokio::spawn(async move {
+                    let published = publisher.publish(deadline).await;
+                    // Receivers missing something wait a grace period more, then stop.
+                    tokio::spawn(async move {
+                        let grace = Instant::now() + fan_out::DELIVERY_GRACE;
+                        tokio::time::sleep_until(grace.min(deadline)).await;
+                        let _ = stop.send(true);
+                    });
+                    published
+                }),
+                Err(e) => {
+                    totals.error(format!("publish: {e:#}"));
+                    let _ = stop.send(true);
+                    tokio::spawn(async { fan_out::Published::default() })
+                }
+            };
+            for_each_socket(conns, &mut totals, |_, conn| {
+                fan_out::receive(
+                    link(conn),
+                    run_id.clone(),
+                    broadcasts,
+                    stopping.clone(),
+                    deadline,
+                )
+            })
+            .await;
+            match publishing.await {
+                Ok(published) => published.errors.into_iter().for_each(|e| totals.error(e)),
+                Err(e) => totals.error(format!("task failed: {e}")),
+            }
+            fan_out = Some(FanOut {
+                broadcasts,
+                expected_deliveries: sockets * broadcasts,
+                deliveries: totals.received,
+            });
+        }
+        Scenario::Resume {
+            messages, resumes, ..
+        } => {
+            for_each_socket(conns, &mut totals, |_, conn| {
+                resume::run(link(conn), messages, resumes, payload.clone(), deadline)
             })
             .await
         }
     }
+    let command = match disruption {
+        Some(task) => match task.await {
+            Ok(outcome) => Some(outcome),
+            Err(e) => {
+                totals.error(format!("task failed: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     let run = Phase::since(started);
     let cpu = cpu.finish();
 
-    Report::new(
+    if let Some(failure) = command.as_ref().and_then(|c| c.failure.clone()) {
+        totals.error(failure);
+    }
+    let resumes = totals.resumes.clone();
+    let mut report = Report::new(
         scenario.name(),
         &common.url,
         common.connections,
@@ -89,7 +187,13 @@ pub async fn run(scenario: &Scenario) -> Report {
         run,
         totals,
         cpu,
-    )
+    );
+    report.fan_out = fan_out;
+    if matches!(scenario, Scenario::Resume { .. }) {
+        report.resume = Some(ResumeSummary::from_totals(&resumes));
+    }
+    report.disruption = command.map(|c| Disruption::new(&c, &resumes));
+    report
 }
 
 /// Runs `work` for every open socket as its own task and adds up what they count.

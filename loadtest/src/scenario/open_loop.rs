@@ -67,10 +67,7 @@ pub async fn run(
                     if let Some(due) = due_times.lock().expect("not poisoned").pop_front() {
                         tally.record_latency(due.elapsed());
                     }
-                    tally.received += 1;
-                    if !check.observe(reply.count) {
-                        tally.count_violations += 1;
-                    }
+                    tally.count_reply(&mut check, reply.count);
                 }
                 // Answered but not counted (Redis unavailable): it still answers the front
                 // frame, and the counter must not have moved.

@@ -210,7 +210,7 @@ async fn next_frame(socket: &mut Socket) -> Result<ServerFrame> {
 }
 
 /// A value unique enough to tell this run's session and broadcast from any other.
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -1,0 +1,215 @@
+//! One socket that keeps its session across reconnects: the client side of
+//! docs/PROTOCOL.md, "Resuming without gaps or repeats".
+//!
+//! When the server ends a socket (`bye` then close 1001 in a drain, a bare close 1001, or the
+//! connection lost) and the run follows such closes (`--during`), the link reconnects with the
+//! same `session_uuid`, judges the new welcome with [`wsfleet::protocol::judge_resume`] (the
+//! rule the fleet tests use too), and tells its caller how many of the frames in flight were
+//! counted, so the caller resends exactly the rest. Other closes (rate limit, protocol errors)
+//! are the client's fault or the server's refusal, and stay errors.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use wsfleet::protocol::{judge_resume, Resumption, ServerFrame};
+
+use crate::{
+    client::{self, Conn, Event, Socket, Target},
+    stats::Tally,
+    verify::CountCheck,
+};
+
+/// Longest a link keeps trying to reconnect after losing its socket. A drain ends within the
+/// server's SHUTDOWN_TIMEOUT (10 s by default) and a replacement instance is ready within
+/// seconds; past this the fleet is not coming back for this socket.
+const RESUME_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Upper bound on the `reconnect_after_ms` hint obeyed (the server's is at most 1.1 s).
+const MAX_RECONNECT_HINT: Duration = Duration::from_secs(3);
+
+/// A socket, the counts it has seen, and where to reopen its session.
+pub struct Link {
+    pub socket: Socket,
+    /// The counter as this client knows it: `acked()` is the last count it was told.
+    pub check: CountCheck,
+    /// The URL naming this socket's session (from its welcome).
+    session_url: String,
+    /// Whether a socket the server ends is reconnected (`--during`) or is an error.
+    follows_server_closes: bool,
+    connect_timeout: Duration,
+}
+
+impl Link {
+    pub fn new(conn: Conn, target: &Target, follows_server_closes: bool) -> Link {
+        Link {
+            session_url: target.session_url(&conn.welcome.session_uuid),
+            check: CountCheck::new(conn.welcome.count),
+            socket: conn.socket,
+            follows_server_closes,
+            connect_timeout: target.connect_timeout,
+        }
+    }
+
+    /// Whether `event` ends the socket in a way this link comes back from.
+    pub fn resumes_after(&self, event: &Event) -> bool {
+        self.follows_server_closes && is_server_close(event)
+    }
+
+    /// Reconnects after the socket ended with `lost`, `pending` frames having had no reply.
+    /// Returns how many of those were counted (their replies were lost): the caller resends
+    /// the others. Anything the welcome shows against the invariant is tallied as a violation.
+    /// Err when the link does not follow this kind of close, or could not come back.
+    pub async fn recover(
+        &mut self,
+        lost: Event,
+        pending: u64,
+        tally: &mut Tally,
+        deadline: Instant,
+    ) -> Result<u64, String> {
+        if !self.resumes_after(&lost) {
+            return Err(loss_kind(&lost));
+        }
+        let lost_at = Instant::now();
+        if let Event::Frame(ServerFrame::Bye(bye)) = &lost {
+            // Read up to the close that follows the bye, so the server's handshake completes,
+            // then wait the jittered hint so resumes do not all land in one instant.
+            let until = deadline.min(lost_at + Duration::from_secs(2));
+            let _ = tokio::time::timeout_at(until, async {
+                while let Some(Ok(message)) = self.socket.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            let hint = Duration::from_millis(bye.reconnect_after_ms).min(MAX_RECONNECT_HINT);
+            tokio::time::sleep_until(deadline.min(Instant::now() + hint)).await;
+        }
+        let conn = self
+            .reconnect(deadline.min(lost_at + RESUME_PATIENCE))
+            .await?;
+        tally.resumes.reconnected(lost_at.elapsed());
+        Ok(self.take_over(conn, pending, tally))
+    }
+
+    /// Closes the socket politely and opens its session again: the `resume` scenario's planned
+    /// resume, with nothing in flight. The welcome must continue the count exactly.
+    pub async fn reopen(&mut self, tally: &mut Tally, deadline: Instant) -> Result<(), String> {
+        client::close(&mut self.socket, deadline).await;
+        let conn = match tokio::time::timeout_at(
+            deadline.min(Instant::now() + self.connect_timeout),
+            client::connect_one(&self.session_url),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(kind)) => {
+                tally.resumes.resumes_failed += 1;
+                return Err(format!("resume: {kind}"));
+            }
+            Err(_) => {
+                tally.resumes.resumes_failed += 1;
+                return Err("resume: connect: timeout".into());
+            }
+        };
+        let violations = tally.count_violations;
+        self.take_over(conn, 0, tally);
+        if tally.count_violations == violations {
+            tally.resumes.resumes_ok += 1;
+        } else {
+            tally.resumes.resumes_failed += 1;
+        }
+        Ok(())
+    }
+
+    /// Connects to the session again, with a short back-off, until `give_up`.
+    async fn reconnect(&self, give_up: Instant) -> Result<Conn, String> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt_until = give_up.min(Instant::now() + self.connect_timeout);
+            let error = match tokio::time::timeout_at(
+                attempt_until,
+                client::connect_one(&self.session_url),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(kind)) => kind,
+                Err(_) => "connect: timeout".to_string(),
+            };
+            if Instant::now() + backoff >= give_up {
+                return Err(format!("resume gave up ({error})"));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Makes `conn` this link's socket and judges its welcome; returns how many of the
+    /// `pending` frames it says were counted.
+    fn take_over(&mut self, conn: Conn, pending: u64, tally: &mut Tally) -> u64 {
+        let welcome = conn.welcome.count;
+        let counted = match judge_resume(self.check.acked(), pending, welcome) {
+            Resumption::Continues { counted } => counted,
+            Resumption::Ahead { skipped } => {
+                tally.count_violations += 1;
+                tally.resumes.counts_lost += skipped;
+                pending
+            }
+            Resumption::Behind { behind } => {
+                tally.count_violations += 1;
+                tally.resumes.counts_repeated += behind;
+                0
+            }
+        };
+        self.socket = conn.socket;
+        self.check = CountCheck::new(welcome);
+        counted
+    }
+}
+
+/// The server ending a socket in a way a client resumes from: a drain's `bye` or close 1001,
+/// or the connection breaking (reset, ended without a close frame).
+pub fn is_server_close(event: &Event) -> bool {
+    matches!(event, Event::Frame(ServerFrame::Bye(_)) | Event::Failed(_))
+        || matches!(event, Event::Closed(code, _) if *code == wsfleet::protocol::close_code::GOING_AWAY)
+}
+
+/// The error label for a socket that ended with `event` and did not come back.
+pub fn loss_kind(event: &Event) -> String {
+    match event {
+        Event::Frame(ServerFrame::Bye(_)) => "server drained (bye)".into(),
+        other => other.describe(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wsfleet::protocol::Bye;
+
+    use super::*;
+
+    #[test]
+    fn drains_and_broken_connections_are_resumed_other_closes_are_not() {
+        let bye = Event::Frame(ServerFrame::Bye(Bye {
+            bye: true,
+            total: 3,
+            reconnect_after_ms: 100,
+        }));
+        assert!(is_server_close(&bye));
+        assert!(is_server_close(&Event::Closed(
+            1001,
+            "server shutting down".into()
+        )));
+        assert!(is_server_close(&Event::Failed(
+            "read: io ConnectionReset".into()
+        )));
+        assert!(!is_server_close(&Event::Closed(
+            1008,
+            "rate limit exceeded".into()
+        )));
+        assert!(!is_server_close(&Event::Unknown("binary frame")));
+        assert_eq!(loss_kind(&bye), "server drained (bye)");
+    }
+}

@@ -1,0 +1,151 @@
+//! The report's sections that only some runs have: `fan_out` (fan-out scenario), `resume`
+//! (resume scenario) and `disruption` (with `--during`). Kept apart from the headline numbers
+//! so each scenario adds its part without touching the others.
+
+use serde::Serialize;
+
+use super::Report;
+use crate::{scenario::during, stats::Resumes};
+
+/// Fan-out: what was published and what arrived.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FanOut {
+    /// Broadcasts the run set out to publish (--broadcasts).
+    pub broadcasts: u64,
+    /// Sockets connected × broadcasts.
+    pub expected_deliveries: u64,
+    /// Broadcasts received, each socket counting each broadcast once.
+    pub deliveries: u64,
+}
+
+/// Resume: the planned resumes and how their welcomes continued.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResumeSummary {
+    pub resumes_ok: u64,
+    pub resumes_failed: u64,
+}
+
+impl ResumeSummary {
+    pub fn from_totals(resumes: &Resumes) -> Self {
+        Self {
+            resumes_ok: resumes.resumes_ok,
+            resumes_failed: resumes.resumes_failed,
+        }
+    }
+}
+
+/// `--during`: the command, and what the sockets saw while it ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Disruption {
+    pub command: String,
+    /// The shell's exit code; null when it did not start, was killed, or overran --timeout.
+    pub exit_code: Option<i32>,
+    pub command_seconds: f64,
+    /// Sockets the server closed that came back on their session.
+    pub reconnects: u64,
+    /// Longest time from losing a socket to the welcome of its replacement.
+    pub longest_gap_ms: f64,
+    /// Counter numbers never seen (gaps), and numbers seen twice (repeats).
+    pub counts_lost: u64,
+    pub counts_repeated: u64,
+}
+
+impl Disruption {
+    pub fn new(command: &during::Outcome, resumes: &Resumes) -> Self {
+        Self {
+            command: command.command.clone(),
+            exit_code: command.exit_code,
+            command_seconds: command.seconds,
+            reconnects: resumes.reconnects,
+            longest_gap_ms: resumes.longest_gap_us as f64 / 1000.0,
+            counts_lost: resumes.counts_lost,
+            counts_repeated: resumes.counts_repeated,
+        }
+    }
+}
+
+/// Table rows for the sections present.
+pub(super) fn rows(report: &Report, row: &mut impl FnMut(&str, String)) {
+    if let Some(f) = &report.fan_out {
+        row(
+            "broadcasts delivered / expected",
+            format!(
+                "{} / {} ({} broadcasts)",
+                f.deliveries, f.expected_deliveries, f.broadcasts
+            ),
+        );
+    }
+    if let Some(r) = &report.resume {
+        row(
+            "resumes ok / failed",
+            format!("{} / {}", r.resumes_ok, r.resumes_failed),
+        );
+    }
+    if let Some(d) = &report.disruption {
+        let exit = d
+            .exit_code
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        row(
+            "during command",
+            format!("{} (exit {exit}, {:.2} s)", d.command, d.command_seconds),
+        );
+        row("reconnects", d.reconnects.to_string());
+        row("longest gap ms", format!("{:.1}", d.longest_gap_ms));
+        row(
+            "counts lost / repeated",
+            format!("{} / {}", d.counts_lost, d.counts_repeated),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample;
+
+    #[test]
+    fn sections_appear_in_the_table_and_the_json_only_when_present() {
+        let mut r = sample();
+        let plain = serde_json::to_value(&r).unwrap();
+        for absent in ["fan_out", "resume", "disruption"] {
+            assert!(plain.get(absent).is_none(), "{absent} in {plain}");
+        }
+        let resumes = Resumes {
+            reconnects: 4,
+            longest_gap_us: 1_234_500,
+            counts_repeated: 1,
+            resumes_ok: 6,
+            ..Resumes::default()
+        };
+        r.fan_out = Some(FanOut {
+            broadcasts: 3,
+            expected_deliveries: 30,
+            deliveries: 29,
+        });
+        r.resume = Some(ResumeSummary::from_totals(&resumes));
+        let command = during::Outcome {
+            command: "kill -TERM 42".into(),
+            exit_code: Some(0),
+            seconds: 0.25,
+            failure: None,
+        };
+        r.disruption = Some(Disruption::new(&command, &resumes));
+        let table = r.table();
+        for needle in [
+            "29 / 30 (3 broadcasts)",
+            "resumes ok / failed",
+            "kill -TERM 42 (exit 0, 0.25 s)",
+            "longest gap ms",
+            "1234.5",
+            "0 / 1",
+        ] {
+            assert!(table.contains(needle), "missing {needle:?} in\n{table}");
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["fan_out"]["expected_deliveries"], 30);
+        assert_eq!(json["resume"]["resumes_ok"], 6);
+        assert_eq!(json["disruption"]["reconnects"], 4);
+        assert_eq!(json["disruption"]["exit_code"], 0);
+        assert_eq!(json["disruption"]["counts_lost"], 0);
+    }
+}

@@ -1,0 +1,235 @@
+//! Fan-out: every socket listens while broadcasts are published with `POST /broadcast`; each
+//! socket must receive each broadcast exactly once.
+//!
+//! Publishing ([`Publisher::publish`]) and receiving ([`receive`]) are separate steps so that
+//! one process can publish once after every socket of every process is connected. Latency
+//! therefore comes from wall clocks, not from an `Instant` shared in memory: each broadcast
+//! carries its publish time in unix microseconds ([`Stamp`]), and a receiver subtracts it from
+//! its own clock at arrival. Processes on one machine share that clock.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::{sync::watch, time::Instant};
+use wsfleet::protocol::ServerFrame;
+
+use crate::{
+    client::{self, Event},
+    link::{self, Link},
+    stats::Tally,
+};
+
+/// How long after the last broadcast was published receivers still wait for what they miss.
+/// Only paid when something is missing: a receiver that has every broadcast stops at once.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(5);
+
+/// Longest wait for one `POST /broadcast` answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What each broadcast of a run carries: which run, which one of them, and when it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The run's id: broadcasts of another run (or an operator's) are not counted.
+    pub wsfleet_loadtest: String,
+    /// 0-based number of the broadcast within the run.
+    pub seq: u64,
+    /// Wall-clock time of publishing, unix microseconds.
+    pub published_us: u64,
+}
+
+impl Stamp {
+    /// The stamp of this run in a broadcast's `broadcast` value, if it is one.
+    pub fn of_run(value: &Value, run_id: &str) -> Option<Stamp> {
+        let stamp: Stamp = serde_json::from_value(value.clone()).ok()?;
+        (stamp.wsfleet_loadtest == run_id).then_some(stamp)
+    }
+}
+
+/// Now as unix microseconds.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Publishes a run's broadcasts through one instance's `POST /broadcast`.
+pub struct Publisher {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    run_id: String,
+    broadcasts: u64,
+    interval: Duration,
+}
+
+/// What publishing did: broadcasts the server accepted (202), and an error kind for each one
+/// it did not.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub accepted: u64,
+    pub errors: Vec<String>,
+}
+
+impl Publisher {
+    pub fn new(
+        url: &str,
+        token: &str,
+        run_id: &str,
+        broadcasts: u64,
+        interval: Duration,
+    ) -> Result<Publisher> {
+        let http = reqwest::Client::builder()
+            // Only the URL given is contacted: never a proxy from the environment.
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Publisher {
+            http,
+            url: url.to_string(),
+            token: token.to_string(),
+            run_id: run_id.to_string(),
+            broadcasts,
+            interval,
+        })
+    }
+
+    /// Publishes the broadcasts one `interval` apart (on a fixed schedule, so a slow answer
+    /// does not push the later ones back), stopping at `deadline`.
+    pub async fn publish(&self, deadline: Instant) -> Published {
+        let mut published = Published::default();
+        let start = Instant::now();
+        for seq in 0..self.broadcasts {
+            let due = start + self.interval * u32::try_from(seq).unwrap_or(u32::MAX);
+            if due >= deadline {
+                published.errors.push("publish: deadline".into());
+                continue;
+            }
+            tokio::time::sleep_until(due).await;
+            let stamp = Stamp {
+                wsfleet_loadtest: self.run_id.clone(),
+                seq,
+                published_us: unix_micros(),
+            };
+            let request = self
+                .http
+                .post(&self.url)
+                .bearer_auth(&self.token)
+                .json(&serde_json::json!({ "message": stamp }))
+                .send();
+            match tokio::time::timeout_at(deadline, request).await {
+                Ok(Ok(response)) if response.status().as_u16() == 202 => published.accepted += 1,
+                Ok(Ok(response)) => published
+                    .errors
+                    .push(format!("publish: http {}", response.status().as_u16())),
+                Ok(Err(e)) => published.errors.push(format!(
+                    "publish: {}",
+                    if e.is_timeout() {
+                        "timeout"
+                    } else if e.is_connect() {
+                        "connect failed"
+                    } else {
+                        "request failed"
+                    }
+                )),
+                Err(_) => published.errors.push("publish: deadline".into()),
+            }
+        }
+        published
+    }
+}
+
+/// One socket's side: reads until it has every one of the run's `broadcasts`, or `stop`
+/// turns true (publishing is over and its grace passed), or `deadline`. Each delivery is a
+/// received message with its latency; each broadcast missed is an error, and so is one
+/// delivered twice. A socket the server ends is resumed when the link follows such closes
+/// (broadcasts published while it was away are missed: delivery is at most once).
+pub async fn receive(
+    mut link: Link,
+    run_id: String,
+    broadcasts: u64,
+    mut stop: watch::Receiver<bool>,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut seen = BTreeSet::new();
+    let outcome = loop {
+        if seen.len() as u64 >= broadcasts {
+            break Ok(());
+        }
+        let event = tokio::select! {
+            event = client::next_event(&mut link.socket) => event,
+            // Err: the sender is gone, so nothing more will be published either.
+            _ = stop.wait_for(|stop| *stop) => break Ok(()),
+            () = tokio::time::sleep_until(deadline) => break Err("deadline".to_string()),
+        };
+        match event {
+            Event::Frame(ServerFrame::Broadcast(b)) => {
+                let Some(stamp) = Stamp::of_run(&b.broadcast, &run_id) else {
+                    continue;
+                };
+                if stamp.seq >= broadcasts {
+                    tally.error("broadcast beyond --broadcasts");
+                } else if !seen.insert(stamp.seq) {
+                    tally.error("broadcast delivered twice");
+                } else {
+                    tally.received += 1;
+                    let latency_us = unix_micros().saturating_sub(stamp.published_us);
+                    tally.record_latency(Duration::from_micros(latency_us));
+                }
+            }
+            Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
+            other if link.resumes_after(&other) => {
+                if let Err(kind) = link.recover(other, 0, &mut tally, deadline).await {
+                    break Err(kind);
+                }
+            }
+            other => break Err(link::loss_kind(&other)),
+        }
+    };
+    tally.errors_of_kind("broadcast missed", broadcasts - seen.len() as u64);
+    match outcome {
+        Ok(()) => {
+            tally.open_at_end = true;
+            client::close(&mut link.socket, deadline).await;
+        }
+        Err(kind) => tally.error(kind),
+    }
+    tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_of_this_run_are_recognised_and_others_ignored() {
+        let stamp = Stamp {
+            wsfleet_loadtest: "run1".into(),
+            seq: 2,
+            published_us: 1_700_000_000_000_000,
+        };
+        let value = serde_json::to_value(&stamp).unwrap();
+        assert_eq!(Stamp::of_run(&value, "run1"), Some(stamp));
+        assert_eq!(Stamp::of_run(&value, "run2"), None);
+        assert_eq!(Stamp::of_run(&Value::from("hello, fleet"), "run1"), None);
+        assert_eq!(
+            Stamp::of_run(&serde_json::json!({"seq": 1}), "run1"),
+            None,
+            "an operator's message that merely looks alike"
+        );
+    }
+
+    #[test]
+    fn the_wall_clock_is_in_microseconds_since_1970() {
+        let now = unix_micros();
+        // 2020-01-01 and 2100-01-01 in microseconds: a unit mistake lands far outside.
+        assert!((1_577_836_800_000_000..4_102_444_800_000_000).contains(&now));
+    }
+}
