@@ -6,7 +6,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use wsfleet::config::parse_duration;
+use wsfleet::config::{parse_duration, Secret};
 
 /// Load tester for wsfleet: opens many WebSockets to one URL and measures counts, latency and
 /// throughput.
@@ -78,8 +78,8 @@ pub enum Scenario {
         broadcast_url: String,
         /// The fleet's BROADCAST_TOKEN. Prefer the environment variable: a command line is
         /// visible to every user of the machine.
-        #[arg(long, env = "BROADCAST_TOKEN", hide_env_values = true)]
-        token: String,
+        #[arg(long, env = "BROADCAST_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+        token: Secret,
         /// Broadcasts to publish.
         #[arg(long, env = "LOADTEST_BROADCASTS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         broadcasts: u64,
@@ -158,7 +158,8 @@ impl Scenario {
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The WebSocket endpoint (ws:// only). Nothing else is ever contacted.
+    /// The WebSocket endpoint (ws:// only). Nothing else is ever contacted, but fan-out's
+    /// --broadcast-url.
     #[arg(
         long,
         env = "LOADTEST_URL",
@@ -185,7 +186,8 @@ pub struct Common {
     pub connect_timeout: Duration,
 
     /// Resume sessions `<PREFIX>-<i>` instead of letting the server make new ones; a rerun
-    /// then starts from the counts the previous run left, which are verified too.
+    /// then starts from the counts the previous run left, which are verified too. `resume`
+    /// and --during runs choose a random prefix when none is given.
     #[arg(long, env = "LOADTEST_SESSION_PREFIX")]
     pub session_prefix: Option<String>,
 
@@ -215,6 +217,11 @@ pub struct Common {
     /// How long after the run phase starts the --during command runs.
     #[arg(long, env = "LOADTEST_DURING_AFTER", default_value = "5s", value_parser = parse_duration)]
     pub during_after: Duration,
+}
+
+/// Keeps a token out of `Debug` output (a panic message printing the options, say).
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::from(s.to_string()))
 }
 
 fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
@@ -294,7 +301,8 @@ mod tests {
         else {
             panic!("wrong scenario: {:?}", cli.scenario);
         };
-        assert_eq!((token.as_str(), *broadcasts), ("secret", 3));
+        assert_eq!((token.expose(), *broadcasts), ("secret", 3));
+        assert!(!format!("{:?}", cli.scenario).contains("secret"));
         assert_eq!(*broadcast_interval, Duration::from_millis(200));
         assert_eq!(common.during.as_deref(), Some("kill -TERM 1234"));
         assert_eq!(common.during_after, Duration::from_secs(2));

@@ -112,7 +112,7 @@ pub async fn run(scenario: &Scenario) -> Report {
             let (stop, stopping) = watch::channel(false);
             let publishing = match fan_out::Publisher::new(
                 broadcast_url,
-                token,
+                token.expose(),
                 &run_id,
                 broadcasts,
                 broadcast_interval,

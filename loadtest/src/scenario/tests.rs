@@ -1,25 +1,47 @@
 //! The scenarios end to end against a small in-process fake of the server (loopback only):
-//! it speaks the documented frames and can be told to skip a number, which the counter check
-//! must catch.
+//! it speaks the documented frames, keeps a counter per session across connections, and can
+//! be told to skip a number, to drain each session once (bye, close 1001), or to move a
+//! counter on behind a resuming client's back, all of which the checks must notice.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{
+    handshake::server::{Request, Response},
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
 
 use crate::cli::Cli;
 
 /// How the fake misbehaves.
 #[derive(Clone, Copy, Default)]
 struct Fake {
-    /// Count to start every session from (the welcome count).
+    /// Count a new session starts from (the welcome count).
     start: u64,
     /// After this many replies, jump the counter by one (a lost increment).
     skip_after: Option<u64>,
     /// Send a heartbeat this often.
     heartbeat: Option<Duration>,
+    /// Drain each session once, after this many replies on its connection.
+    drain_after: Option<u64>,
+    /// When a session comes back, count this many more for it first (another client's
+    /// frames).
+    skew_resumes: u64,
+}
+
+/// Counters by session and the sessions drained already, shared by every connection.
+#[derive(Default)]
+struct Sessions {
+    counts: HashMap<String, u64>,
+    drained: HashSet<String>,
+    made: u64,
 }
 
 /// Starts the fake on an ephemeral loopback port; returns its URL. It lives as long as the
@@ -27,26 +49,47 @@ struct Fake {
 async fn serve(fake: Fake) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws/chat/", listener.local_addr().unwrap());
+    let sessions = Arc::new(Mutex::new(Sessions::default()));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(session(tcp, fake));
+            tokio::spawn(session(tcp, fake, Arc::clone(&sessions)));
         }
     });
     url
 }
 
-async fn session(tcp: tokio::net::TcpStream, fake: Fake) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+async fn session(tcp: tokio::net::TcpStream, fake: Fake, sessions: Arc<Mutex<Sessions>>) {
+    let mut asked = None;
+    let callback = |request: &Request, response: Response| {
+        asked = request
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("session_uuid="))
+            .map(str::to_string);
+        Ok(response)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
         return;
     };
+    let (id, mut count, resumed) = {
+        let mut s = sessions.lock().unwrap();
+        let id = asked.unwrap_or_else(|| {
+            s.made += 1;
+            format!("made-{}", s.made)
+        });
+        let resumed = s.counts.contains_key(&id);
+        let count = s.counts.entry(id.clone()).or_insert(fake.start);
+        if resumed {
+            *count += fake.skew_resumes;
+        }
+        (id, *count, resumed)
+    };
     let welcome = format!(
-        r#"{{"session_uuid":"s","count":{},"resumed":false,"instance":"fake"}}"#,
-        fake.start
+        r#"{{"session_uuid":"{id}","count":{count},"resumed":{resumed},"instance":"fake"}}"#
     );
     if ws.send(Message::text(welcome)).await.is_err() {
         return;
     }
-    let mut count = fake.start;
     let mut replies = 0;
     let mut beat = tokio::time::interval(fake.heartbeat.unwrap_or(Duration::from_secs(3600)));
     beat.tick().await;
@@ -59,8 +102,23 @@ async fn session(tcp: tokio::net::TcpStream, fake: Fake) {
                         count += 1;
                     }
                     replies += 1;
+                    sessions.lock().unwrap().counts.insert(id.clone(), count);
                     let reply = format!(r#"{{"count":{count}}}"#);
                     if ws.send(Message::text(reply)).await.is_err() {
+                        return;
+                    }
+                    let drain = fake.drain_after == Some(replies)
+                        && sessions.lock().unwrap().drained.insert(id.clone());
+                    if drain {
+                        let bye = format!(
+                            r#"{{"bye":true,"total":{count},"reconnect_after_ms":20}}"#
+                        );
+                        let _ = ws.send(Message::text(bye)).await;
+                        let close = CloseFrame {
+                            code: CloseCode::Away,
+                            reason: "server shutting down".into(),
+                        };
+                        let _ = ws.close(Some(close)).await;
                         return;
                     }
                 }
@@ -81,7 +139,8 @@ async fn run(url: &str, args: &[&str]) -> crate::report::Report {
     let mut argv = vec!["wsfleet-loadtest"];
     argv.extend_from_slice(args);
     argv.extend_from_slice(&["--url", url, "--timeout", "20s"]);
-    let cli = Cli::try_parse_from(argv).unwrap();
+    let mut cli = Cli::try_parse_from(argv).unwrap();
+    cli.scenario.settle_random_defaults();
     super::run(&cli.scenario).await
 }
 
@@ -192,4 +251,116 @@ async fn hold_can_warm_each_socket_up_with_counted_messages_first() {
         (r.count_violations, r.errors, r.connections.open_at_end),
         (0, 0, 2)
     );
+}
+
+#[tokio::test]
+async fn resume_reopens_every_session_and_each_welcome_continues_the_count() {
+    let url = serve(Fake::default()).await;
+    let r = run(&url, &["resume", "-n", "3", "-m", "10", "--resumes", "4"]).await;
+    let resume = r.resume.as_ref().unwrap();
+    assert_eq!((resume.resumes_ok, resume.resumes_failed), (12, 0), "{r:?}");
+    assert_eq!((r.messages.sent, r.messages.received), (30, 30), "{r:?}");
+    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
+    assert_eq!(r.connections.open_at_end, 3);
+    assert_eq!(r.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn a_welcome_that_skips_a_number_fails_the_resume_and_the_run() {
+    let url = serve(Fake {
+        skew_resumes: 1,
+        ..Fake::default()
+    })
+    .await;
+    let r = run(&url, &["resume", "-n", "2", "-m", "6", "--resumes", "2"]).await;
+    let resume = r.resume.as_ref().unwrap();
+    assert_eq!((resume.resumes_ok, resume.resumes_failed), (0, 4), "{r:?}");
+    assert_eq!(r.count_violations, 4, "{r:?}");
+    assert_eq!(r.exit_code(), 1);
+}
+
+#[tokio::test]
+async fn with_during_a_drained_socket_resumes_resends_and_finishes_its_messages() {
+    let url = serve(Fake {
+        drain_after: Some(3),
+        ..Fake::default()
+    })
+    .await;
+    let r = run(
+        &url,
+        &[
+            "closed-loop",
+            "-n",
+            "4",
+            "-m",
+            "10",
+            "--during",
+            "true",
+            "--during-after",
+            "0s",
+        ],
+    )
+    .await;
+    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
+    // Each socket sent its fourth frame before reading the bye; the drain did not count it
+    // (the welcome said so), so it was sent again: one resend per socket.
+    assert_eq!((r.messages.sent, r.messages.received), (44, 40), "{r:?}");
+    assert_eq!(r.connections.open_at_end, 4);
+    let d = r.disruption.as_ref().unwrap();
+    assert_eq!(
+        (d.reconnects, d.counts_lost, d.counts_repeated),
+        (4, 0, 0),
+        "{d:?}"
+    );
+    assert!(
+        d.longest_gap_ms >= 20.0,
+        "the bye's reconnect hint is waited: {d:?}"
+    );
+    assert_eq!((d.command.as_str(), d.exit_code), ("true", Some(0)));
+    assert_eq!(r.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn without_during_a_drained_socket_is_an_error() {
+    let url = serve(Fake {
+        drain_after: Some(2),
+        ..Fake::default()
+    })
+    .await;
+    let r = run(&url, &["closed-loop", "-n", "2", "-m", "5"]).await;
+    assert_eq!(r.error_kinds.get("server drained (bye)"), Some(&2), "{r:?}");
+    assert!(r.disruption.is_none());
+    assert_eq!(r.exit_code(), 2);
+}
+
+#[tokio::test]
+async fn a_resumed_counter_that_moved_on_is_counted_as_lost() {
+    // The frame in flight at the drain may explain one number more (rule 4); three cannot be.
+    let url = serve(Fake {
+        drain_after: Some(2),
+        skew_resumes: 3,
+        ..Fake::default()
+    })
+    .await;
+    let r = run(
+        &url,
+        &[
+            "hold",
+            "-n",
+            "2",
+            "--duration",
+            "200ms",
+            "--warmup-messages",
+            "4",
+            "--during",
+            "true",
+            "--during-after",
+            "0s",
+        ],
+    )
+    .await;
+    let d = r.disruption.as_ref().unwrap();
+    assert_eq!((d.reconnects, d.counts_lost), (2, 4), "{d:?}");
+    assert_eq!(r.count_violations, 2, "{r:?}");
+    assert_eq!(r.exit_code(), 1);
 }
