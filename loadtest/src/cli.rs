@@ -209,8 +209,7 @@ pub struct Common {
     /// session (a random --session-prefix is chosen if none is given), resend what was not
     /// acknowledged and go on; the report gets a disruption section: reconnects, longest gap
     /// from losing a socket to the next welcome, counts lost and repeated, and the command's
-    /// exit code and duration. A failing command fails the run. (open-loop sockets do not
-    /// resume yet: a lost one is an error.)
+    /// exit code and duration. A failing command fails the run.
     #[arg(long, env = "LOADTEST_DURING", value_name = "CMD")]
     pub during: Option<String>,
 

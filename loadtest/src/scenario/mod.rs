@@ -77,7 +77,14 @@ pub async fn run(scenario: &Scenario) -> Report {
             for_each_socket(conns, &mut totals, |i, conn| {
                 // Start offsets spread over one period so the sockets do not send in step.
                 let offset = Duration::from_secs_f64(i as f64 / n as f64 / rate.max(1e-3));
-                open_loop::run(conn, rate, duration, offset, payload.clone(), deadline)
+                open_loop::run(
+                    link(conn),
+                    rate,
+                    duration,
+                    offset,
+                    payload.clone(),
+                    deadline,
+                )
             })
             .await
         }

@@ -2,111 +2,126 @@
 //! way real clients do. Latency is taken from when a frame was *due*, not when it was
 //! written, so a server (or client) stall shows up as latency instead of silently lowering
 //! the offered rate ("coordinated omission").
+//!
+//! With `--during`, a socket the server ends is resumed: of the frames without a reply, the
+//! ones the welcome shows were counted are dropped and the rest are sent again, in order, on
+//! the new socket. They keep their due times, so the outage shows up as latency too.
 
-use std::{collections::VecDeque, sync::Mutex, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsfleet::protocol::ServerFrame;
 
 use crate::{
-    client::{self, Conn, Event},
+    client::{self, Event},
+    link::Link,
     stats::Tally,
-    verify::CountCheck,
 };
 
 pub async fn run(
-    conn: Conn,
+    mut link: Link,
     rate: f64,
     duration: Duration,
     offset: Duration,
     payload: Utf8Bytes,
     deadline: Instant,
 ) -> Tally {
-    let Conn { socket, welcome } = conn;
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let planned = (duration.as_secs_f64() * rate).round() as u64;
     let first = Instant::now() + offset;
+    let mut tally = Tally::default();
     // Due times of the frames sent and not yet answered, oldest first: the server answers
     // in order, so each reply belongs to the front entry.
-    let due_times: Mutex<VecDeque<Instant>> = Mutex::new(VecDeque::new());
-    let (mut sink, mut stream) = socket.split();
-
-    let writer = async {
-        for k in 0..planned {
-            let due = first + period.mul_f64(k as f64);
-            if due > deadline {
-                return (k, Err("deadline".to_string()));
-            }
-            tokio::time::sleep_until(due).await;
-            due_times.lock().expect("not poisoned").push_back(due);
-            match tokio::time::timeout_at(deadline, sink.send(Message::Text(payload.clone()))).await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return (k, Err(format!("send: {}", client::error_kind(&e)))),
-                Err(_) => return (k, Err("deadline".to_string())),
-            }
+    let mut in_flight: VecDeque<Instant> = VecDeque::new();
+    // How many of `in_flight` (from the front) still have to go out on the current socket:
+    // non-zero only after a resume.
+    let mut to_resend = 0;
+    let mut next = 0; // the next frame of the schedule
+    let mut answered = 0;
+    // One task, one loop: reading and sending take turns on the socket, so a resume can
+    // replace it for both.
+    let outcome = loop {
+        if answered >= planned {
+            break Ok(());
         }
-        (planned, Ok(()))
-    };
-
-    let reader = async {
-        let mut tally = Tally::default();
-        let mut check = CountCheck::new(welcome.count);
-        let mut answered = 0;
-        while answered < planned {
-            let Ok(event) =
-                tokio::time::timeout_at(deadline, client::next_event(&mut stream)).await
-            else {
-                return (tally, Err("deadline".to_string()));
-            };
-            match event {
-                Event::Frame(ServerFrame::Count(reply)) => {
-                    answered += 1;
-                    if let Some(due) = due_times.lock().expect("not poisoned").pop_front() {
-                        tally.record_latency(due.elapsed());
+        let lost = if to_resend > 0 {
+            match link.socket.send(Message::Text(payload.clone())).await {
+                Ok(()) => {
+                    tally.sent += 1;
+                    to_resend -= 1;
+                    continue;
+                }
+                Err(e) => Event::Failed(format!("send: {}", client::error_kind(&e))),
+            }
+        } else {
+            let due = first + period.mul_f64(next as f64);
+            let sending = next < planned;
+            tokio::select! {
+                // Replies first: they free the latency samples of frames already out.
+                biased;
+                event = client::next_event(&mut link.socket) => match event {
+                    Event::Frame(ServerFrame::Count(reply)) => {
+                        answered += 1;
+                        if let Some(due) = in_flight.pop_front() {
+                            tally.record_latency(due.elapsed());
+                        }
+                        tally.count_reply(&mut link.check, reply.count);
+                        continue;
                     }
-                    tally.count_reply(&mut check, reply.count);
+                    // Answered but not counted (Redis unavailable): it still answers the
+                    // front frame, and the counter must not have moved.
+                    Event::Frame(ServerFrame::Error(e)) => {
+                        answered += 1;
+                        in_flight.pop_front();
+                        tally.error(format!("error reply: {}", e.error));
+                        continue;
+                    }
+                    Event::Frame(ServerFrame::Heartbeat(_)) => {
+                        tally.heartbeats += 1;
+                        continue;
+                    }
+                    Event::Frame(ServerFrame::Broadcast(_)) => continue,
+                    other => other,
+                },
+                () = tokio::time::sleep_until(due), if sending && due <= deadline => {
+                    next += 1;
+                    in_flight.push_back(due);
+                    match link.socket.send(Message::Text(payload.clone())).await {
+                        Ok(()) => {
+                            tally.sent += 1;
+                            continue;
+                        }
+                        // Whether it left is unknown: the welcome after the resume tells.
+                        Err(e) => Event::Failed(format!("send: {}", client::error_kind(&e))),
+                    }
                 }
-                // Answered but not counted (Redis unavailable): it still answers the front
-                // frame, and the counter must not have moved.
-                Event::Frame(ServerFrame::Error(e)) => {
-                    answered += 1;
-                    due_times.lock().expect("not poisoned").pop_front();
-                    tally.error(format!("error reply: {}", e.error));
-                }
-                Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
-                Event::Frame(ServerFrame::Broadcast(_)) => {}
-                Event::Frame(ServerFrame::Bye(_)) => {
-                    return (tally, Err("server drained (bye)".to_string()))
-                }
-                other => return (tally, Err(other.describe())),
+                () = tokio::time::sleep_until(deadline) => break Err("deadline".to_string()),
             }
+        };
+        // The socket ended with `lost`: resume, or end here.
+        match link
+            .recover(lost, in_flight.len() as u64, &mut tally, deadline)
+            .await
+        {
+            Ok(counted) => {
+                // Counted before the socket went, replies lost with it: answered, unmeasured.
+                for _ in 0..counted {
+                    in_flight.pop_front();
+                    answered += 1;
+                }
+                to_resend = in_flight.len();
+            }
+            Err(kind) => break Err(kind),
         }
-        (tally, Ok(()))
     };
-
-    // Both halves in this one task: a socket costs one task here as on the server. Each
-    // half stops at the deadline by itself, so their counts survive a cut-short run.
-    let ((sent, sent_ok), (reader, read_ok)) = tokio::join!(writer, reader);
-    let mut tally = reader;
-    tally.sent = sent;
-    let ok = sent_ok.is_ok() && read_ok.is_ok();
-    let mut errors: Vec<String> = [sent_ok.err(), read_ok.err()]
-        .into_iter()
-        .flatten()
-        .collect();
-    // Both halves hitting the deadline is one socket cut short, not two errors.
-    errors.dedup();
-    for kind in errors {
-        tally.error(kind);
-    }
-    if ok {
-        tally.open_at_end = true;
-        if let Ok(mut socket) = sink.reunite(stream) {
-            client::close(&mut socket, deadline).await;
+    match outcome {
+        Ok(()) => {
+            tally.open_at_end = true;
+            client::close(&mut link.socket, deadline).await;
         }
+        Err(kind) => tally.error(kind),
     }
     tally
 }

@@ -364,3 +364,40 @@ async fn a_resumed_counter_that_moved_on_is_counted_as_lost() {
     assert_eq!(r.count_violations, 2, "{r:?}");
     assert_eq!(r.exit_code(), 1);
 }
+
+#[tokio::test]
+async fn open_loop_with_during_resumes_and_resends_what_the_drain_left_unanswered() {
+    let url = serve(Fake {
+        drain_after: Some(5),
+        ..Fake::default()
+    })
+    .await;
+    let r = run(
+        &url,
+        &[
+            "open-loop",
+            "-n",
+            "3",
+            "--rate",
+            "100",
+            "--duration",
+            "300ms",
+            "--during",
+            "true",
+            "--during-after",
+            "0s",
+        ],
+    )
+    .await;
+    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
+    assert_eq!(r.messages.received, 90, "{r:?}");
+    assert!(r.messages.sent >= 90, "{r:?}");
+    assert_eq!(r.connections.open_at_end, 3);
+    let d = r.disruption.as_ref().unwrap();
+    assert_eq!(
+        (d.reconnects, d.counts_lost, d.counts_repeated),
+        (3, 0, 0),
+        "{d:?}"
+    );
+    assert_eq!(r.latency_ms.as_ref().unwrap().samples, 90, "{r:?}");
+}
