@@ -60,6 +60,8 @@ async fn serve(fake: Fake) -> String {
 
 async fn session(tcp: tokio::net::TcpStream, fake: Fake, sessions: Arc<Mutex<Sessions>>) {
     let mut asked = None;
+    // The error type is tungstenite's (an HTTP response), fixed by its callback API.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         asked = request
             .uri()
