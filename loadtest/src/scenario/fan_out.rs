@@ -19,9 +19,10 @@ use tokio::{sync::watch, time::Instant};
 use wsfleet::protocol::ServerFrame;
 
 use crate::{
-    client::{self, Event},
+    client::{self, Conn, Event},
     link::{self, Link},
-    stats::Tally,
+    report::FanOut,
+    stats::{Tally, Totals},
 };
 
 /// How long after the last broadcast was published receivers still wait for what they miss.
@@ -58,6 +59,68 @@ pub fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a fan-out run publishes, and where.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    /// The `POST /broadcast` URL of one instance.
+    pub broadcast_url: &'a str,
+    pub token: &'a str,
+    /// Tags this run's broadcasts (see [`Stamp`]).
+    pub run_id: &'a str,
+    pub broadcasts: u64,
+    /// Time between two broadcasts.
+    pub interval: Duration,
+}
+
+/// The fan-out run within this one process: publishes while every socket of `conns`
+/// receives, adds what they counted to `totals`, and returns the report's fan-out section.
+pub(super) async fn run_here(
+    conns: Vec<Conn>,
+    link: impl Fn(Conn) -> Link,
+    plan: &Plan<'_>,
+    deadline: Instant,
+    totals: &mut Totals,
+) -> FanOut {
+    let sockets = conns.len() as u64;
+    let (stop, stopping) = watch::channel(false);
+    let publishing = match Publisher::new(plan) {
+        Ok(publisher) => tokio::spawn(async move {
+            let published = publisher.publish(deadline).await;
+            // Receivers still missing something wait a grace period more, then stop.
+            tokio::spawn(async move {
+                let grace = Instant::now() + DELIVERY_GRACE;
+                tokio::time::sleep_until(grace.min(deadline)).await;
+                let _ = stop.send(true);
+            });
+            published
+        }),
+        Err(e) => {
+            totals.error(format!("publish: {e:#}"));
+            let _ = stop.send(true);
+            tokio::spawn(async { Published::default() })
+        }
+    };
+    super::for_each_socket(conns, totals, |_, conn| {
+        receive(
+            link(conn),
+            plan.run_id.to_string(),
+            plan.broadcasts,
+            stopping.clone(),
+            deadline,
+        )
+    })
+    .await;
+    match publishing.await {
+        Ok(published) => published.errors.into_iter().for_each(|e| totals.error(e)),
+        Err(e) => totals.error(format!("task failed: {e}")),
+    }
+    FanOut {
+        broadcasts: plan.broadcasts,
+        expected_deliveries: sockets * plan.broadcasts,
+        deliveries: totals.received,
+    }
+}
+
 /// Publishes a run's broadcasts through one instance's `POST /broadcast`.
 pub struct Publisher {
     http: reqwest::Client,
@@ -77,13 +140,7 @@ pub struct Published {
 }
 
 impl Publisher {
-    pub fn new(
-        url: &str,
-        token: &str,
-        run_id: &str,
-        broadcasts: u64,
-        interval: Duration,
-    ) -> Result<Publisher> {
+    pub fn new(plan: &Plan<'_>) -> Result<Publisher> {
         let http = reqwest::Client::builder()
             // Only the URL given is contacted: never a proxy from the environment.
             .no_proxy()
@@ -92,11 +149,11 @@ impl Publisher {
             .context("building the HTTP client")?;
         Ok(Publisher {
             http,
-            url: url.to_string(),
-            token: token.to_string(),
-            run_id: run_id.to_string(),
-            broadcasts,
-            interval,
+            url: plan.broadcast_url.to_string(),
+            token: plan.token.to_string(),
+            run_id: plan.run_id.to_string(),
+            broadcasts: plan.broadcasts,
+            interval: plan.interval,
         })
     }
 

@@ -20,14 +20,14 @@ pub mod smoke;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::{sync::watch, task::JoinSet, time::Instant};
+use tokio::{task::JoinSet, time::Instant};
 
 use crate::{
     cli::Scenario,
     client::{self, Conn, Target},
     cpu::CpuWindow,
     link::Link,
-    report::{Disruption, FanOut, Phase, Report, ResumeSummary},
+    report::{Disruption, Phase, Report, ResumeSummary},
     stats::{Tally, Totals},
 };
 
@@ -114,51 +114,14 @@ pub async fn run(scenario: &Scenario) -> Report {
             ref run_id,
             ..
         } => {
-            let run_id = run_id.clone().unwrap_or_default();
-            let sockets = conns.len() as u64;
-            let (stop, stopping) = watch::channel(false);
-            let publishing = match fan_out::Publisher::new(
+            let plan = fan_out::Plan {
                 broadcast_url,
-                token.expose(),
-                &run_id,
+                token: token.expose(),
+                run_id: run_id.as_deref().unwrap_or_default(),
                 broadcasts,
-                broadcast_interval,
-            ) {
-                Ok(publisher) => tokio::spawn(async move {
-                    let published = publisher.publish(deadline).await;
-                    // Receivers missing something wait a grace period more, then stop.
-                    tokio::spawn(async move {
-                        let grace = Instant::now() + fan_out::DELIVERY_GRACE;
-                        tokio::time::sleep_until(grace.min(deadline)).await;
-                        let _ = stop.send(true);
-                    });
-                    published
-                }),
-                Err(e) => {
-                    totals.error(format!("publish: {e:#}"));
-                    let _ = stop.send(true);
-                    tokio::spawn(async { fan_out::Published::default() })
-                }
+                interval: broadcast_interval,
             };
-            for_each_socket(conns, &mut totals, |_, conn| {
-                fan_out::receive(
-                    link(conn),
-                    run_id.clone(),
-                    broadcasts,
-                    stopping.clone(),
-                    deadline,
-                )
-            })
-            .await;
-            match publishing.await {
-                Ok(published) => published.errors.into_iter().for_each(|e| totals.error(e)),
-                Err(e) => totals.error(format!("task failed: {e}")),
-            }
-            fan_out = Some(FanOut {
-                broadcasts,
-                expected_deliveries: sockets * broadcasts,
-                deliveries: totals.received,
-            });
+            fan_out = Some(fan_out::run_here(conns, link, &plan, deadline, &mut totals).await);
         }
         Scenario::Resume {
             messages, resumes, ..
