@@ -11,6 +11,7 @@
 //! - [`stats`]: per-socket tallies and their totals (HDR histogram for latency).
 //! - [`cpu`]: CPU use of this process, the server and Redis over the run phase.
 //! - [`report`]: the table on stdout and the `--json` file.
+//! - [`series`]: latency second by second, for the plot.
 //!
 //! Only the URL given is contacted; every loop is bounded by a count and by `--timeout`.
 
@@ -20,6 +21,7 @@ mod cpu;
 mod limits;
 mod report;
 mod scenario;
+mod series;
 mod stats;
 mod verify;
 

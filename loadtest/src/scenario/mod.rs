@@ -49,6 +49,7 @@ pub async fn run(scenario: &Scenario) -> Report {
 
     let cpu = CpuWindow::start(&common.sample_pids);
     let started = Instant::now();
+    totals.latency_series.begin_at(crate::series::now_ms());
     match *scenario {
         Scenario::ClosedLoop { messages, .. } => {
             for_each_socket(conns, &mut totals, |_, conn| {
