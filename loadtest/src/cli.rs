@@ -125,6 +125,11 @@ pub struct Common {
     /// Also write the report as JSON to this file.
     #[arg(long, env = "LOADTEST_JSON")]
     pub json: Option<PathBuf>,
+
+    /// Also draw the run into this SVG file: latency over time (per-second p50, p99, max),
+    /// replies per second, and the latency distribution.
+    #[arg(long, env = "LOADTEST_PLOT")]
+    pub plot: Option<PathBuf>,
 }
 
 fn parse_named_pid(s: &str) -> Result<(String, u32), String> {

@@ -12,6 +12,7 @@
 //! - [`cpu`]: CPU use of this process, the server and Redis over the run phase.
 //! - [`report`]: the table on stdout and the `--json` file.
 //! - [`series`]: latency second by second, for the plot.
+//! - [`plot`]: the `--plot` SVG (latency over time, replies/s, latency distribution).
 //!
 //! Only the URL given is contacted; every loop is bounded by a count and by `--timeout`.
 
@@ -19,6 +20,7 @@ mod cli;
 mod client;
 mod cpu;
 mod limits;
+mod plot;
 mod report;
 mod scenario;
 mod series;
@@ -74,6 +76,9 @@ fn run(cli: &Cli) -> Result<u8> {
     if let Some(path) = &common.json {
         report.write_json(path)?;
     }
+    if let Some(path) = &common.plot {
+        plot::write(&report, path)?;
+    }
     Ok(report.exit_code() as u8)
 }
 
@@ -90,6 +95,9 @@ fn check_options(common: &Common) -> Result<()> {
     }
     if common.timeout.is_zero() {
         bail!("--timeout must be greater than zero");
+    }
+    if let Some(path) = &common.plot {
+        plot::check_path(path)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{cpu::CpuUse, stats::Totals};
+use crate::{cpu::CpuUse, plot::PlotData, stats::Totals};
 
 /// How long a phase took.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,9 @@ pub struct Report {
     pub heartbeats_per_socket: Option<HeartbeatSpread>,
     /// CPU use during the run phase, in percent of one core.
     pub cpu: Vec<CpuUse>,
+    /// What `--plot` draws; not part of the JSON.
+    #[serde(skip)]
+    pub plot: PlotData,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,6 +100,7 @@ impl Report {
         totals: Totals,
         cpu: Vec<CpuUse>,
     ) -> Self {
+        let plot = PlotData::new(&totals, run.seconds);
         let h = &totals.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
         let latency_ms = (!h.is_empty()).then(|| Latency {
@@ -134,6 +138,7 @@ impl Report {
                 max: s.max,
             }),
             cpu,
+            plot,
         }
     }
 
