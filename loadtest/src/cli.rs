@@ -216,6 +216,11 @@ pub struct Common {
     /// How long after the run phase starts the --during command runs.
     #[arg(long, env = "LOADTEST_DURING_AFTER", default_value = "5s", value_parser = parse_duration)]
     pub during_after: Duration,
+
+    /// Also draw the run into this SVG file: latency over time (per-second p50, p99, max),
+    /// replies per second, and the latency distribution.
+    #[arg(long, env = "LOADTEST_PLOT")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Keeps a token out of `Debug` output (a panic message printing the options, say).

@@ -21,6 +21,8 @@
 //! - [`stats`]: per-socket tallies and their totals (HDR histogram for latency).
 //! - [`cpu`]: CPU use of this process, the server and Redis over the run phase.
 //! - [`report`]: the table on stdout and the `--json` file.
+//! - [`series`]: latency second by second, for the plot.
+//! - [`plot`]: the `--plot` SVG (latency over time, replies/s, latency distribution).
 //!
 //! Only the URLs given are contacted (the WebSocket URL, and for fan-out the broadcast URL);
 //! every loop is bounded by a count and by `--timeout`.
@@ -30,8 +32,10 @@ mod client;
 mod cpu;
 mod limits;
 mod link;
+mod plot;
 mod report;
 mod scenario;
+mod series;
 mod stats;
 mod verify;
 
@@ -97,6 +101,9 @@ fn run(cli: &Cli) -> Result<u8> {
     if let Some(path) = &common.json {
         report.write_json(path)?;
     }
+    if let Some(path) = &common.plot {
+        plot::write(&report, path)?;
+    }
     Ok(report.exit_code() as u8)
 }
 
@@ -120,6 +127,9 @@ fn check_options(common: &Common) -> Result<()> {
         .is_some_and(|c| c.trim().is_empty())
     {
         bail!("--during needs a command");
+    }
+    if let Some(path) = &common.plot {
+        plot::check_path(path)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{cpu::CpuUse, stats::Totals};
+use crate::{cpu::CpuUse, plot::PlotData, stats::Totals};
 
 mod sections;
 pub use sections::{Disruption, FanOut, ResumeSummary};
@@ -52,6 +52,9 @@ pub struct Report {
     /// With --during only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disruption: Option<Disruption>,
+    /// What `--plot` draws; not part of the JSON.
+    #[serde(skip)]
+    pub plot: PlotData,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -109,6 +112,7 @@ impl Report {
         totals: Totals,
         cpu: Vec<CpuUse>,
     ) -> Self {
+        let plot = PlotData::new(&totals, run.seconds);
         let h = &totals.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
         let latency_ms = (!h.is_empty()).then(|| Latency {
@@ -149,6 +153,7 @@ impl Report {
             fan_out: None,
             resume: None,
             disruption: None,
+            plot,
         }
     }
 

@@ -3,6 +3,8 @@
 //! A socket keeps plain counters and a list of latency samples; they are merged into one HDR
 //! histogram only at the end. One histogram per socket would cost ~140 KB each at this
 //! precision (1.4 GB for 10k sockets), and a shared one would put a lock on the hot path.
+//! Each sample also keeps when it was taken, for the per-second series of `--plot`
+//! (see [`crate::series`]).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -10,6 +12,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::verify::{CountCheck, Step};
+
+use crate::series::{self, LatencySeries};
 
 /// Largest latency the histogram holds, in microseconds; longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 120_000_000;
@@ -28,6 +32,8 @@ pub struct Tally {
     pub resumes: Resumes,
     /// Round trips in microseconds.
     latencies_us: Vec<u32>,
+    /// When each of `latencies_us` was taken ([`series::now_ms`]), in the same order.
+    latencies_at_ms: Vec<u32>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -35,6 +41,7 @@ impl Tally {
     pub fn record_latency(&mut self, latency: Duration) {
         let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
         self.latencies_us.push(us);
+        self.latencies_at_ms.push(series::now_ms());
     }
 
     /// Counts one error of a kind. Kinds are short and few (close codes, error classes), so
@@ -135,6 +142,8 @@ pub struct Totals {
     pub open_at_end: u64,
     pub errors: BTreeMap<String, u64>,
     pub latency_us: Histogram<u64>,
+    /// The same latencies second by second, for `--plot`.
+    pub latency_series: LatencySeries,
     pub heartbeats: Option<Spread>,
     pub resumes: Resumes,
 }
@@ -152,6 +161,7 @@ impl Default for Totals {
             // Three significant digits: 1 µs resolution at the bottom, 0.1% above.
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("constant histogram bounds are valid"),
+            latency_series: LatencySeries::default(),
             heartbeats: None,
             resumes: Resumes::default(),
         }
@@ -180,8 +190,9 @@ impl Totals {
         for (kind, n) in tally.errors {
             *self.errors.entry(kind).or_default() += n;
         }
-        for us in tally.latencies_us {
+        for (us, at_ms) in tally.latencies_us.into_iter().zip(tally.latencies_at_ms) {
             self.latency_us.saturating_record(u64::from(us).max(1));
+            self.latency_series.record(at_ms, us);
         }
         let h = tally.heartbeats;
         self.heartbeats = Some(match self.heartbeats {
@@ -240,6 +251,12 @@ mod tests {
         assert_eq!(totals.error_count(), 2);
         assert_eq!(totals.latency_us.len(), 2);
         assert_eq!(totals.latency_us.max(), 2_000);
+        let per_second = totals.latency_series.points(1.0);
+        let replies: f64 = per_second.iter().map(|p| p.replies_per_second).sum();
+        assert_eq!(
+            replies, 2.0,
+            "both samples are in the series: {per_second:?}"
+        );
         let spread = totals.heartbeats.unwrap();
         assert_eq!((spread.min, spread.max, spread.sockets), (2, 5, 2));
         assert!((spread.avg() - 3.5).abs() < 1e-9);

@@ -56,6 +56,7 @@ pub async fn run(scenario: &Scenario) -> Report {
 
     let cpu = CpuWindow::start(&common.sample_pids);
     let started = Instant::now();
+    totals.latency_series.begin_at(crate::series::now_ms());
     let disruption = common
         .during
         .clone()

@@ -403,3 +403,79 @@ async fn open_loop_with_during_resumes_and_resends_what_the_drain_left_unanswere
     );
     assert_eq!(r.latency_ms.as_ref().unwrap().samples, 90, "{r:?}");
 }
+
+#[tokio::test]
+async fn the_plot_of_a_small_run_is_well_formed_svg_with_every_panel() {
+    let url = serve(Fake::default()).await;
+    let r = run(
+        &url,
+        &[
+            "open-loop",
+            "-n",
+            "3",
+            "--rate",
+            "40",
+            "--duration",
+            "1500ms",
+        ],
+    )
+    .await;
+    assert_eq!(r.messages.received, 180, "{r:?}");
+    assert_eq!(
+        r.plot.over_time.len(),
+        2,
+        "two seconds: {:?}",
+        r.plot.over_time
+    );
+    let file = std::env::temp_dir().join(format!("wsfleet-plot-test-{}.svg", std::process::id()));
+    crate::plot::write(&r, &file).unwrap();
+    let svg = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for label in [
+        "Latency of the replies, per second",
+        "Replies per second",
+        "Distribution of all latencies (10 bins per decade)",
+        "seconds since the run phase started",
+        "latency (ms, log scale)",
+        "replies/s",
+        "% of replies",
+        "p50",
+        "p99",
+        "max",
+    ] {
+        assert!(texts.contains(&label), "no text {label:?} in {texts:?}");
+    }
+    for mark in ["p50 ", "p99 ", "max "] {
+        let found = texts
+            .iter()
+            .any(|t| t.starts_with(mark) && t.ends_with(" ms"));
+        assert!(found, "no \"{mark}… ms\" in {texts:?}");
+    }
+    assert!(texts
+        .iter()
+        .any(|t| t.starts_with("wsfleet-loadtest open-loop")));
+    // Three latency lines of two seconds, and the p50/p99/max markers plus legend keys.
+    let lines = doc.descendants().filter(|n| n.has_tag_name("polyline"));
+    let two_point_lines = lines
+        .filter(|n| {
+            n.attribute("points")
+                .unwrap_or("")
+                .split_whitespace()
+                .count()
+                == 2
+        })
+        .count();
+    assert!(
+        two_point_lines >= 6,
+        "{two_point_lines} polylines of 2 points"
+    );
+}
