@@ -20,6 +20,7 @@
 #   BENCH_QUIET_WAIT=60       seconds to wait for the machine to calm down before each section
 #   BENCH_REDIS_PORT=6390  BENCH_NGINX_PORT=8190  BENCH_BASE_PORT=8101   ports of our own
 #   BENCH_RUN_DIR=.run/bench  BENCH_OUT=$BENCH_RUN_DIR/out    run state; reports and logs
+#   BENCH_PROFILE=0           1: one more wsfleet closed loop (not in the medians) under perf
 #   SKIP_BUILD=1              use the binaries already built (CARGO_TARGET_DIR)
 set -euo pipefail
 # The bench's own run directory, whatever RUN_DIR a `make up` fleet uses.
@@ -32,6 +33,7 @@ export LC_ALL=C
 : "${BENCH_TIMEOUT:=300}"
 : "${BENCH_QUIET_WAIT:=60}"
 : "${BENCH_OUT:=$RUN_DIR/out}"
+: "${BENCH_PROFILE:=0}"
 PORT="${BENCH_NGINX_PORT:-8190}"
 REDIS_PORT="${BENCH_REDIS_PORT:-6390}"
 BASE_PORT="${BENCH_BASE_PORT:-8101}"
@@ -95,6 +97,13 @@ section_closed_loop() {
     md "| **median** | **$mw** | **$mc** | **$mr** | | | | | |" ""
     md "Targets: wsfleet ≥ 60% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.6); 0 count" \
         "violations: $violations in all wsfleet runs, $(verdict "$violations" '==' 0)." ""
+    if [ "$BENCH_PROFILE" = 1 ]; then
+        # An extra run, outside the medians: perf itself costs CPU on the same two cores.
+        profile_start "$(instance_pid blue-1)" closed-loop-profiled
+        loadtest closed-loop-profiled closed-loop --connections $n --messages $m --url "$wurl"
+        profile_stop closed-loop-profiled
+        profile_md closed-loop-profiled
+    fi
     md "CPU per message (median, µs of one core): wsfleet server $(median "${server_us[@]}"), its Redis $(median "${redis_us[@]}"), ceiling server $(median "${ceil_us[@]}")." ""
     md "Commands (wsfleet, then ceiling; pids and ports vary):" ""
     md_cmd "$wcmd"

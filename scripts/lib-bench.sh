@@ -203,6 +203,51 @@ cpu_sum() {
         "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
 }
 
+# --- profiles -------------------------------------------------------------------------------
+
+PERF_PID=""
+# profile_start PID NAME: perf record (software cpu-clock: this VM has no hardware counters;
+# DWARF call graphs: release builds carry no frame pointers) of PID until profile_stop.
+profile_start() {
+    PERF_PID=""
+    rm -f "$BENCH_OUT/$2.perf.txt"
+    [ "$BENCH_PROFILE" = 1 ] || return 0
+    command -v perf >/dev/null 2>&1 || {
+        say "note: BENCH_PROFILE=1 but perf is not installed (linux-perf); no profile"
+        return 0
+    }
+    perf record -F 199 -e cpu-clock --call-graph dwarf,16384 -p "$1" -o "$BENCH_OUT/$2.perf.data" \
+        >"$BENCH_OUT/$2.perf.log" 2>&1 &
+    PERF_PID=$!
+}
+# profile_stop NAME: ends the recording and writes NAME.perf.txt (shares by library, and the
+# frames that hold most of the time, inclusive).
+profile_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    local data="$BENCH_OUT/$1.perf.data" out="$BENCH_OUT/$1.perf.txt"
+    {
+        perf report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null | grep -E '^ +[0-9]' || true
+        echo
+        # Inclusive; the unresolved root frame (0xffff…) that holds everything is left out.
+        perf report -i "$data" --stdio --children --sort sym -g none 2>/dev/null |
+            grep -E '^ +[0-9]' | grep -v '0xffffffffffffffff' | head -n 40 || true
+    } >"$out"
+}
+# profile_md NAME: a summary of NAME.perf.txt in the section, when this run made one.
+profile_md() {
+    local out="$BENCH_OUT/$1.perf.txt"
+    [ -s "$out" ] || return 0
+    md "Profile of the server during this run (\`perf record -e cpu-clock --call-graph dwarf\`, share of" \
+        "its samples; full report $(rel "$out")). By library:" "" '```'
+    { grep -E '^ +[0-9.]+% +[^ 0-9]' "$out" || true; } | head -n 5 >>"$FRAG"
+    md '```' "" "Frames holding the most time (inclusive):" "" '```'
+    { grep -E '^ +[0-9.]+% +[0-9.]+% ' "$out" || true; } | head -n 25 | cut -c1-150 >>"$FRAG"
+    md '```' ""
+}
+
 # --- numbers --------------------------------------------------------------------------------
 
 # median VALUE...: the median (mean of the middle two for an even count); "?" values ignored.
