@@ -51,6 +51,8 @@ export RATE_LIMIT=0 HEARTBEAT_INTERVAL=5s LOG_FORMAT=json RUST_LOG=warn
 source "$ROOT_DIR/scripts/lib-fleet.sh"
 # shellcheck source-path=SCRIPTDIR source=lib-bench.sh
 source "$ROOT_DIR/scripts/lib-bench.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-bench-capacity.sh
+source "$ROOT_DIR/scripts/lib-bench-capacity.sh"
 
 CEILING_BIN="$(dirname "$LOADTEST_BIN")/wsfleet-ceiling"
 RESULTS_DIR="$ROOT_DIR/docs/benchmarks"
@@ -60,6 +62,7 @@ ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan
 
 section_closed_loop() {
     local n=1000 m=200 i rates_w=() rates_c=() ratios=() redis_us=() server_us=() ceil_us=() violations=0
+    local client_w=() client_c=() wcmd ccmd
     section_begin closed-loop "Closed loop, $n sockets × $m messages, one instance, direct"
     bench_instances blue 1
     bench_add_instances ceiling 1
@@ -74,9 +77,10 @@ section_closed_loop() {
     for ((i = 1; i <= BENCH_REPEATS; i++)); do
         loadtest "closed-loop-wsfleet-$i" closed-loop --connections $n --messages $m --url "$wurl" \
             --sample-pid "server=$(instance_pid blue-1)" --sample-pid "redis=$(redis_pid)"
-        local wcmd=$LT_CMD
+        wcmd=$LT_CMD
         loadtest "closed-loop-ceiling-$i" closed-loop --connections $n --messages $m --url "$curl_" \
             --sample-pid "server=$(instance_pid ceiling-1)"
+        ccmd=$LT_CMD
         local w="closed-loop-wsfleet-$i" c="closed-loop-ceiling-$i" rw rc ratio
         rw="$(j "$w" '.messages.per_second | floor')"
         rc="$(j "$c" '.messages.per_second | floor')"
@@ -90,11 +94,14 @@ section_closed_loop() {
         redis_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" redis)" "$rw")")
         server_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" server)" "$rw")")
         ceil_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$c" server)" "$rc")")
+        client_w+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" loadtest)" "$rw")")
+        client_c+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$c" loadtest)" "$rc")")
         md "| $i | $rw | $rc | $ratio | $(j "$w" .latency_ms.p50) / $(j "$w" .latency_ms.p99) | $(j "$c" .latency_ms.p50) / $(j "$c" .latency_ms.p99) | $(j "$w" .count_violations) / $(j "$c" .count_violations) | $(cpu "$w" loadtest) / $(cpu "$w" server) / $(cpu "$w" redis) / $(cpu "$w" other) | $(cpu "$c" loadtest) / $(cpu "$c" server) / $(cpu "$c" other) |"
     done
     local mw mc mr
     mw="$(median "${rates_w[@]}")" mc="$(median "${rates_c[@]}")" mr="$(median "${ratios[@]}")"
     md "| **median** | **$mw** | **$mc** | **$mr** | | | | | |" ""
+    md "The ratio is the median of the pairs' ratios (each pair ran under the same outside load)." ""
     md "Targets: wsfleet ≥ 60% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.6); 0 count" \
         "violations: $violations in all wsfleet runs, $(verdict "$violations" '==' 0)." ""
     if [ "$BENCH_PROFILE" = 1 ]; then
@@ -104,10 +111,17 @@ section_closed_loop() {
         profile_stop closed-loop-profiled
         profile_md closed-loop-profiled
     fi
-    md "CPU per message (median, µs of one core): wsfleet server $(median "${server_us[@]}"), its Redis $(median "${redis_us[@]}"), ceiling server $(median "${ceil_us[@]}")." ""
+    local sw rw_ sc cw cc
+    sw="$(median "${server_us[@]}")" rw_="$(median "${redis_us[@]}")" sc="$(median "${ceil_us[@]}")"
+    cw="$(median "${client_w[@]}")" cc="$(median "${client_c[@]}")"
+    md "CPU per message (median, µs of one core): wsfleet server **$sw**, its Redis **$rw_**, load tester" \
+        "$cw; ceiling server **$sc**, load tester $cc. These hardly depend on what else runs on the" \
+        "machine, unlike msg/s. If the run were CPU-bound on cores of its own, the ratio would be about" \
+        "(client + ceiling) ÷ (client + server + Redis) per message = **$(calc '%.2f' '(a + b) / (a + c)' "$cc" "$sc" "$(calc '%.1f' 'a + b' "$sw" "$rw_")")**" \
+        "(an estimate from the measured costs; kernel time outside the processes is left out)." ""
     md "Commands (wsfleet, then ceiling; pids and ports vary):" ""
     md_cmd "$wcmd"
-    md_cmd
+    md_cmd "$ccmd"
     printf '%s\n' "$(median "${redis_us[@]}")" >"$BENCH_OUT/redis-us-per-message"
     section_end
 }
@@ -202,7 +216,7 @@ section_startup() {
     md "Time from exec of a fresh \`wsfleet\` (Redis already up, build already on disk) to its first" \
         "\`/readyz\` 200, polled every 5 ms over a raw TCP socket (no curl fork). \`/readyz\` needs a" \
         "pub/sub probe to come back through Redis. \"serving\" is the server's own" \
-        "\`wsfleet_startup_duration_seconds\` (process start to listening)." ""
+        "\`wsfleet_startup_duration_seconds\` (from \`Application::build\` to listening: both Redis clients connected, the port bound)." ""
     md "| run | exec → /readyz 200 (ms) | serving (ms) |" "| --- | --- | --- |"
     for ((i = 1; i <= runs; i++)); do
         port="$(free_instance_port)"
@@ -275,7 +289,7 @@ section_sigterm() {
 # --- 5. closed loop through nginx, 2 instances, against 2 ceilings behind the same nginx ------
 
 section_nginx_closed() {
-    local n=5000 m=20 i rates_w=() rates_c=() ratios=() ok_w=()
+    local n=5000 m=20 i rates_w=() rates_c=() ratios=() ok_w=() wcmd
     section_begin nginx-closed "Closed loop through nginx, $n sockets × $m messages, 2 instances"
     bench_instances blue 2
     bench_add_instances ceiling 2
@@ -294,10 +308,14 @@ section_nginx_closed() {
         bench_nginx $(names blue)
         mapfile -t samples < <(sample_args blue && nginx_sample_args)
         loadtest "nginx-closed-wsfleet-$i" closed-loop --connections $n --messages $m --url "$url" "${samples[@]}"
-        local wcmd=$LT_CMD
+        wcmd=$LT_CMD
         # shellcheck disable=SC2046
         bench_nginx $(names ceiling)
-        mapfile -t samples < <(sample_args ceiling | head -n 4 && nginx_sample_args)
+        # The ceilings' pids (not Redis's, which has nothing to do here), and nginx's workers.
+        mapfile -t samples < <(
+            sample_args ceiling | head -n 4 || true
+            nginx_sample_args
+        )
         loadtest "nginx-closed-ceiling-$i" closed-loop --connections $n --messages $m --url "$url" "${samples[@]}"
         local w="nginx-closed-wsfleet-$i" c="nginx-closed-ceiling-$i" rw rc ratio
         rw="$(j "$w" '.messages.per_second | floor')"
@@ -310,6 +328,11 @@ section_nginx_closed() {
     local mr
     mr="$(median "${ratios[@]}")"
     md "| **median** | **$(median "${rates_w[@]}")** | **$(median "${rates_c[@]}")** | **$mr** | | | | | | |" ""
+    md "CPU per message (µs of one core, last pair): wsfleet: servers $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-wsfleet-$BENCH_REPEATS" blue-)" "${rates_w[-1]}")," \
+        "Redis $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "nginx-closed-wsfleet-$BENCH_REPEATS" redis)" "${rates_w[-1]}")," \
+        "nginx $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-wsfleet-$BENCH_REPEATS" nginx-)" "${rates_w[-1]}");" \
+        "ceiling: servers $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-ceiling-$BENCH_REPEATS" ceiling-)" "${rates_c[-1]}")," \
+        "nginx $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-ceiling-$BENCH_REPEATS" nginx-)" "${rates_c[-1]}")." ""
     md "Target: 100% success and ≥ 50% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.5);" \
         "success: every wsfleet run opened $(median "${ok_w[@]}") of $n (median) — see the ok column." ""
     md "Commands (wsfleet, then ceiling):" ""
@@ -336,103 +359,6 @@ section_nginx_open() {
     md "| $((n * rate)) / $(j $r '.messages.per_second | floor') | $(j $r .latency_ms.p50) / $(j $r .latency_ms.p95) / **$p99** / $(j $r .latency_ms.max) | $(j $r .errors) | $(j $r .count_violations) | $(j $r .heartbeats_per_socket.min) / $(j $r .heartbeats_per_socket.max) | $(cpu $r loadtest) / $(cpu_sum $r blue-) / $(cpu $r redis) / $(cpu_sum $r nginx-) / $(cpu $r other) / $(cpu $r machine) |" ""
     md "Target: p99 < 10 ms: $(verdict "$p99" '<' 10)." ""
     md_cmd
-    section_end
-}
-
-# --- 7. hold 100,000 idle sockets across 6 instances, direct -----------------------------------
-
-section_hold() {
-    local n=100000 k=6 hold=30s title
-    title="Hold $n idle sockets across $k instances, direct (no nginx)"
-    if ! lt_has hold --workers; then
-        section_skip hold "$title" "the load tester lacks \`--workers\` (and repeatable \`--url\`): one process holds at most ~19,990 sockets."
-        return
-    fi
-    section_begin hold "$title"
-    bench_instances blue $k
-    local name before=0 peak=0 rss lt
-    for name in $(names blue); do before=$((before + $(rss_kib "$(instance_pid "$name")"))); done
-    wait_for_quiet
-    mapfile -t urls < <(url_args blue)
-    mapfile -t samples < <(sample_args blue)
-    LT_CMD="$(rel "$LOADTEST_BIN") hold --connections $n --duration $hold --workers auto ${urls[*]} …"
-    "$LOADTEST_BIN" hold --connections $n --duration $hold "${urls[@]}" "${samples[@]}" \
-        --timeout "${BENCH_TIMEOUT}s" --json "$BENCH_OUT/hold.json" >"$BENCH_OUT/hold.txt" 2>&1 </dev/null &
-    lt=$!
-    LOADTEST_PIDS+=("$lt")
-    # Peak resident memory of all instances together while the run lasts (heartbeats every 5 s
-    # reach every socket meanwhile, so their write paths count too).
-    while ! gone "$lt"; do
-        rss=0
-        for name in $(names blue); do rss=$((rss + $(rss_kib "$(instance_pid "$name")"))); done
-        [ "$rss" -gt "$peak" ] && peak=$rss
-        sleep 0.5
-    done
-    wait "$lt" || true
-    local r=hold per_socket
-    per_socket="$(calc '%.1f' '(a - b) / c' "$peak" "$before" "$(j $r .connections.ok)")"
-    md "| sockets ok / attempted | open at end | server RSS before → peak (KiB, $k instances) | per socket | heartbeats per socket min / avg / max | workers | errors |" \
-        "| --- | --- | --- | --- | --- | --- | --- |"
-    md "| $(j $r .connections.ok) / $(j $r .connections.attempted) | $(j $r .connections.open_at_end) | $before → $peak | **$per_socket KiB** | $(j $r .heartbeats_per_socket.min) / $(j $r .heartbeats_per_socket.avg) / $(j $r .heartbeats_per_socket.max) | $(j $r .workers) | $(j $r .errors) |" ""
-    md "Targets: ≤ 12 KiB server memory per socket: $(verdict "$per_socket" '<=' 12); every heartbeat to all: min = max" \
-        "($(j $r .heartbeats_per_socket.min) = $(j $r .heartbeats_per_socket.max))." ""
-    md_cmd
-    section_end
-}
-
-# --- 8. fan-out: one broadcast to 50,000 sockets ----------------------------------------------
-
-section_fan_out() {
-    local n=50000 k=6 title
-    title="Fan-out: a broadcast to $n sockets across $k instances, direct"
-    if ! lt_has fan-out; then
-        section_skip fan-out "$title" "the load tester lacks the \`fan-out\` scenario."
-        return
-    fi
-    section_begin fan-out "$title"
-    bench_instances blue $k
-    wait_for_quiet
-    mapfile -t urls < <(url_args blue)
-    mapfile -t samples < <(sample_args blue)
-    BROADCAST_TOKEN="$(<"$TOKEN_FILE")" loadtest fan-out fan-out --connections $n "${urls[@]}" "${samples[@]}" \
-        --broadcast-url "http://127.0.0.1:$(instance_port blue-1)/broadcast" --broadcasts 5 --broadcast-interval 2s
-    local r=fan-out p99
-    p99="$(j $r .latency_ms.p99)"
-    md "| sockets ok | broadcasts | deliveries / expected | delivery p50 / p99 / max (ms) | errors | cpu: servers / redis / client / other |" \
-        "| --- | --- | --- | --- | --- | --- |"
-    md "| $(j $r .connections.ok) | $(j $r .fan_out.broadcasts) | $(j $r .fan_out.deliveries) / $(j $r .fan_out.expected_deliveries) | $(j $r .latency_ms.p50) / **$p99** / $(j $r .latency_ms.max) | $(j $r .errors) | $(cpu_sum $r blue-) / $(cpu $r redis) / $(cpu $r loadtest) / $(cpu $r other) |" ""
-    md "Target: delivered to all with p99 < 500 ms: $(verdict "$p99" '<' 500)." ""
-    md_cmd "${LT_CMD%% --token *}"
-    section_end
-}
-
-# --- 9. promote during a closed-loop run -------------------------------------------------------
-
-section_promote() {
-    local n=5000 m=60 title
-    title="Promote (blue → green) during a $n-socket closed-loop run through nginx"
-    if ! lt_has closed-loop --during; then
-        section_skip promote "$title" "the load tester lacks \`--during\` (sockets resuming after a drain)."
-        return
-    fi
-    section_begin promote "$title"
-    bench_instances blue 2
-    # shellcheck disable=SC2046
-    bench_nginx $(names blue)
-    echo blue >"$RUN_DIR/color"
-    echo 2 >"$RUN_DIR/scale"
-    wait_for_quiet
-    # scripts/promote.sh on the bench's fleet: same run directory and ports, no rebuild.
-    local promote="RUN_DIR=$RUN_DIR PORT=$PORT REDIS_PORT=$REDIS_PORT BASE_PORT=$BASE_PORT NGINX_ADDRESS=$NGINX_ADDRESS NGINX_LIMIT_CONN=$NGINX_LIMIT_CONN NGINX_LIMIT_RATE=$NGINX_LIMIT_RATE NGINX_LIMIT_BURST=$NGINX_LIMIT_BURST SKIP_BUILD=1 WSFLEET_BIN=$WSFLEET_BIN LOADTEST_BIN=$LOADTEST_BIN bash $ROOT_DIR/scripts/promote.sh"
-    loadtest promote closed-loop --connections $n --messages $m --url "$(NGINX_URL)" \
-        --during "$promote >$BENCH_OUT/promote-script.log 2>&1" --during-after 3s
-    local r=promote
-    md "| sockets ok | replies / sent | violations | counts lost / repeated | reconnects | longest gap (ms) | promote exit / seconds | errors |" \
-        "| --- | --- | --- | --- | --- | --- | --- | --- |"
-    md "| $(j $r .connections.ok) | $(j $r .messages.received) / $(j $r .messages.sent) | $(j $r .count_violations) | $(j $r .disruption.counts_lost) / $(j $r .disruption.counts_repeated) | $(j $r .disruption.reconnects) | $(j $r .disruption.longest_gap_ms) | $(j $r .disruption.exit_code) / $(j $r .disruption.command_seconds) | $(j $r .errors) |" ""
-    md "Target: 0 counts lost or repeated, every client resumed: lost $(verdict "$(j $r .disruption.counts_lost)" '==' 0), repeated $(verdict "$(j $r .disruption.counts_repeated)" '==' 0)." ""
-    md_cmd "${LT_CMD//"$ROOT_DIR"\//}"
-    rm -f "$RUN_DIR/color" "$RUN_DIR/scale"
     section_end
 }
 

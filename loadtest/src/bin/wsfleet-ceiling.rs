@@ -161,6 +161,8 @@ fn requested_session(request: &Request) -> Option<String> {
 async fn socket(tcp: TcpStream, sessions: Arc<Sessions>) {
     let _ = tcp.set_nodelay(true);
     let mut requested = None;
+    // The Result type is tungstenite's Callback signature, not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let capture = |request: &Request, response: Response| {
         requested = requested_session(request);
         Ok(response)
