@@ -1,7 +1,8 @@
 # wsfleet on this machine. The logic lives in scripts/*.sh; these targets only call them.
 #   make up [N=2] [PORT=8080] [REDIS_PORT=6379] [REDIS_URL=redis://…] [RUNTIME=docker]
 #   make scale N=4 | make promote | make status | make logs | make monitor | make down
-#   make load-test [CONNECTIONS=100] [MESSAGES=100]
+#   make load-test [CONNECTIONS=5000] [MESSAGES=20] [SCENARIO=closed-loop] [ARGS="--json r.json"]
+#   make bench [SECTION=closed-loop]
 # Variables given on the command line (N=4, PORT=8081, RUN_DIR=…) reach the scripts through
 # the environment; the scripts hold the defaults.
 
@@ -46,9 +47,8 @@ fmt: ## cargo fmt --all
 lint: ## cargo fmt --check and clippy -D warnings
 	@bash scripts/lint.sh
 
-bench: ## benchmarks (scripts/bench.sh)
-	@test -f scripts/bench.sh || { echo "scripts/bench.sh does not exist yet"; exit 1; }
-	@bash scripts/bench.sh
+bench: ## wsfleet vs its ceilings on its own fleet; writes docs/benchmarks/results.md (SECTION=one)
+	@bash scripts/bench.sh $(SECTION)
 
-load-test: ## closed-loop load test through nginx (CONNECTIONS=100 MESSAGES=100)
-	@bash scripts/load-test.sh
+load-test: ## closed-loop load test through nginx (CONNECTIONS=5000 MESSAGES=20, ARGS=…)
+	@bash scripts/load-test.sh $(ARGS)

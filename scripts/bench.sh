@@ -1,276 +1,391 @@
 #!/usr/bin/env bash
-# scripts/bench.sh: reproduces the measurements of docs/BENCHMARKS.md on this machine.
+# scripts/bench.sh (make bench): measures wsfleet against its ceilings and writes the record.
 #
-#   scripts/bench.sh [all|throughput|latency|memory]     (default: all)
+#   scripts/bench.sh [all|SECTION...]      SECTION: closed-loop redis startup sigterm
+#                                          nginx-closed nginx-open hold fan-out promote
 #
-# Builds wsfleet and wsfleet-loadtest (release), starts its own redis-server and one wsfleet
-# instance on loopback ports of its own, runs the load tester, prints each number next to
-# its target, and stops everything it started (by pid) however it exits. Nothing but
-# 127.0.0.1 is contacted. Settings (environment):
-#   BENCH_REDIS_PORT=6390  BENCH_PORT=8090            ports for our redis and wsfleet
-#   BENCH_SOCKETS=1000 BENCH_MESSAGES=200             throughput: closed loop, sockets x msgs
-#   BENCH_RATE=10 BENCH_DURATION=30s                  latency: open loop at 1000 x RATE msg/s
-#   BENCH_IDLE_SOCKETS=10000 BENCH_HOLD=20s           memory: idle sockets held this long
-#   BENCH_QUIET_WAIT=120                              seconds to wait for other work to calm
-#   BENCH_OUT=.run/bench                              JSON reports, logs, metrics snapshots
-#   CARGO_TARGET_DIR=target
+# Starts everything it needs on loopback ports of its own, in its own run directory
+# (.run/bench), so a `make up` fleet is never touched: redis-server, wsfleet instances,
+# wsfleet-ceiling instances (loadtest/src/bin/wsfleet-ceiling.rs: the same protocol without
+# Redis) and nginx (scripts/lib-fleet.sh and nginx/ templates, limits raised). Pairs
+# (wsfleet, ceiling) run alternately BENCH_REPEATS times and are reported as medians and ratios.
+# Each section writes docs/benchmarks/sections/NN-SECTION.md; docs/benchmarks/results.md is
+# assembled from all of them (the analysis is by hand in docs/BENCHMARKS.md). A section the load
+# tester cannot run yet (a missing subcommand or flag) is recorded as "not run" with the reason.
+# Everything started is stopped by pid on any exit; every run is bounded by BENCH_TIMEOUT.
+#
+# Settings (environment):
+#   BENCH_REPEATS=3           runs of each side of a pair (medians of these)
+#   BENCH_TIMEOUT=300         seconds one load-tester run may take
+#   BENCH_QUIET_WAIT=60       seconds to wait for the machine to calm down before each section
+#   BENCH_REDIS_PORT=6390  BENCH_NGINX_PORT=8190  BENCH_BASE_PORT=8101   ports of our own
+#   BENCH_RUN_DIR=.run/bench  BENCH_OUT=$BENCH_RUN_DIR/out    run state; reports and logs
+#   BENCH_PROFILE=0           1: one more wsfleet closed loop (not in the medians) under perf
+#   SKIP_BUILD=1              use the binaries already built (CARGO_TARGET_DIR)
 set -euo pipefail
+# The bench's own run directory, whatever RUN_DIR a `make up` fleet uses.
+RUN_DIR="${BENCH_RUN_DIR:-.run/bench}"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-# sort and join must agree on one collation for the histogram arithmetic below.
 export LC_ALL=C
 
-WHAT="${1:-all}"
-case "$WHAT" in
-all | throughput | latency | memory) ;;
-*) die "usage: scripts/bench.sh [all|throughput|latency|memory]" ;;
-esac
+: "${BENCH_REPEATS:=3}"
+: "${BENCH_TIMEOUT:=300}"
+: "${BENCH_QUIET_WAIT:=60}"
+: "${BENCH_OUT:=$RUN_DIR/out}"
+: "${BENCH_PROFILE:=0}"
+PORT="${BENCH_NGINX_PORT:-8190}"
+REDIS_PORT="${BENCH_REDIS_PORT:-6390}"
+BASE_PORT="${BENCH_BASE_PORT:-8101}"
+REDIS_URL=""
+# nginx on loopback only, its per-address limits out of the way: the bench measures capacity,
+# and the load tester is one client address (the limits themselves are tested in tests/).
+NGINX_ADDRESS=127.0.0.1
+NGINX_LIMIT_CONN=65000
+NGINX_LIMIT_RATE=100000
+NGINX_LIMIT_BURST=65000
+# Every bench instance: no per-socket rate limit (a closed loop sends as fast as replies come),
+# a heartbeat every 5 s (so runs include the fan-out), quiet logs.
+export RATE_LIMIT=0 HEARTBEAT_INTERVAL=5s LOG_FORMAT=json RUST_LOG=warn
+# shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
+source "$ROOT_DIR/scripts/lib-fleet.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-bench.sh
+source "$ROOT_DIR/scripts/lib-bench.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-bench-capacity.sh
+source "$ROOT_DIR/scripts/lib-bench-capacity.sh"
 
-: "${BENCH_REDIS_PORT:=6390}"
-: "${BENCH_PORT:=8090}"
-: "${BENCH_SOCKETS:=1000}"
-: "${BENCH_MESSAGES:=200}"
-: "${BENCH_RATE:=10}"
-: "${BENCH_DURATION:=30s}"
-: "${BENCH_IDLE_SOCKETS:=10000}"
-: "${BENCH_HOLD:=20s}"
-: "${BENCH_QUIET_WAIT:=120}"
-: "${BENCH_OUT:=$RUN_DIR/bench}"
+CEILING_BIN="$(dirname "$LOADTEST_BIN")/wsfleet-ceiling"
+RESULTS_DIR="$ROOT_DIR/docs/benchmarks"
+ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote)
 
-# One load-tester process per run, so stay under one process's open-file limit.
-[ "$BENCH_IDLE_SOCKETS" -le 10000 ] ||
-    die "BENCH_IDLE_SOCKETS=$BENCH_IDLE_SOCKETS: this script runs one load-tester process; keep it at most 10000"
+# --- 1. closed loop, one instance, against the ceiling ---------------------------------------
 
-need_cargo
+section_closed_loop() {
+    local n=1000 m=200 i rates_w=() rates_c=() ratios=() redis_us=() server_us=() ceil_us=() violations=0
+    local client_w=() client_c=() wcmd ccmd
+    section_begin closed-loop "Closed loop, $n sockets × $m messages, one instance, direct"
+    bench_instances blue 1
+    bench_add_instances ceiling 1
+    local wurl curl_
+    wurl="ws://127.0.0.1:$(instance_port blue-1)/ws/chat/"
+    curl_="ws://127.0.0.1:$(instance_port ceiling-1)/ws/chat/"
+    wait_for_quiet
+    md "wsfleet (\`blue-1\`) and the ceiling (\`ceiling-1\`, no Redis) both run the whole time; the" \
+        "runs alternate, wsfleet first. Ratio = wsfleet msg/s ÷ the ceiling's msg/s of the same pair." ""
+    md "| pair | wsfleet msg/s | ceiling msg/s | ratio | wsfleet p50 / p99 ms | ceiling p50 / p99 ms | violations (w / c) | cpu w: client / server / redis / other | cpu c: client / server / other |" \
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    for ((i = 1; i <= BENCH_REPEATS; i++)); do
+        loadtest "closed-loop-wsfleet-$i" closed-loop --connections $n --messages $m --url "$wurl" \
+            --sample-pid "server=$(instance_pid blue-1)" --sample-pid "redis=$(redis_pid)"
+        wcmd=$LT_CMD
+        loadtest "closed-loop-ceiling-$i" closed-loop --connections $n --messages $m --url "$curl_" \
+            --sample-pid "server=$(instance_pid ceiling-1)"
+        ccmd=$LT_CMD
+        local w="closed-loop-wsfleet-$i" c="closed-loop-ceiling-$i" rw rc ratio
+        rw="$(j "$w" '.messages.per_second | floor')"
+        rc="$(j "$c" '.messages.per_second | floor')"
+        ratio="$(calc '%.2f' 'a / b' "$rw" "$rc")"
+        rates_w+=("$rw") rates_c+=("$rc") ratios+=("$ratio")
+        # A missing report counts as a violation: nothing was verified.
+        local v
+        v="$(j "$w" .count_violations)"
+        [[ "$v" =~ ^[0-9]+$ ]] || v=1
+        violations=$((violations + v))
+        redis_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" redis)" "$rw")")
+        server_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" server)" "$rw")")
+        ceil_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$c" server)" "$rc")")
+        client_w+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" loadtest)" "$rw")")
+        client_c+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$c" loadtest)" "$rc")")
+        md "| $i | $rw | $rc | $ratio | $(j "$w" .latency_ms.p50) / $(j "$w" .latency_ms.p99) | $(j "$c" .latency_ms.p50) / $(j "$c" .latency_ms.p99) | $(j "$w" .count_violations) / $(j "$c" .count_violations) | $(cpu "$w" loadtest) / $(cpu "$w" server) / $(cpu "$w" redis) / $(cpu "$w" other) | $(cpu "$c" loadtest) / $(cpu "$c" server) / $(cpu "$c" other) |"
+    done
+    local mw mc mr
+    mw="$(median "${rates_w[@]}")" mc="$(median "${rates_c[@]}")" mr="$(median "${ratios[@]}")"
+    md "| **median** | **$mw** | **$mc** | **$mr** | | | | | |" ""
+    md "The ratio is the median of the pairs' ratios (each pair ran under the same outside load)." ""
+    md "Targets: wsfleet ≥ 60% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.6); 0 count" \
+        "violations: $violations in all wsfleet runs, $(verdict "$violations" '==' 0)." ""
+    if [ "$BENCH_PROFILE" = 1 ]; then
+        # An extra run, outside the medians: perf itself costs CPU on the same two cores.
+        profile_start "$(instance_pid blue-1)" closed-loop-profiled
+        loadtest closed-loop-profiled closed-loop --connections $n --messages $m --url "$wurl"
+        profile_stop closed-loop-profiled
+        profile_md closed-loop-profiled
+    fi
+    local sw rw_ sc cw cc
+    sw="$(median "${server_us[@]}")" rw_="$(median "${redis_us[@]}")" sc="$(median "${ceil_us[@]}")"
+    cw="$(median "${client_w[@]}")" cc="$(median "${client_c[@]}")"
+    md "CPU per message (median, µs of one core): wsfleet server **$sw**, its Redis **$rw_**, load tester" \
+        "$cw; ceiling server **$sc**, load tester $cc. These hardly depend on what else runs on the" \
+        "machine, unlike msg/s. If the run were CPU-bound on cores of its own, the ratio would be about" \
+        "(client + ceiling) ÷ (client + server + Redis) per message = **$(calc '%.2f' '(a + b) / (a + c)' "$cc" "$sc" "$(calc '%.1f' 'a + b' "$sw" "$rw_")")**" \
+        "(an estimate from the measured costs; kernel time outside the processes is left out)." ""
+    md "Commands (wsfleet, then ceiling; pids and ports vary):" ""
+    md_cmd "$wcmd"
+    md_cmd "$ccmd"
+    printf '%s\n' "$(median "${redis_us[@]}")" >"$BENCH_OUT/redis-us-per-message"
+    section_end
+}
+
+# --- 2. Redis alone: redis-benchmark of the commands wsfleet sends ---------------------------
+
+# lua_of CONST: the text of a Lua script constant in src/ (r"…" raw string), as the server sends it.
+lua_of() {
+    awk -v name="$1" '
+        index($0, "const " name ": &str = r\"") { on = 1; sub(/.*= r"/, ""); if ($0 == "") next }
+        on && /^[^"]*";$/ { sub(/";$/, ""); if ($0 != "") print; exit }
+        on { print }' "$ROOT_DIR/src/store.rs" "$ROOT_DIR/src/registry.rs"
+}
+
+# redis_run LABEL ARGS...: one redis-benchmark run; a table row with ops/s and Redis's own CPU
+# time per operation (from /proc, so the benchmark client's CPU is not counted).
+redis_run() {
+    local label=$1
+    shift
+    local pid before after ops out
+    pid="$(redis_pid)"
+    before="$(awk '{ print $14 + $15 }' "/proc/$pid/stat")"
+    out="$(timeout 120 redis-benchmark -p "$REDIS_PORT" -q "$@" 2>&1 | tr '\r' '\n' | grep 'requests per second' | tail -n 1)"
+    after="$(awk '{ print $14 + $15 }' "/proc/$pid/stat")"
+    ops="$(sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' <<<"$out" | cut -d. -f1)"
+    local n
+    n="$(awk '{ for (i = 1; i < NF; i++) if ($i == "-n") print $(i + 1) }' <<<"$*")"
+    local us
+    us="$(calc '%.2f' '(b - a) * 10000 / c' "$before" "$after" "$n")"
+    say "    $label: ${ops:-?} ops/s, redis ${us} µs/op"
+    md "| $label | \`redis-benchmark -p $REDIS_PORT -q $*\` | ${ops:-?} | $us |"
+    REDIS_US["$label"]=$us
+}
+
+section_redis() {
+    need_tool redis-benchmark redis-tools
+    section_begin redis "Redis alone: redis-benchmark of the commands wsfleet sends"
+    bench_stop_instances
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    local inc sha
+    inc="$(lua_of INCREMENT_LUA)"
+    sha="$(redis-cli -p "$REDIS_PORT" script load "$inc")"
+    [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "could not load INCREMENT_LUA from src/store.rs into Redis: $sha"
+    wait_for_quiet
+    declare -gA REDIS_US=()
+    md "Our redis-server alone (no wsfleet running), the commands and arguments wsfleet sends: the" \
+        "per-message increment script (\`INCREMENT_LUA\` of src/store.rs, loaded with SCRIPT LOAD, sha \`${sha:0:12}…\`," \
+        "TTL and op id as wsfleet passes them), the registry's per-connection HSET and HDEL, the" \
+        "lease renewal's ZADD, and the fan-out PUBLISH. \`-c 50\`: 50 connections, one command in flight" \
+        "each; \`-P 16\`: 16 pipelined per connection, closer to wsfleet's one multiplexed connection." \
+        "\"Redis µs/op\" is redis-server's own CPU time (utime + stime from /proc) ÷ requests." ""
+    md "| operation | command | ops/s | Redis µs/op |" "| --- | --- | --- | --- |"
+    local n=200000
+    redis_run "EVALSHA increment (-c 50)" -n $n -c 50 -r 100000 \
+        evalsha "$sha" 1 "wsfleet:session:bench-__rand_int__" 86400000 "bench:1:__rand_int__"
+    redis_run "EVALSHA increment (-P 16)" -n $n -c 4 -P 16 -r 100000 \
+        evalsha "$sha" 1 "wsfleet:session:bench-__rand_int__" 86400000 "bench:1:__rand_int__"
+    redis_run "HSET connection" -n $n -c 50 -r 100000 hset wsfleet:instance:bench:conns "__rand_int__" "session-__rand_int__"
+    redis_run "HDEL connection" -n $n -c 50 -r 100000 hdel wsfleet:instance:bench:conns "__rand_int__"
+    redis_run "ZADD lease" -n $n -c 50 -r 100000 zadd wsfleet:instances "__rand_int__" "instance-__rand_int__"
+    redis_run "PUBLISH fan-out" -n $n -c 50 publish wsfleet:fanout '{"type":"heartbeat","ts":"2026-11-22T02:44:27.123Z"}'
+    md ""
+    local per_msg
+    per_msg="$(cat "$BENCH_OUT/redis-us-per-message" 2>/dev/null || echo '?')"
+    md "Redis CPU per message in wsfleet's closed loop (section \"Closed loop\" of the same run, median):" \
+        "**$per_msg µs**, against **${REDIS_US["EVALSHA increment (-P 16)"]} µs** per increment here" \
+        "pipelined and ${REDIS_US["EVALSHA increment (-c 50)"]} µs unpipelined. Redis's own ceiling for the" \
+        "increment alone is the ops/s above with Redis at 100% of one core." ""
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    section_end
+}
+
+# --- 3. start-up to ready --------------------------------------------------------------------
+
+# readyz_code PORT: the HTTP status of /readyz, read with bash's /dev/tcp (no fork of curl, so
+# polling every few milliseconds costs the measured process nothing).
+readyz_code() {
+    local line
+    {
+        exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+            printf 'GET /readyz HTTP/1.0\r\nHost: bench\r\n\r\n' >&3 &&
+            read -r -t 1 line <&3 &&
+            exec 3<&- && printf '%s' "${line:9:3}"
+    } 2>/dev/null || printf '000'
+}
+
+section_startup() {
+    local runs=5 i port start ready times=() serving=()
+    section_begin startup "Start-up to ready"
+    bench_stop_instances
+    wait_for_quiet
+    md "Time from exec of a fresh \`wsfleet\` (Redis already up, build already on disk) to its first" \
+        "\`/readyz\` 200, polled every 5 ms over a raw TCP socket (no curl fork). \`/readyz\` needs a" \
+        "pub/sub probe to come back through Redis. \"serving\" is the server's own" \
+        "\`wsfleet_startup_duration_seconds\` (from \`Application::build\` to listening: both Redis clients connected, the port bound)." ""
+    md "| run | exec → /readyz 200 (ms) | serving (ms) |" "| --- | --- | --- |"
+    for ((i = 1; i <= runs; i++)); do
+        port="$(free_instance_port)"
+        start="$(now_us)"
+        BIND_ADDR="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" INSTANCE_ID="startup-$i" \
+            spawn "$BENCH_OUT/startup.log" "$BENCH_OUT/startup.pid" "$(instance_bin blue)"
+        local deadline=$((SECONDS + 30))
+        while [ "$(readyz_code "$port")" != 200 ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.005; done
+        ready="$(now_us)"
+        local ms srv
+        ms="$(calc '%.0f' '(b - a) / 1000' "$start" "$ready")"
+        srv="$(curl -fsS -m 2 "http://127.0.0.1:$port/metrics" | awk '/^wsfleet_startup_duration_seconds / { printf "%.0f", $2 * 1000 }')"
+        times+=("$ms") serving+=("$srv")
+        md "| $i | $ms | ${srv:-?} |"
+        say "    run $i: ready after $ms ms (serving after ${srv:-?} ms)"
+        stop_pid "$BENCH_OUT/startup.pid" "$(instance_bin blue)" 15 "startup instance" >/dev/null
+    done
+    local med
+    med="$(median "${times[@]}")"
+    md "| **median** | **$med** | **$(median "${serving[@]}")** |" ""
+    md "Target: < 300 ms: $(verdict "$med" '<' 300)." ""
+    section_end
+}
+
+# --- 4. SIGTERM to exit with 5000 sockets ----------------------------------------------------
+
+section_sigterm() {
+    local n=5000 runs=3 i times=()
+    section_begin sigterm "SIGTERM to exit with $n sockets open"
+    md "One instance holds $n idle sockets (\`wsfleet-loadtest hold\`, one process); the bench sends" \
+        "SIGTERM once \`/status\` counts all of them and times until the process has exited (\`wait\`" \
+        "on its pid). Default \`DRAIN_SPREAD\` (2 s) and \`SHUTDOWN_TIMEOUT\` (10 s)." ""
+    md "| run | sockets open | SIGTERM → exit (ms) | exit code | client saw (error kinds) |" "| --- | --- | --- | --- | --- |"
+    wait_for_quiet
+    for ((i = 1; i <= runs; i++)); do
+        bench_instances blue 1
+        local port pid lt
+        port="$(instance_port blue-1)"
+        pid="$(instance_pid blue-1)"
+        "$LOADTEST_BIN" hold --connections $n --duration 120s --timeout 180s \
+            --url "ws://127.0.0.1:$port/ws/chat/" --json "$BENCH_OUT/sigterm-$i.json" \
+            >"$BENCH_OUT/sigterm-$i.txt" 2>&1 </dev/null &
+        lt=$!
+        LOADTEST_PIDS+=("$lt")
+        # shellcheck disable=SC2317 # called by wait_until
+        all_open() { [ "$(local_connections blue-1)" -ge "$n" ]; }
+        wait_until 120 "$n sockets on blue-1" all_open || say "    warning: not all $n sockets opened"
+        local open start end rc=0
+        open="$(local_connections blue-1)"
+        start="$(now_us)"
+        kill -TERM "$pid"
+        wait "$pid" || rc=$?
+        end="$(now_us)"
+        local ms
+        ms="$(calc '%.0f' '(b - a) / 1000' "$start" "$end")"
+        times+=("$ms")
+        timeout 60 tail --pid="$lt" -f /dev/null || kill -TERM "$lt" 2>/dev/null || true
+        wait "$lt" 2>/dev/null || true
+        md "| $i | $open | $ms | $rc | $(jq -c '.error_kinds' "$BENCH_OUT/sigterm-$i.json" 2>/dev/null || echo '?') |"
+        say "    run $i: $open sockets, exit after $ms ms (exit code $rc)"
+        stop_instances blue-1 >/dev/null 2>&1
+    done
+    local med
+    med="$(median "${times[@]}")"
+    md "| **median** | | **$med** | | |" ""
+    md "Target: < 3 s: $(verdict "$med" '<' 3000)." ""
+    section_end
+}
+
+# --- 5. closed loop through nginx, 2 instances, against 2 ceilings behind the same nginx ------
+
+section_nginx_closed() {
+    local n=5000 m=20 i rates_w=() rates_c=() ratios=() ok_w=() wcmd
+    section_begin nginx-closed "Closed loop through nginx, $n sockets × $m messages, 2 instances"
+    bench_instances blue 2
+    bench_add_instances ceiling 2
+    md "\"The same workload\" for the ceiling: the same load-tester command through the same nginx" \
+        "(same configuration, same worker count), whose upstream is switched (graceful reload) between" \
+        "two wsfleet instances and two ceiling processes. The ratio then prices Redis and wsfleet's" \
+        "own work, with nginx's cost on both sides. nginx's per-address limits are raised for the" \
+        "bench (one client address)." ""
+    md "| pair | wsfleet msg/s | ceiling msg/s | ratio | wsfleet ok / attempted | ceiling ok | wsfleet p99 ms | ceiling p99 ms | cpu w: client / nginx / servers / redis / other | cpu c: client / nginx / servers / other |" \
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    wait_for_quiet
+    local url
+    url="$(NGINX_URL)"
+    for ((i = 1; i <= BENCH_REPEATS; i++)); do
+        # shellcheck disable=SC2046 # one word per line from url_args/sample_args
+        bench_nginx $(names blue)
+        mapfile -t samples < <(sample_args blue && nginx_sample_args)
+        loadtest "nginx-closed-wsfleet-$i" closed-loop --connections $n --messages $m --url "$url" "${samples[@]}"
+        wcmd=$LT_CMD
+        # shellcheck disable=SC2046
+        bench_nginx $(names ceiling)
+        # The ceilings' pids (not Redis's, which has nothing to do here), and nginx's workers.
+        mapfile -t samples < <(
+            sample_args ceiling | head -n 4 || true
+            nginx_sample_args
+        )
+        loadtest "nginx-closed-ceiling-$i" closed-loop --connections $n --messages $m --url "$url" "${samples[@]}"
+        local w="nginx-closed-wsfleet-$i" c="nginx-closed-ceiling-$i" rw rc ratio
+        rw="$(j "$w" '.messages.per_second | floor')"
+        rc="$(j "$c" '.messages.per_second | floor')"
+        ratio="$(calc '%.2f' 'a / b' "$rw" "$rc")"
+        rates_w+=("$rw") rates_c+=("$rc") ratios+=("$ratio")
+        ok_w+=("$(j "$w" .connections.ok)")
+        md "| $i | $rw | $rc | $ratio | $(j "$w" .connections.ok) / $(j "$w" .connections.attempted), $(j "$w" .messages.received) replies, $(j "$w" .errors) errors | $(j "$c" .connections.ok) | $(j "$w" .latency_ms.p99) | $(j "$c" .latency_ms.p99) | $(cpu "$w" loadtest) / $(cpu_sum "$w" nginx-) / $(cpu_sum "$w" blue-) / $(cpu "$w" redis) / $(cpu "$w" other) | $(cpu "$c" loadtest) / $(cpu_sum "$c" nginx-) / $(cpu_sum "$c" ceiling-) / $(cpu "$c" other) |"
+    done
+    local mr
+    mr="$(median "${ratios[@]}")"
+    md "| **median** | **$(median "${rates_w[@]}")** | **$(median "${rates_c[@]}")** | **$mr** | | | | | | |" ""
+    md "CPU per message (µs of one core, last pair): wsfleet: servers $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-wsfleet-$BENCH_REPEATS" blue-)" "${rates_w[-1]}")," \
+        "Redis $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "nginx-closed-wsfleet-$BENCH_REPEATS" redis)" "${rates_w[-1]}")," \
+        "nginx $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-wsfleet-$BENCH_REPEATS" nginx-)" "${rates_w[-1]}");" \
+        "ceiling: servers $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-ceiling-$BENCH_REPEATS" ceiling-)" "${rates_c[-1]}")," \
+        "nginx $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-ceiling-$BENCH_REPEATS" nginx-)" "${rates_c[-1]}")." ""
+    md "Target: 100% success and ≥ 50% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.5);" \
+        "success: every wsfleet run opened $(median "${ok_w[@]}") of $n (median) — see the ok column." ""
+    md "Commands (wsfleet, then ceiling):" ""
+    md_cmd "$wcmd"
+    md_cmd
+    section_end
+}
+
+# --- 6. open loop through nginx --------------------------------------------------------------
+
+section_nginx_open() {
+    local n=5000 rate=2 duration=30s
+    section_begin nginx-open "Open loop through nginx, $n sockets × $rate msg/s for $duration, 2 instances"
+    bench_instances blue 2
+    # shellcheck disable=SC2046
+    bench_nginx $(names blue)
+    wait_for_quiet
+    mapfile -t samples < <(sample_args blue && nginx_sample_args)
+    loadtest nginx-open open-loop --connections $n --rate $rate --duration $duration --url "$(NGINX_URL)" "${samples[@]}"
+    local r=nginx-open p99
+    p99="$(j $r .latency_ms.p99)"
+    md "| offered / achieved msg/s | p50 / p95 / p99 / max (ms) | errors | violations | heartbeats per socket (min / max) | cpu: client / servers / redis / nginx / other / machine |" \
+        "| --- | --- | --- | --- | --- | --- |"
+    md "| $((n * rate)) / $(j $r '.messages.per_second | floor') | $(j $r .latency_ms.p50) / $(j $r .latency_ms.p95) / **$p99** / $(j $r .latency_ms.max) | $(j $r .errors) | $(j $r .count_violations) | $(j $r .heartbeats_per_socket.min) / $(j $r .heartbeats_per_socket.max) | $(cpu $r loadtest) / $(cpu_sum $r blue-) / $(cpu $r redis) / $(cpu_sum $r nginx-) / $(cpu $r other) / $(cpu $r machine) |" ""
+    md "Target: p99 < 10 ms: $(verdict "$p99" '<' 10)." ""
+    md_cmd
+    section_end
+}
+
+# --- main ------------------------------------------------------------------------------------
+
+sections=("$@")
+if [ "${#sections[@]}" -eq 0 ] || [ "${sections[0]}" = all ]; then sections=("${ALL_SECTIONS[@]}"); fi
+for s in "${sections[@]}"; do
+    [[ " ${ALL_SECTIONS[*]} " == *" $s "* ]] || die "unknown section ${s@Q}: one of ${ALL_SECTIONS[*]} (or all)"
+done
+
 need_tool redis-server redis-server
 need_tool redis-cli redis-tools
+need_tool nginx nginx
 need_tool curl curl
 need_tool jq jq
-need_tool awk gawk
+build_release wsfleet wsfleet-loadtest
+[ -x "$CEILING_BIN" ] || die "$CEILING_BIN is missing: cargo build --release -p wsfleet-loadtest"
 
-LOADTEST="$CARGO_TARGET_DIR/release/wsfleet-loadtest"
-URL="ws://127.0.0.1:$BENCH_PORT/ws/chat/"
-REDIS_PID=""
-SERVER_PID=""
-LOADTEST_PID=""
-RESULTS=()
-
-# stop PID NAME: SIGTERM, wait up to 15 s (wsfleet drains), then SIGKILL. Only our own pids.
-stop() {
-    local pid=$1 name=$2
-    [ -n "$pid" ] || return 0
-    gone "$pid" && return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_until 15 "$name to exit" gone "$pid"; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    stop "$LOADTEST_PID" wsfleet-loadtest
-    stop "$SERVER_PID" wsfleet
-    stop "$REDIS_PID" redis-server
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-
-# machine_busy: percent of the whole machine (all cores) busy over one second.
-machine_busy() {
-    local a b
-    a="$(head -1 /proc/stat)"
-    sleep 1
-    b="$(head -1 /proc/stat)"
-    printf '%s\n%s\n' "$a" "$b" | awk '{
-        idle[NR] = $5 + $6; total[NR] = 0
-        for (i = 2; i <= 9; i++) total[NR] += $i
-    } END {
-        t = total[2] - total[1]
-        printf "%d\n", (t > 0) ? 100 * (t - (idle[2] - idle[1])) / t : 0
-    }'
-}
-
-# wait_for_quiet: client and server share 2 cores, so other work (a build) skews every
-# number. Wait for it to calm down; measure anyway after BENCH_QUIET_WAIT, loudly.
-wait_for_quiet() {
-    local deadline=$((SECONDS + BENCH_QUIET_WAIT)) busy
-    while busy="$(machine_busy)" && [ "$busy" -gt 15 ]; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            say "warning: the machine is ${busy}% busy with other work; measuring anyway (see 'cpu other' in the report)"
-            return 0
-        fi
-        say "machine ${busy}% busy with other work; waiting for it to calm down"
-    done
-}
-
-redis_up() { redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null 2>&1; }
-ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$BENCH_PORT/readyz")" = 200 ]; }
-
-start_redis() {
-    port_open "$BENCH_REDIS_PORT" && die "port $BENCH_REDIS_PORT is taken; set BENCH_REDIS_PORT"
-    step "redis-server on 127.0.0.1:$BENCH_REDIS_PORT (no persistence)"
-    redis-server --port "$BENCH_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        >"$BENCH_OUT/redis.log" 2>&1 </dev/null &
-    REDIS_PID=$!
-    wait_until 10 "redis to answer" redis_up ||
-        die "redis-server did not start; see $BENCH_OUT/redis.log"
-}
-
-# start_server: a fresh wsfleet; heartbeats every 5 s so every run sees the fan-out at work.
-start_server() {
-    port_open "$BENCH_PORT" && die "port $BENCH_PORT is taken; set BENCH_PORT"
-    step "wsfleet on 127.0.0.1:$BENCH_PORT (RATE_LIMIT=0, HEARTBEAT_INTERVAL=5s)"
-    REDIS_URL="redis://127.0.0.1:$BENCH_REDIS_PORT" BIND_ADDR="127.0.0.1:$BENCH_PORT" \
-        RATE_LIMIT=0 HEARTBEAT_INTERVAL=5s LOG_FORMAT=json RUST_LOG=warn \
-        "$WSFLEET_BIN" >>"$BENCH_OUT/wsfleet.log" 2>&1 </dev/null &
-    SERVER_PID=$!
-    wait_until 30 "wsfleet /readyz" ready || die "wsfleet not ready; see $BENCH_OUT/wsfleet.log"
-}
-
-stop_server() {
-    stop "$SERVER_PID" wsfleet
-    SERVER_PID=""
-}
-
-# loadtest NAME ARGS...: runs the load tester in the foreground with CPU sampling of the
-# server and redis; its table goes to the terminal, its JSON to $BENCH_OUT/NAME.json.
-loadtest() {
-    local name=$1
-    shift
-    local cmd=("$LOADTEST" "$@" --url "$URL" --timeout 300s
-        --sample-pid "server=$SERVER_PID" --sample-pid "redis=$REDIS_PID"
-        --json "$BENCH_OUT/$name.json")
-    say "\$ ${cmd[*]}"
-    # Exit 2 (some errors) still leaves a report worth reading; 1 (wrong counts) and 3
-    # (could not start) end the benchmark.
-    local rc=0
-    "${cmd[@]}" || rc=$?
-    [ "$rc" -le 2 ] || die "wsfleet-loadtest failed (exit $rc)"
-    [ "$rc" -ne 1 ] || die "count violations: the server skipped or repeated a number"
-}
-
-# server_histogram FILE_BEFORE FILE_AFTER: the server's own message-handling time
-# (wsfleet_message_handling_seconds, Redis round trip included) between two /metrics
-# snapshots, as the bucket bound each quantile falls under.
-server_histogram() {
-    join <(bucket_counts "$1") <(bucket_counts "$2") | sort -g | awk '
-        { le[NR] = $1; n[NR] = $3 - $2 }
-        END {
-            split("0.50 0.99", q, " ")
-            for (i = 1; i <= 2; i++)
-                for (j = 1; j <= NR; j++)
-                    if (n[j] >= q[i] * n[NR]) { printf "p%g <= %g ms  ", q[i] * 100, le[j] * 1000; break }
-            printf "(%d messages)\n", n[NR]
-        }'
-}
-bucket_counts() {
-    sed -n 's/^wsfleet_message_handling_seconds_bucket{le="\([^"]*\)"} \([0-9]*\).*/\1 \2/p' "$1" |
-        sed 's/^+Inf /inf /' | sort -k1,1
-}
-# cpu_of JSON: "server 113%, redis 25%, …" from a report, in percent of one core.
-cpu_of() { jq -r '[.cpu[] | "\(.name) \(.percent_of_one_core | floor)%"] | join(", ")' "$1"; }
-metrics() { curl -fsS -m 5 "http://127.0.0.1:$BENCH_PORT/metrics" >"$1"; }
-
-# verdict VALUE OP TARGET: "met" or "NOT met".
-verdict() {
-    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
-        ok = (op == ">=") ? v >= t : (op == "<") ? v < t : v <= t
-        print ok ? "met" : "NOT met"
-    }'
-}
-
-bench_throughput() {
-    step "1. throughput: closed loop, $BENCH_SOCKETS sockets x $BENCH_MESSAGES messages"
-    wait_for_quiet
-    metrics "$BENCH_OUT/throughput.metrics.before"
-    loadtest throughput closed-loop --connections "$BENCH_SOCKETS" --messages "$BENCH_MESSAGES"
-    metrics "$BENCH_OUT/throughput.metrics.after"
-    say "server-side handling: $(server_histogram "$BENCH_OUT"/throughput.metrics.{before,after})"
-    local j="$BENCH_OUT/throughput.json" rate p50 p99
-    rate="$(jq -r '.messages.per_second | floor' "$j")"
-    p50="$(jq -r '.latency_ms.p50' "$j")"
-    p99="$(jq -r '.latency_ms.p99' "$j")"
-    RESULTS+=("throughput  $rate msg/s (p50 $p50 ms, p99 $p99 ms)   target >= 40000 msg/s: $(verdict "$rate" '>=' 40000)")
-    RESULTS+=("            cpu (% of one core): $(cpu_of "$j")")
-}
-
-bench_latency() {
-    step "2. latency: open loop, $BENCH_SOCKETS sockets x $BENCH_RATE msg/s for $BENCH_DURATION"
-    wait_for_quiet
-    metrics "$BENCH_OUT/latency.metrics.before"
-    loadtest latency open-loop --connections "$BENCH_SOCKETS" --rate "$BENCH_RATE" --duration "$BENCH_DURATION"
-    metrics "$BENCH_OUT/latency.metrics.after"
-    say "server-side handling: $(server_histogram "$BENCH_OUT"/latency.metrics.{before,after})"
-    local j="$BENCH_OUT/latency.json" p50 p99
-    p50="$(jq -r '.latency_ms.p50' "$j")"
-    p99="$(jq -r '.latency_ms.p99' "$j")"
-    RESULTS+=("latency     p99 $p99 ms (p50 $p50 ms) at $BENCH_SOCKETS x $BENCH_RATE msg/s   target p99 < 5 ms: $(verdict "$p99" '<' 5)")
-    RESULTS+=("            cpu (% of one core): $(cpu_of "$j")")
-}
-
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-active() { curl -fsS -m 2 "http://127.0.0.1:$BENCH_PORT/metrics" | awk '/^wsfleet_connections_active / { print $2 }'; }
-all_open() { [ "$(active)" = "$BENCH_IDLE_SOCKETS" ]; }
-
-# bench_memory WARMUP: server RSS per idle socket; WARMUP counted messages per socket first.
-# 0 is a socket that never spoke; 1 also counts what handling a message leaves behind.
-bench_memory() {
-    local warmup=$1 name="memory-warmup$1"
-    step "3. memory: $BENCH_IDLE_SOCKETS idle sockets held for $BENCH_HOLD after $warmup message(s) each, on a fresh server"
-    stop_server
-    start_server
-    wait_for_quiet
-    local before peak=0 client=0 rss
-    before="$(rss_kib "$SERVER_PID")"
-    say "server RSS before: $before KiB"
-    "$LOADTEST" hold --connections "$BENCH_IDLE_SOCKETS" --duration "$BENCH_HOLD" \
-        --warmup-messages "$warmup" --url "$URL" \
-        --timeout 300s --sample-pid "server=$SERVER_PID" --sample-pid "redis=$REDIS_PID" \
-        --json "$BENCH_OUT/$name.json" &
-    LOADTEST_PID=$!
-    say "\$ $LOADTEST hold --connections $BENCH_IDLE_SOCKETS --duration $BENCH_HOLD --warmup-messages $warmup --url $URL (pid $LOADTEST_PID)"
-    wait_until 120 "$BENCH_IDLE_SOCKETS connections on the server" all_open ||
-        say "warning: the server never held all $BENCH_IDLE_SOCKETS sockets at once"
-    # Peak while all sockets are open: heartbeats (every 5 s) go to all of them meanwhile,
-    # so their write paths are exercised and counted too.
-    while ! gone "$LOADTEST_PID" && all_open; do
-        rss="$(rss_kib "$SERVER_PID")"
-        [ "$rss" -gt "$peak" ] && peak=$rss
-        rss="$(rss_kib "$LOADTEST_PID")"
-        [ "$rss" -gt "$client" ] && client=$rss
-        sleep 0.5
-    done
-    local rc=0
-    wait "$LOADTEST_PID" || rc=$?
-    LOADTEST_PID=""
-    [ "$rc" -le 2 ] || die "wsfleet-loadtest hold failed (exit $rc)"
-    local per_socket
-    per_socket="$(awk -v a="$peak" -v b="$before" -v n="$BENCH_IDLE_SOCKETS" 'BEGIN { printf "%.1f", (a - b) / n }')"
-    say "server RSS with $BENCH_IDLE_SOCKETS sockets open (peak): $peak KiB; load tester: $client KiB"
-    RESULTS+=("memory      server +$per_socket KiB per idle socket, $warmup message(s) each before ($before -> $peak KiB for $BENCH_IDLE_SOCKETS)   target <= 12 KiB: $(verdict "$per_socket" '<=' 12)")
-}
-
-mkdir -p "$BENCH_OUT"
-step "building wsfleet and wsfleet-loadtest (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-cargo build --release -p wsfleet -p wsfleet-loadtest
-say "source: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo ' + uncommitted changes in src/')"
-say "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); client, server and redis share them"
-start_redis
-start_server
-case "$WHAT" in
-throughput) bench_throughput ;;
-latency) bench_latency ;;
-memory)
-    bench_memory 0
-    bench_memory 1
-    ;;
-all)
-    bench_throughput
-    bench_latency
-    bench_memory 0
-    bench_memory 1
-    ;;
-esac
-
-step "results (reports in $BENCH_OUT)"
-printf '%s\n' "${RESULTS[@]}"
+bench_prepare
+say "machine: $(machine_line); source $(source_id)"
+for s in "${sections[@]}"; do
+    # The file name keeps the sections in the documented order in results.md.
+    for i in "${!ALL_SECTIONS[@]}"; do [ "${ALL_SECTIONS[$i]}" = "$s" ] && SECTION_ORDER="$(printf '%02d' $((i + 1)))"; done
+    "section_${s//-/_}"
+    assemble_results
+done
+step "done: $(rel "$RESULTS_DIR/results.md") (reports and logs in $(rel "$BENCH_OUT"))"

@@ -1,0 +1,135 @@
+//! The bench ceiling (`wsfleet-ceiling`) speaks the protocol well enough that the real load
+//! tester, unchanged, runs against it and verifies every count: both binaries as built, on a
+//! loopback port the ceiling picks itself, stopped by pid when the test ends.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The ceiling process; killed (by its own pid) when dropped.
+struct Ceiling {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Ceiling {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the ceiling on 127.0.0.1:0 and reads the URL it really bound from its first line.
+fn start_ceiling() -> Ceiling {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsfleet-ceiling"))
+        .args(["--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wsfleet-ceiling starts");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .expect("wsfleet-ceiling writes its address");
+    let url = line
+        .trim()
+        .strip_prefix("wsfleet-ceiling: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    Ceiling { child, url }
+}
+
+/// Runs wsfleet-loadtest with `args` against `url`; returns its exit code and JSON report.
+fn loadtest(url: &str, args: &[&str], json: &Path) -> (i32, serde_json::Value) {
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_wsfleet-loadtest"))
+        .args(args)
+        .args(["--url", url, "--timeout", "30s", "--json"])
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("wsfleet-loadtest runs");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bounded by --timeout"
+    );
+    let report = std::fs::read_to_string(json).expect("wsfleet-loadtest writes its report");
+    (
+        status.code().unwrap_or(-1),
+        serde_json::from_str(&report).unwrap(),
+    )
+}
+
+fn temp_json(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "wsfleet-ceiling-{}-{name}.json",
+        std::process::id()
+    ))
+}
+
+#[test]
+fn the_load_testers_closed_loop_verifies_every_count_against_the_ceiling() {
+    let ceiling = start_ceiling();
+    let json = temp_json("closed-loop");
+    let (code, r) = loadtest(
+        &ceiling.url,
+        &["closed-loop", "--connections", "20", "--messages", "50"],
+        &json,
+    );
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["connections"]["ok"], 20, "{r:#}");
+    assert_eq!(r["messages"]["sent"], 1000, "{r:#}");
+    assert_eq!(r["messages"]["received"], 1000, "{r:#}");
+    assert_eq!(r["count_violations"], 0, "{r:#}");
+    assert_eq!(r["errors"], 0, "{r:#}");
+}
+
+/// Opens a socket on `session`, sends `messages` text frames and returns the welcome and the
+/// replies as JSON values.
+fn talk(url: &str, session: &str, messages: usize) -> (serde_json::Value, Vec<serde_json::Value>) {
+    use tokio_tungstenite::tungstenite::{connect, Message};
+    let (mut ws, _) = connect(format!("{url}?session_uuid={session}")).expect("connects");
+    let read_json = |ws: &mut tokio_tungstenite::tungstenite::WebSocket<_>| loop {
+        match ws.read().expect("reads a frame") {
+            Message::Text(text) => {
+                return serde_json::from_str::<serde_json::Value>(&text).unwrap()
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    let welcome = read_json(&mut ws);
+    let mut replies = Vec::new();
+    for _ in 0..messages {
+        ws.send(Message::text("hello")).unwrap();
+        replies.push(read_json(&mut ws));
+    }
+    let _ = ws.close(None);
+    (welcome, replies)
+}
+
+#[test]
+fn a_resumed_session_continues_its_count_with_the_documented_frames() {
+    let ceiling = start_ceiling();
+    let (welcome, replies) = talk(&ceiling.url, "ceiling-test", 3);
+    assert_eq!(
+        welcome,
+        serde_json::json!({"session_uuid": "ceiling-test", "count": 0, "resumed": false, "instance": "ceiling"})
+    );
+    assert_eq!(
+        replies,
+        [1, 2, 3].map(|n| serde_json::json!({ "count": n }))
+    );
+    let (welcome, replies) = talk(&ceiling.url, "ceiling-test", 1);
+    assert_eq!(
+        (&welcome["count"], &welcome["resumed"]),
+        (&serde_json::json!(3), &serde_json::json!(true))
+    );
+    assert_eq!(replies, [serde_json::json!({ "count": 4 })]);
+}
