@@ -3,17 +3,22 @@
 //! Every option has an environment fallback (`LOADTEST_*`) so `make load-test` and the bench
 //! script can pass settings without rebuilding long command lines.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use wsfleet::config::parse_duration;
 
-/// Load tester for wsfleet: opens many WebSockets to one URL and measures counts, latency and
-/// throughput.
+use crate::workers::plan::{Slice, Workers};
+
+/// Load tester for wsfleet: opens many WebSockets to one or more URLs and measures counts,
+/// latency and throughput. Past one process's open-file limit it spreads itself over worker
+/// processes (--workers), and past one address's local ports over source addresses
+/// (--source-ips) and destinations (--url, repeatable).
 ///
 /// Exit code: 0 when every connection and reply was as expected, 1 when a count was wrong
 /// (a skipped or repeated number), 2 when connections failed or sockets errored (including
-/// the overall --timeout running out) but no count was wrong.
+/// the overall --timeout running out, or a worker process dying) but no count was wrong, 3
+/// when the run could not start (a bad option, or a limit of this machine, named).
 ///
 /// Also `wsfleet-loadtest smoke --help`: the one-instance smoke test `make promote` runs.
 #[derive(Debug, Parser)]
@@ -82,13 +87,14 @@ impl Scenario {
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The WebSocket endpoint (ws:// only). Nothing else is ever contacted.
+    /// The WebSocket endpoint (ws:// only). Repeat it to spread the sockets round-robin over
+    /// several, e.g. every instance directly. Nothing else is ever contacted.
     #[arg(
-        long,
+        long = "url",
         env = "LOADTEST_URL",
         default_value = "ws://127.0.0.1:8000/ws/chat/"
     )]
-    pub url: String,
+    pub urls: Vec<String>,
 
     /// Sockets to open.
     #[arg(short = 'n', long, env = "LOADTEST_CONNECTIONS", default_value_t = 100)]
@@ -125,6 +131,46 @@ pub struct Common {
     /// Also write the report as JSON to this file.
     #[arg(long, env = "LOADTEST_JSON")]
     pub json: Option<PathBuf>,
+
+    /// Local addresses to bind the sockets to, round-robin (comma-separated, e.g.
+    /// 127.0.0.1,127.0.0.2; every 127.x.y.z works on Linux loopback without setup). Each
+    /// (address, destination) pair has its own ~28k local ports, so this is how one machine
+    /// opens more sockets than that to one server.
+    #[arg(
+        long,
+        env = "LOADTEST_SOURCE_IPS",
+        value_delimiter = ',',
+        value_name = "IP,..."
+    )]
+    pub source_ips: Vec<IpAddr>,
+
+    /// Processes that hold the sockets: a number, or auto for as few as keep each under this
+    /// machine's per-process open-file limit (~19,900 sockets with a limit of 20,000). With
+    /// more than one, this process starts the workers, starts their run phase together once
+    /// all are connected, draws the progress and merges their results into one report.
+    #[arg(
+        long,
+        env = "LOADTEST_WORKERS",
+        default_value = "auto",
+        value_name = "N|auto"
+    )]
+    pub workers: Workers,
+
+    /// No progress bar on stderr (there is none anyway when stderr is not a terminal).
+    #[arg(long, env = "LOADTEST_NO_PROGRESS")]
+    pub no_progress: bool,
+
+    /// Internal: run as a worker of a parent process, owning the sockets with global
+    /// indices OFFSET..OFFSET+COUNT (see workers::child).
+    #[arg(long, hide = true, value_name = "OFFSET:COUNT")]
+    pub worker_slice: Option<Slice>,
+}
+
+impl Common {
+    /// The URLs for the report: one, or all of them comma-separated.
+    pub fn urls_label(&self) -> String {
+        self.urls.join(",")
+    }
 }
 
 fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
@@ -174,5 +220,57 @@ mod tests {
         assert_eq!(common.timeout, Duration::from_secs(20));
         assert_eq!(common.sample_pids, vec![("server".to_string(), 1)]);
         assert_eq!(cli.scenario.name(), "closed-loop");
+        assert_eq!(common.workers, Workers::Auto);
+        assert!(common.source_ips.is_empty() && common.worker_slice.is_none());
+    }
+
+    #[test]
+    fn urls_repeat_and_source_addresses_are_a_list() {
+        let cli = Cli::try_parse_from([
+            "wsfleet-loadtest",
+            "hold",
+            "--url",
+            "ws://127.0.0.1:1/ws/chat/",
+            "--url",
+            "ws://127.0.0.1:2/ws/chat/",
+            "--source-ips",
+            "127.0.0.1,127.0.0.2",
+            "--workers",
+            "3",
+            "--worker-slice",
+            "10:5",
+            "--no-progress",
+        ])
+        .unwrap();
+        let common = cli.scenario.common();
+        assert_eq!(common.urls.len(), 2);
+        assert_eq!(
+            common.urls_label(),
+            "ws://127.0.0.1:1/ws/chat/,ws://127.0.0.1:2/ws/chat/"
+        );
+        assert_eq!(common.source_ips.len(), 2);
+        assert_eq!(common.source_ips[1].to_string(), "127.0.0.2");
+        assert_eq!(common.workers, Workers::Count(3));
+        assert_eq!(
+            common.worker_slice,
+            Some(Slice {
+                offset: 10,
+                count: 5
+            })
+        );
+        assert!(common.no_progress);
+    }
+
+    #[test]
+    fn bad_addresses_and_worker_counts_are_refused() {
+        for bad in [
+            &["--source-ips", "127.0.0.1,nope"][..],
+            &["--workers", "0"],
+            &["--workers", "lots"],
+        ] {
+            let mut argv = vec!["wsfleet-loadtest", "hold"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 }

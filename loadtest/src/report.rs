@@ -40,6 +40,8 @@ pub struct Report {
     pub heartbeats_per_socket: Option<HeartbeatSpread>,
     /// CPU use during the run phase, in percent of one core.
     pub cpu: Vec<CpuUse>,
+    /// Processes that held the sockets (1: this process itself).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -134,6 +136,7 @@ impl Report {
                 max: s.max,
             }),
             cpu,
+            workers: 1,
         }
     }
 
@@ -167,6 +170,7 @@ impl Report {
             ),
         );
         row("open at end", c.open_at_end.to_string());
+        row("worker processes", self.workers.to_string());
         row(
             "messages sent / received",
             format!("{} / {}", m.sent, m.received),

@@ -80,9 +80,9 @@ async fn session(tcp: tokio::net::TcpStream, fake: Fake) {
 async fn run(url: &str, args: &[&str]) -> crate::report::Report {
     let mut argv = vec!["wsfleet-loadtest"];
     argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--url", url, "--timeout", "20s"]);
+    argv.extend_from_slice(&["--url", url, "--timeout", "20s", "--no-progress"]);
     let cli = Cli::try_parse_from(argv).unwrap();
-    super::run(&cli.scenario).await
+    super::run(&cli.scenario).await.unwrap()
 }
 
 #[tokio::test]
