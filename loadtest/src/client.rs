@@ -457,6 +457,64 @@ mod tests {
         assert!(host_and_port("not a url").is_err());
     }
 
+    /// A server that pings right after the welcome and closes (1008) unless the pong comes
+    /// within 200 ms, as wsfleet does after two ping intervals; it answers text with 1.
+    async fn strict_pinger() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws/chat/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let welcome = r#"{"session_uuid":"s","count":0,"resumed":false,"instance":"t"}"#;
+            ws.send(Message::text(welcome)).await.unwrap();
+            ws.send(Message::Ping(Vec::new().into())).await.unwrap();
+            let pong = tokio::time::timeout(Duration::from_millis(200), async {
+                while let Some(Ok(frame)) = ws.next().await {
+                    if matches!(frame, Message::Pong(_)) {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if pong.is_err() {
+                let _ = ws.close(None).await;
+                return;
+            }
+            while let Some(Ok(frame)) = ws.next().await {
+                if frame.is_text() {
+                    ws.send(Message::text(r#"{"count":1}"#)).await.unwrap();
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn parked_sockets_answer_pings_while_they_wait_for_the_run() {
+        let url = strict_pinger().await;
+        let target = Target::resolve(&[url], &[], None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut totals = Totals::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let parked = connect_all(&target, 0..1, 1, deadline, &mut totals).await;
+        // Waiting at the barrier, longer than the server's patience for a pong.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut conns = parked.release(&mut totals).await;
+        assert_eq!((conns.len(), totals.error_count()), (1, 0), "{totals:?}");
+        let (i, conn) = &mut conns[0];
+        assert_eq!(*i, 0);
+        conn.socket.send(Message::text("hi")).await.unwrap();
+        let event = next_event(&mut conn.socket).await;
+        assert!(
+            matches!(
+                event,
+                Event::Frame(ServerFrame::Count(CountReply { count: 1 }))
+            ),
+            "{event:?}"
+        );
+    }
+
     #[test]
     fn frames_parse_into_events() {
         assert!(matches!(

@@ -360,6 +360,9 @@ impl Fleet {
             for line in tail {
                 progress.println(&format!("  | {line}"));
             }
+            if tail.is_empty() {
+                progress.println("  (nothing)");
+            }
         }
         self.totals
     }
