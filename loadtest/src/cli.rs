@@ -91,6 +91,7 @@ pub struct Common {
     /// several, e.g. every instance directly. Nothing else is ever contacted.
     #[arg(
         long = "url",
+        value_name = "URL",
         env = "LOADTEST_URL",
         default_value = "ws://127.0.0.1:8000/ws/chat/"
     )]
@@ -123,8 +124,9 @@ pub struct Common {
     #[arg(long, env = "LOADTEST_PAYLOAD", default_value = "hello")]
     pub payload: String,
 
-    /// Also measure the CPU use of this process during the run, given as NAME=PID (e.g.
-    /// server=1234); repeatable. Read from /proc, so Linux only.
+    /// Also measure the CPU use of another process during the run phase, given as NAME=PID
+    /// (e.g. server=1234); repeatable. This tool and its workers are always measured. Read
+    /// from /proc, so Linux only.
     #[arg(long = "sample-pid", value_name = "NAME=PID", value_parser = parse_named_pid)]
     pub sample_pids: Vec<(String, u32)>,
 

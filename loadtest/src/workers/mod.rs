@@ -23,8 +23,10 @@
 //! - [`protocol`]: the lines they exchange.
 //! - [`child`]: the worker side.
 //! - [`parent`]: the coordinating side.
+//! - [`watcher`]: one task per worker process, between its pipes and the parent.
 
 pub mod child;
 pub mod parent;
 pub mod plan;
 pub mod protocol;
+mod watcher;

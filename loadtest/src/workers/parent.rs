@@ -2,7 +2,6 @@
 //! at once, merge what they send into one report, and never leave a worker behind.
 
 use std::{
-    collections::VecDeque,
     ffi::OsString,
     fmt,
     process::Stdio,
@@ -12,8 +11,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader},
-    process::{Child, ChildStdin, Command},
+    io::AsyncWriteExt,
+    process::{ChildStdin, Command},
     sync::{mpsc, watch},
     task::JoinSet,
     time::{timeout, Instant},
@@ -22,6 +21,7 @@ use tokio::{
 use super::{
     plan::{slices, Slice},
     protocol::{WorkerLine, GO},
+    watcher::{shorten, watch_worker, Event},
 };
 use crate::{
     cli::Scenario,
@@ -37,9 +37,6 @@ use crate::{
 /// How long past `--timeout` the parent waits for results: a worker stops its sockets at
 /// the timeout, then closes each (at most 2 s) and sends its totals.
 const GRACE: Duration = Duration::from_secs(15);
-
-/// Lines of a worker's stderr kept to explain its death.
-const STDERR_TAIL_LINES: usize = 20;
 
 /// The run was stopped by Ctrl-C; every worker was killed. Not a result: no report.
 #[derive(Debug)]
@@ -140,13 +137,6 @@ enum State {
 enum Stop {
     Interrupted,
     TimedOut,
-}
-
-/// What a worker's watcher task tells the parent.
-enum Event {
-    Line(usize, WorkerLine),
-    /// Its stdout ended without a `finished` line: why, and its stderr's last lines.
-    Died(usize, String, Vec<String>),
 }
 
 struct Slot {
@@ -365,101 +355,5 @@ impl Fleet {
             }
         }
         self.totals
-    }
-}
-
-/// Forwards one worker's stdout lines as events until it ends (or is told to kill it), then
-/// reaps it and, if it never sent its totals, says how it died.
-async fn watch_worker(
-    k: usize,
-    mut child: Child,
-    mut kill: watch::Receiver<bool>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let tail = tokio::spawn(keep_tail(child.stderr.take().expect("stderr is piped")));
-    let mut lines = BufReader::new(stdout).lines();
-    let mut finished = false;
-    let mut why = None;
-    loop {
-        tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(text)) => match serde_json::from_str::<WorkerLine>(&text) {
-                    Ok(line) => {
-                        finished |= matches!(line, WorkerLine::Finished(_));
-                        let _ = events.send(Event::Line(k, line));
-                    }
-                    Err(e) => {
-                        why = Some(format!("unreadable line {:?}: {e}", shorten(&text, 80)));
-                        let _ = child.start_kill();
-                        break;
-                    }
-                },
-                Ok(None) | Err(_) => break,
-            },
-            Ok(()) = kill.changed() => {
-                let _ = child.start_kill();
-                break;
-            }
-        }
-    }
-    let status = match timeout(Duration::from_secs(5), child.wait()).await {
-        Ok(Ok(status)) => status.to_string(),
-        Ok(Err(e)) => format!("wait failed: {e}"),
-        Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            "did not exit after its output ended; killed".to_string()
-        }
-    };
-    let tail = match timeout(Duration::from_secs(2), tail).await {
-        Ok(Ok(tail)) => tail,
-        _ => Vec::new(),
-    };
-    if !finished {
-        let why = why.unwrap_or(status);
-        let _ = events.send(Event::Died(k, why, tail));
-    }
-}
-
-/// Reads a worker's stderr to its end, keeping the last lines (reading all of it also keeps
-/// a chatty worker from blocking on a full pipe).
-async fn keep_tail(stderr: impl AsyncRead + Unpin) -> Vec<String> {
-    let mut lines = BufReader::new(stderr).lines();
-    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    while let Ok(Some(line)) = lines.next_line().await {
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-    tail.into()
-}
-
-/// At most `max` characters of `text`, marked when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_stderr_lines_are_cut_on_a_character_boundary() {
-        assert_eq!(shorten("short", 10), "short");
-        assert_eq!(shorten("ééééé", 3), "ééé…");
-    }
-
-    #[tokio::test]
-    async fn the_stderr_tail_keeps_the_last_lines() {
-        let text: String = (0..30).map(|i| format!("line {i}\n")).collect();
-        let tail = keep_tail(text.as_bytes()).await;
-        assert_eq!(tail.len(), STDERR_TAIL_LINES);
-        assert_eq!(tail.first().unwrap(), "line 10");
-        assert_eq!(tail.last().unwrap(), "line 29");
     }
 }
