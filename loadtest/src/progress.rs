@@ -125,6 +125,8 @@ impl Progress {
         bar.set_position(0);
         bar.reset_eta();
         bar.reset_elapsed();
+        // The run phase's counters at once, not the connect phase's until the next redraw.
+        self.update(now);
     }
 
     /// Draws the counters as of now.
