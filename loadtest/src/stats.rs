@@ -5,21 +5,27 @@
 //! precision (1.4 GB for 10k sockets), and a shared one would put a lock on the hot path.
 //! Each sample also keeps when it was taken, for the per-second series of `--plot`
 //! (see [`crate::series`]).
+//!
+//! [`Totals`] crosses process boundaries: each worker process sends its totals to the parent
+//! as JSON and the parent [`Totals::merge`]s them, so every field is serde-able (the histogram
+//! as its recorded `(value, count)` pairs, see [`recorded_pairs`]).
 
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::verify::{CountCheck, Step};
-
-use crate::series::{self, LatencySeries};
+use crate::{
+    live::LIVE,
+    series::{self, LatencySeries},
+    verify::{CountCheck, Step},
+};
 
 /// Largest latency the histogram holds, in microseconds; longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 120_000_000;
 
 /// The counts of one socket.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tally {
     pub sent: u64,
     /// Count replies received (error frames are counted in `errors`, not here).
@@ -38,7 +44,10 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// One reply's latency. Every scenario records exactly one per reply it counts, so this
+    /// is also where the progress bar's live reply count is kept.
     pub fn record_latency(&mut self, latency: Duration) {
+        LIVE.reply();
         let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
         self.latencies_us.push(us);
         self.latencies_at_ms.push(series::now_ms());
@@ -53,6 +62,7 @@ impl Tally {
     /// Counts `n` errors of one kind at once (e.g. every broadcast a socket missed).
     pub fn errors_of_kind(&mut self, kind: impl Into<String>, n: u64) {
         if n > 0 {
+            LIVE.errors(n);
             *self.errors.entry(kind.into()).or_default() += n;
         }
     }
@@ -113,7 +123,7 @@ impl Resumes {
 }
 
 /// Heartbeats seen per socket: the spread shows whether the fan-out reached every socket.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub min: u64,
     pub max: u64,
@@ -129,10 +139,39 @@ impl Spread {
             self.sum as f64 / self.sockets as f64
         }
     }
+
+    /// The spread of one socket that saw `heartbeats`.
+    fn one(heartbeats: u64) -> Self {
+        Self {
+            min: heartbeats,
+            max: heartbeats,
+            sum: heartbeats,
+            sockets: 1,
+        }
+    }
+
+    /// The spread over the sockets of both (either may have none).
+    fn combine(a: Option<Spread>, b: Option<Spread>) -> Option<Spread> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Spread {
+                min: a.min.min(b.min),
+                max: a.max.max(b.max),
+                sum: a.sum + b.sum,
+                sockets: a.sockets + b.sockets,
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The latency histogram every process uses; merging needs identical bounds.
+fn latency_histogram() -> Histogram<u64> {
+    // Three significant digits: 1 µs resolution at the bottom, 0.1% above.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
 
 /// The sum of every socket's tally, plus the connection attempts.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Totals {
     pub connections_ok: u64,
     pub connections_failed: u64,
@@ -141,6 +180,7 @@ pub struct Totals {
     pub count_violations: u64,
     pub open_at_end: u64,
     pub errors: BTreeMap<String, u64>,
+    #[serde(with = "recorded_pairs")]
     pub latency_us: Histogram<u64>,
     /// The same latencies second by second, for `--plot`.
     pub latency_series: LatencySeries,
@@ -158,9 +198,7 @@ impl Default for Totals {
             count_violations: 0,
             open_at_end: 0,
             errors: BTreeMap::new(),
-            // Three significant digits: 1 µs resolution at the bottom, 0.1% above.
-            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("constant histogram bounds are valid"),
+            latency_us: latency_histogram(),
             latency_series: LatencySeries::default(),
             heartbeats: None,
             resumes: Resumes::default(),
@@ -194,25 +232,77 @@ impl Totals {
             self.latency_us.saturating_record(u64::from(us).max(1));
             self.latency_series.record(at_ms, us);
         }
-        let h = tally.heartbeats;
-        self.heartbeats = Some(match self.heartbeats {
-            None => Spread {
-                min: h,
-                max: h,
-                sum: h,
-                sockets: 1,
-            },
-            Some(s) => Spread {
-                min: s.min.min(h),
-                max: s.max.max(h),
-                sum: s.sum + h,
-                sockets: s.sockets + 1,
-            },
-        });
+        self.heartbeats = Spread::combine(self.heartbeats, Some(Spread::one(tally.heartbeats)));
+    }
+
+    /// Adds the totals of another process (a worker) into these.
+    ///
+    /// The destructuring names every field on purpose: a field added to `Totals` does not
+    /// compile here until it says how it merges, so no count is silently dropped on the way
+    /// from the workers to the report.
+    pub fn merge(&mut self, other: Totals) {
+        let Totals {
+            connections_ok,
+            connections_failed,
+            sent,
+            received,
+            count_violations,
+            open_at_end,
+            errors,
+            latency_us,
+            latency_series,
+            heartbeats,
+            resumes,
+        } = other;
+        self.connections_ok += connections_ok;
+        self.connections_failed += connections_failed;
+        self.sent += sent;
+        self.received += received;
+        self.count_violations += count_violations;
+        self.open_at_end += open_at_end;
+        for (kind, n) in errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        // Both sides have the bounds of `latency_histogram`, so adding cannot fail; if it
+        // ever did, the report says so instead of showing percentiles without those samples.
+        if let Err(e) = self.latency_us.add(&latency_us) {
+            self.error(format!("merging latency histograms: {e:?}"));
+        }
+        // Every process cuts its series into seconds of the same run clock (see
+        // `series::origin_of`), so adding them second by second lines them up.
+        self.latency_series.merge(&latency_series);
+        self.heartbeats = Spread::combine(self.heartbeats, heartbeats);
+        self.resumes.add(&resumes);
     }
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+}
+
+/// Serde for the latency histogram as its recorded `(value, count)` pairs: one pair per
+/// non-empty bucket (a few thousand at most, however many samples), no extra crate features.
+/// Each value is its bucket's highest equivalent value, so it lands in the same bucket again
+/// and the percentiles after a round trip are exactly those before it.
+mod recorded_pairs {
+    use hdrhistogram::Histogram;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value())),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let pairs = Vec::<(u64, u64)>::deserialize(d)?;
+        let mut h = super::latency_histogram();
+        for (value, count) in pairs {
+            h.record_n(value, count)
+                .map_err(|e| D::Error::custom(format!("latency {value} µs out of range: {e:?}")))?;
+        }
+        Ok(h)
     }
 }
 
@@ -307,5 +397,75 @@ mod tests {
         t.record_latency(Duration::from_secs(3600));
         totals.absorb(t);
         assert_eq!(totals.latency_us.len(), 2);
+    }
+
+    /// A worker's totals after the JSON round trip, as the parent receives them.
+    fn via_json(totals: &Totals) -> Totals {
+        serde_json::from_str(&serde_json::to_string(totals).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn merged_worker_totals_give_the_percentiles_of_one_histogram_of_all_samples() {
+        // Three "workers" with different latency mixes; one Totals sees every sample.
+        let mut all = Totals::default();
+        let mut merged = Totals::default();
+        for worker in 0..3u64 {
+            let mut part = Totals {
+                connections_ok: 10 + worker,
+                connections_failed: worker,
+                ..Totals::default()
+            };
+            for socket in 0..10u64 {
+                let mut t = Tally {
+                    sent: 5,
+                    received: 5,
+                    heartbeats: worker * 10 + socket,
+                    open_at_end: socket % 2 == 0,
+                    ..Tally::default()
+                };
+                for k in 0..5u64 {
+                    let us = 37 + worker * 9_000 + socket * 1_301 + k * k * 977;
+                    t.record_latency(Duration::from_micros(us));
+                }
+                if socket == worker {
+                    t.error(format!("kind {worker}"));
+                }
+                all.absorb(t.clone());
+                part.absorb(t);
+            }
+            all.connections_ok += 10 + worker;
+            all.connections_failed += worker;
+            merged.merge(via_json(&part));
+        }
+        assert_eq!(merged.latency_us.len(), 150);
+        for q in [0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.latency_us.value_at_quantile(q),
+                all.latency_us.value_at_quantile(q),
+                "quantile {q}"
+            );
+        }
+        assert_eq!(merged.latency_us.max(), all.latency_us.max());
+        assert_eq!(merged.latency_us.min(), all.latency_us.min());
+        assert!((merged.latency_us.mean() - all.latency_us.mean()).abs() < 1e-9);
+        assert_eq!((merged.connections_ok, merged.connections_failed), (33, 3));
+        assert_eq!((merged.sent, merged.received), (150, 150));
+        assert_eq!(merged.open_at_end, 15);
+        assert_eq!(merged.errors, all.errors);
+        assert_eq!(merged.error_count(), 3);
+        assert_eq!(merged.heartbeats, all.heartbeats);
+        assert_eq!(merged.heartbeats.unwrap().sockets, 30);
+    }
+
+    #[test]
+    fn merging_an_empty_worker_changes_nothing() {
+        let mut totals = Totals::default();
+        let mut t = Tally::default();
+        t.record_latency(Duration::from_millis(3));
+        totals.absorb(t);
+        let before = (totals.latency_us.len(), totals.heartbeats);
+        totals.merge(via_json(&Totals::default()));
+        assert_eq!((totals.latency_us.len(), totals.heartbeats), before);
+        assert_eq!(totals.error_count(), 0);
     }
 }

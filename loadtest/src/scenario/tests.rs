@@ -140,10 +140,10 @@ async fn session(tcp: tokio::net::TcpStream, fake: Fake, sessions: Arc<Mutex<Ses
 async fn run(url: &str, args: &[&str]) -> crate::report::Report {
     let mut argv = vec!["wsfleet-loadtest"];
     argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--url", url, "--timeout", "20s"]);
+    argv.extend_from_slice(&["--url", url, "--timeout", "20s", "--no-progress"]);
     let mut cli = Cli::try_parse_from(argv).unwrap();
     cli.scenario.settle_random_defaults();
-    super::run(&cli.scenario).await
+    super::run(&cli.scenario).await.unwrap()
 }
 
 #[tokio::test]

@@ -1,0 +1,32 @@
+//! Spreading one run over several processes, for more sockets than one process may open
+//! (the open-file limit, 20,000 here and not raisable).
+//!
+//! The parent re-executes its own binary once per worker, with the same arguments plus the
+//! hidden `--worker-slice OFFSET:COUNT`: the sockets with global indices
+//! `OFFSET..OFFSET+COUNT` (global, so sessions, URLs and source addresses are the same as in
+//! one process). Workers talk to the parent in JSON lines ([`protocol`]):
+//!
+//! 1. each worker connects its slice, reporting progress now and then, then says
+//!    `connected` and waits for a `go` line on stdin: the barrier;
+//! 2. once every worker is there, the parent starts its CPU window, sends every worker `go`
+//!    and starts the [`Coordinator`](crate::coordinator::Coordinator), so the run phase
+//!    starts everywhere at once and run-wide work happens once;
+//! 3. each worker runs its sockets, sends its [`Totals`](crate::stats::Totals), and stays
+//!    until the parent closes its stdin (so the parent can read its CPU time for the run
+//!    phase); the parent merges the totals into one report.
+//!
+//! Failure handling: a worker that dies is an error in the report, with the tail of its
+//! stderr; on its own timeout or Ctrl-C the parent kills every worker by PID. A worker whose
+//! stdin closes (the parent died) exits at once, so none is ever left behind.
+//!
+//! - [`plan`]: how many workers, which slice each owns.
+//! - [`protocol`]: the lines they exchange.
+//! - [`child`]: the worker side.
+//! - [`parent`]: the coordinating side.
+//! - [`watcher`]: one task per worker process, between its pipes and the parent.
+
+pub mod child;
+pub mod parent;
+pub mod plan;
+pub mod protocol;
+mod watcher;
