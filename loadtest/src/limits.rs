@@ -68,7 +68,9 @@ fn choose_workers(sockets: u64, asked: Workers, soft: u64, hard: u64) -> Result<
             bail!("--workers {k} is more than the {sockets} sockets to open (--connections)")
         }
         Workers::Count(k) if k < fewest => bail!(
-            "{sockets} sockets in {k} process(es) need about {} open files each, but a process              may have only {soft} (hard limit {hard}): use --workers {fewest} or more (or              --workers auto), or raise the hard limit (LimitNOFILE=, /etc/security/limits.conf)",
+            "{sockets} sockets in {k} process(es) need about {} open files each, but a process \
+             may have only {soft} (hard limit {hard}): use --workers {fewest} or more (or \
+             --workers auto), or raise the hard limit (LimitNOFILE=, /etc/security/limits.conf)",
             (sockets as usize).div_ceil(k) as u64 + FD_RESERVE
         ),
         Workers::Count(k) => Ok(k),
