@@ -244,7 +244,8 @@ pub struct Common {
     /// Processes that hold the sockets: a number, or auto for as few as keep each under this
     /// machine's per-process open-file limit (~19,900 sockets with a limit of 20,000). With
     /// more than one, this process starts the workers, starts their run phase together once
-    /// all are connected, draws the progress and merges their results into one report.
+    /// all are connected, draws the progress and merges their results into one report; it
+    /// also publishes fan-out's broadcasts and runs the --during command, once for all.
     #[arg(
         long,
         env = "LOADTEST_WORKERS",

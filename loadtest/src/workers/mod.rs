@@ -9,11 +9,19 @@
 //! 1. each worker connects its slice, reporting progress now and then, then says
 //!    `connected` and waits for a `go` line on stdin: the barrier;
 //! 2. once every worker is there, the parent starts its CPU window, sends every worker `go`
-//!    and starts the [`Coordinator`](crate::coordinator::Coordinator), so the run phase
-//!    starts everywhere at once and run-wide work happens once;
+//!    (with the run's wall-clock start, second 0 of every worker's `--plot` series) and
+//!    starts the [`Coordinator`](crate::coordinator::Coordinator), so the run phase starts
+//!    everywhere at once and run-wide work (fan-out's broadcasts, the `--during` command)
+//!    happens once, here; when the coordinator is done publishing, the parent says
+//!    `published` to every worker, whose fan-out receivers stop a grace period later;
 //! 3. each worker runs its sockets, sends its [`Totals`](crate::stats::Totals), and stays
 //!    until the parent closes its stdin (so the parent can read its CPU time for the run
-//!    phase); the parent merges the totals into one report.
+//!    phase); the parent merges the totals into one report, with the coordinator's findings
+//!    (the `--during` command's exit code and duration, publishing errors).
+//!
+//! What the parent settled at random (the session prefix of `resume` and `--during` runs,
+//! fan-out's run id) reaches the workers through the environment fallbacks of those options,
+//! so all share one run's sessions and broadcasts.
 //!
 //! Failure handling: a worker that dies is an error in the report, with the tail of its
 //! stderr; on its own timeout or Ctrl-C the parent kills every worker by PID. A worker whose
@@ -23,9 +31,11 @@
 //! - [`protocol`]: the lines they exchange.
 //! - [`child`]: the worker side.
 //! - [`parent`]: the coordinating side.
+//! - [`fleet`]: the worker processes as the parent sees them.
 //! - [`watcher`]: one task per worker process, between its pipes and the parent.
 
 pub mod child;
+mod fleet;
 pub mod parent;
 pub mod plan;
 pub mod protocol;
