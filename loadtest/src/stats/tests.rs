@@ -116,7 +116,13 @@ fn merged_worker_totals_give_the_percentiles_of_one_histogram_of_all_samples() {
             for k in 0..5u64 {
                 let us = 37 + worker * 9_000 + socket * 1_301 + k * k * 977;
                 t.record_latency(Duration::from_micros(us));
+                // Spread over seconds 0..=4 of the run, as every worker shares its clock.
+                t.latencies_at_ms[k as usize] = (worker * 300 + k * 900 + socket) as u32;
             }
+            t.resumes
+                .reconnected(Duration::from_millis(worker * 10 + socket));
+            t.resumes.counts_lost = socket % 3;
+            t.resumes.resumes_ok = 1;
             if socket == worker {
                 t.error(format!("kind {worker}"));
             }
@@ -141,6 +147,16 @@ fn merged_worker_totals_give_the_percentiles_of_one_histogram_of_all_samples() {
     assert_eq!((merged.connections_ok, merged.connections_failed), (33, 3));
     assert_eq!((merged.sent, merged.received), (150, 150));
     assert_eq!(merged.open_at_end, 15);
+    assert_eq!(merged.resumes, all.resumes);
+    assert_eq!(merged.resumes.reconnects, 30);
+    assert_eq!(
+        merged.resumes.longest_gap_us, 29_000,
+        "the longest, not a sum"
+    );
+    assert_eq!(merged.resumes.resumes_ok, 30);
+    let per_second = merged.latency_series.points(5.0);
+    assert_eq!(per_second.len(), 5, "{per_second:?}");
+    assert_eq!(per_second, all.latency_series.points(5.0));
     assert_eq!(merged.errors, all.errors);
     assert_eq!(merged.error_count(), 3);
     assert_eq!(merged.heartbeats, all.heartbeats);

@@ -256,3 +256,47 @@ fn plot_over_two_workers_has_every_second_of_the_run() {
         "no line past second 2: {points_per_line:?}"
     );
 }
+
+#[test]
+fn resume_over_two_workers_adds_up_every_workers_resumes_on_one_set_of_sessions() {
+    let redis = Redis::start();
+    let server = Server::start(&redis, harness::free_port());
+    let ws = server.ws_url();
+    // No --session-prefix: the parent's random one must reach both workers.
+    let run = loadtest(&[
+        "resume",
+        "-n",
+        "10",
+        "--workers",
+        "2",
+        "-m",
+        "6",
+        "--resumes",
+        "2",
+        "--url",
+        &ws,
+        "--timeout",
+        "60s",
+    ]);
+    let r = &run.report;
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert_eq!(r["workers"], 2, "{r:#}");
+    assert_eq!(r["resume"]["resumes_ok"], 20, "{r:#}");
+    assert_eq!(r["resume"]["resumes_failed"], 0, "{r:#}");
+    assert_eq!(r["messages"]["received"], 60, "{r:#}");
+    // One prefix, global indices 0..10: ten sessions named alike, six counted each.
+    let keys = redis
+        .cli(&["KEYS", "wsfleet:session:*"])
+        .unwrap_or_default();
+    let sessions: Vec<&str> = keys.lines().collect();
+    assert_eq!(sessions.len(), 10, "{sessions:?}");
+    let prefix = sessions[0]
+        .trim_start_matches("wsfleet:session:")
+        .rsplit_once('-')
+        .map(|(prefix, _)| prefix.to_string())
+        .unwrap();
+    for i in 0..10 {
+        let session = format!("{prefix}-{i}");
+        assert_eq!(redis.session_count(&session), Some(6), "{session}");
+    }
+}
