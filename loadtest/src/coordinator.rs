@@ -2,8 +2,8 @@
 //! the run: this process with `--workers 1`, the parent with more.
 //!
 //! The hook: [`Coordinator::start`] is called exactly once, right after every socket of
-//! every worker is connected and the run phase has been released (with workers: right after
-//! the parent sent them `go`); [`Coordinator::finish`] once the sockets are done (every
+//! every worker is connected and the run phase has been released (with workers: once every
+//! worker said its sockets are running, after the parent sent them `go`); [`Coordinator::finish`] once the sockets are done (every
 //! worker's totals in), before the report is made. Socket tasks never see it, and workers
 //! never run it, so what it does happens once however many processes hold the sockets.
 //!

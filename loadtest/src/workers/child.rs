@@ -67,6 +67,7 @@ pub fn run(scenario: &Scenario, slice: Slice) -> Result<u8> {
                 .latency_series
                 .begin_at(series::local_ms_of(run_start_us));
             let conns = parked.release(&mut totals).await;
+            WorkerLine::Running.emit();
             scenario::run_sockets(scenario, &target, conns, &mut totals, published, deadline).await;
         }
         reporter.abort();

@@ -31,6 +31,8 @@ pub enum State {
     Connecting,
     /// At the barrier.
     Connected,
+    /// Past the barrier: its sockets are in the run phase.
+    Running,
     Finished,
     /// Ended without sending its totals (or was killed).
     Dead,
@@ -155,6 +157,7 @@ impl Fleet {
                 self.set_latest(k, now);
                 self.slots[k].state = State::Connected;
             }
+            Event::Line(k, WorkerLine::Running) => self.slots[k].state = State::Running,
             Event::Line(k, WorkerLine::Finished(totals)) => {
                 self.totals.merge(*totals);
                 self.slots[k].state = State::Finished;
@@ -199,13 +202,13 @@ impl Fleet {
         names
     }
 
-    /// Says `line` to every worker at the barrier or past it (state `Connected` until it
-    /// sends its totals). `go` thus opens the barrier for all as close together as writes to
-    /// pipes get (microseconds apart).
+    /// Says `line` to every worker at the barrier or past it (until it sends its totals).
+    /// `go` thus opens the barrier for all as close together as writes to pipes get
+    /// (microseconds apart).
     pub async fn tell(&mut self, line: ParentLine) {
         let text = line.to_line();
         for slot in &mut self.slots {
-            if slot.state != State::Connected {
+            if !matches!(slot.state, State::Connected | State::Running) {
                 continue;
             }
             if let Some(stdin) = slot.stdin.as_mut() {

@@ -8,12 +8,14 @@
 //!
 //! 1. each worker connects its slice, reporting progress now and then, then says
 //!    `connected` and waits for a `go` line on stdin: the barrier;
-//! 2. once every worker is there, the parent starts its CPU window, sends every worker `go`
-//!    (with the run's wall-clock start, second 0 of every worker's `--plot` series) and
-//!    starts the [`Coordinator`](crate::coordinator::Coordinator), so the run phase starts
-//!    everywhere at once and run-wide work (fan-out's broadcasts, the `--during` command)
-//!    happens once, here; when the coordinator is done publishing, the parent says
-//!    `published` to every worker, whose fan-out receivers stop a grace period later;
+//! 2. once every worker is there, the parent starts its CPU window and sends every worker
+//!    `go` (with the run's wall-clock start, second 0 of every worker's `--plot` series), so
+//!    the run phase starts everywhere at once; each worker says `running` once its sockets
+//!    have left the barrier, and when all have, the parent starts the
+//!    [`Coordinator`](crate::coordinator::Coordinator): run-wide work (fan-out's broadcasts,
+//!    the `--during` command) happens once, here, and no broadcast reaches a socket still
+//!    parked. When the coordinator is done publishing, the parent says `published` to every
+//!    worker, whose fan-out receivers stop a grace period later;
 //! 3. each worker runs its sockets, sends its [`Totals`](crate::stats::Totals), and stays
 //!    until the parent closes its stdin (so the parent can read its CPU time for the run
 //!    phase); the parent merges the totals into one report, with the coordinator's findings

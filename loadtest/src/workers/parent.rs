@@ -70,28 +70,31 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
     progress.start_run(run_goal(scenario), fleet.snapshot());
     let mut coordinator = None;
     let run_started = Instant::now();
-    let mut stopped = match connected {
-        Ok(()) => {
-            fleet
-                .tell(ParentLine::Go {
-                    run_start_us: series::unix_micros(),
-                })
-                .await;
-            let coordinating = Coordinator::start(scenario, started + common.timeout);
-            // Passed on to the workers when it turns true (see `Fleet::wait`).
-            let mut published = Some(coordinating.published());
-            coordinator = Some(coordinating);
-            fleet
-                .wait(
-                    give_up,
-                    |s| matches!(s, State::Finished | State::Dead),
-                    &mut published,
-                )
-                .await
-        }
-        // Only waited for when everyone got there; `stopped` says why not.
-        Err(stop) => Err(stop),
-    };
+    let mut stopped = async {
+        connected?;
+        fleet
+            .tell(ParentLine::Go {
+                run_start_us: series::unix_micros(),
+            })
+            .await;
+        // Nothing is published before every worker's sockets have left the barrier: a
+        // parked socket does not count a broadcast (in one process the order is the same).
+        fleet
+            .wait(give_up, |s| s != State::Connected, &mut None)
+            .await?;
+        let coordinating = Coordinator::start(scenario, started + common.timeout);
+        // Passed on to the workers when it turns true (see `Fleet::wait`).
+        let mut published = Some(coordinating.published());
+        coordinator = Some(coordinating);
+        fleet
+            .wait(
+                give_up,
+                |s| matches!(s, State::Finished | State::Dead),
+                &mut published,
+            )
+            .await
+    }
+    .await;
     // The run phase lasts until the coordinator's work (a --during command) is done too;
     // Ctrl-C still stops the run meanwhile (the command is killed as the runtime ends).
     let finished = match coordinator {

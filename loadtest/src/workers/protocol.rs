@@ -34,6 +34,9 @@ pub enum WorkerLine {
     Progress(Snapshot),
     /// Every socket of its slice was tried; it now waits for [`ParentLine::Go`].
     Connected(Snapshot),
+    /// After `go`: its sockets have left the barrier and are in their run phase (none is
+    /// parked any more, so each counts what arrives from now on).
+    Running,
     /// Its run phase is over: everything it counted. It exits after this line.
     Finished(Box<Totals>),
 }
@@ -76,6 +79,11 @@ mod tests {
             panic!("not finished: {text}");
         };
         assert_eq!(back.connections_ok, 7);
+        let text = serde_json::to_string(&WorkerLine::Running).unwrap();
+        assert!(matches!(
+            serde_json::from_str(&text).unwrap(),
+            WorkerLine::Running
+        ));
     }
 
     #[test]
