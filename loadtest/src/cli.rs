@@ -3,19 +3,23 @@
 //! Every option has an environment fallback (`LOADTEST_*`) so `make load-test` and the bench
 //! script can pass settings without rebuilding long command lines.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use wsfleet::config::{parse_duration, Secret};
 
-/// Load tester for wsfleet: opens many WebSockets to one URL and measures counts, latency and
-/// throughput.
+use crate::workers::plan::{Slice, Workers};
+
+/// Load tester for wsfleet: opens many WebSockets to one or more URLs and measures counts,
+/// latency and throughput. Past one process's open-file limit it spreads itself over worker
+/// processes (--workers), and past one address's local ports over source addresses
+/// (--source-ips) and destinations (--url, repeatable).
 ///
 /// Exit code: 0 when every connection and reply was as expected, 1 when a count was wrong
 /// (a skipped or repeated number, in a reply or in a resumed session's welcome), 2 when
 /// connections failed or sockets errored (including the overall --timeout running out, a
-/// broadcast missed, or a failing --during command) but no count was wrong, 3 when the run
-/// could not start (bad option, limits).
+/// broadcast missed, a failing --during command, or a worker process dying) but no count was
+/// wrong, 3 when the run could not start (a bad option, or a limit of this machine, named).
 ///
 /// Also `wsfleet-loadtest smoke --help`: the one-instance smoke test `make promote` runs.
 #[derive(Debug, Parser)]
@@ -87,8 +91,8 @@ pub enum Scenario {
         #[arg(long, env = "LOADTEST_BROADCAST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         broadcast_interval: Duration,
         /// Tags this run's broadcasts so other broadcasts are not counted (default: random;
-        /// set by a parent process for its workers).
-        #[arg(long, hide = true)]
+        /// set by a parent process for its workers, through the environment).
+        #[arg(long, hide = true, env = "LOADTEST_RUN_ID")]
         run_id: Option<String>,
     },
     /// Every socket uses session <PREFIX>-<i> (--session-prefix, default a random one) and
@@ -158,14 +162,16 @@ impl Scenario {
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The WebSocket endpoint (ws:// only). Nothing else is ever contacted, but fan-out's
+    /// The WebSocket endpoint (ws:// only). Repeat it to spread the sockets round-robin over
+    /// several, e.g. every instance directly. Nothing else is ever contacted, but fan-out's
     /// --broadcast-url.
     #[arg(
-        long,
+        long = "url",
+        value_name = "URL",
         env = "LOADTEST_URL",
         default_value = "ws://127.0.0.1:8000/ws/chat/"
     )]
-    pub url: String,
+    pub urls: Vec<String>,
 
     /// Sockets to open.
     #[arg(short = 'n', long, env = "LOADTEST_CONNECTIONS", default_value_t = 100)]
@@ -195,8 +201,9 @@ pub struct Common {
     #[arg(long, env = "LOADTEST_PAYLOAD", default_value = "hello")]
     pub payload: String,
 
-    /// Also measure the CPU use of this process during the run, given as NAME=PID (e.g.
-    /// server=1234); repeatable. Read from /proc, so Linux only.
+    /// Also measure the CPU use of another process during the run phase, given as NAME=PID
+    /// (e.g. server=1234); repeatable. This tool and its workers are always measured. Read
+    /// from /proc, so Linux only.
     #[arg(long = "sample-pid", value_name = "NAME=PID", value_parser = parse_named_pid)]
     pub sample_pids: Vec<(String, u32)>,
 
@@ -221,6 +228,47 @@ pub struct Common {
     /// replies per second, and the latency distribution.
     #[arg(long, env = "LOADTEST_PLOT")]
     pub plot: Option<PathBuf>,
+
+    /// Local addresses to bind the sockets to, round-robin (comma-separated, e.g.
+    /// 127.0.0.1,127.0.0.2; every 127.x.y.z works on Linux loopback without setup). Each
+    /// (address, destination) pair has its own ~28k local ports, so this is how one machine
+    /// opens more sockets than that to one server.
+    #[arg(
+        long,
+        env = "LOADTEST_SOURCE_IPS",
+        value_delimiter = ',',
+        value_name = "IP,..."
+    )]
+    pub source_ips: Vec<IpAddr>,
+
+    /// Processes that hold the sockets: a number, or auto for as few as keep each under this
+    /// machine's per-process open-file limit (~19,900 sockets with a limit of 20,000). With
+    /// more than one, this process starts the workers, starts their run phase together once
+    /// all are connected, draws the progress and merges their results into one report; it
+    /// also publishes fan-out's broadcasts and runs the --during command, once for all.
+    #[arg(
+        long,
+        env = "LOADTEST_WORKERS",
+        default_value = "auto",
+        value_name = "N|auto"
+    )]
+    pub workers: Workers,
+
+    /// No progress bar on stderr (there is none anyway when stderr is not a terminal).
+    #[arg(long, env = "LOADTEST_NO_PROGRESS")]
+    pub no_progress: bool,
+
+    /// Internal: run as a worker of a parent process, owning the sockets with global
+    /// indices OFFSET..OFFSET+COUNT (see workers::child).
+    #[arg(long, hide = true, value_name = "OFFSET:COUNT")]
+    pub worker_slice: Option<Slice>,
+}
+
+impl Common {
+    /// The URLs for the report: one, or all of them comma-separated.
+    pub fn urls_label(&self) -> String {
+        self.urls.join(",")
+    }
 }
 
 /// Keeps a token out of `Debug` output (a panic message printing the options, say).
@@ -242,108 +290,4 @@ fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn named_pids_parse_and_reject_garbage() {
-        assert_eq!(parse_named_pid("server=42"), Ok(("server".into(), 42)));
-        assert!(parse_named_pid("server").is_err());
-        assert!(parse_named_pid("=42").is_err());
-        assert!(parse_named_pid("server=x").is_err());
-    }
-
-    #[test]
-    fn subcommands_parse_with_shared_options() {
-        let cli = Cli::try_parse_from([
-            "wsfleet-loadtest",
-            "closed-loop",
-            "-n",
-            "10",
-            "-m",
-            "5",
-            "--timeout",
-            "20s",
-            "--sample-pid",
-            "server=1",
-        ])
-        .unwrap();
-        let Scenario::ClosedLoop { common, messages } = &cli.scenario else {
-            panic!("wrong scenario: {:?}", cli.scenario);
-        };
-        assert_eq!((common.connections, *messages), (10, 5));
-        assert_eq!(common.timeout, Duration::from_secs(20));
-        assert_eq!(common.sample_pids, vec![("server".to_string(), 1)]);
-        assert_eq!(cli.scenario.name(), "closed-loop");
-        assert_eq!(common.during, None);
-    }
-
-    #[test]
-    fn fan_out_resume_and_during_parse() {
-        let cli = Cli::try_parse_from([
-            "wsfleet-loadtest",
-            "fan-out",
-            "--token",
-            "secret",
-            "--broadcasts",
-            "3",
-            "--broadcast-interval",
-            "200ms",
-            "--during",
-            "kill -TERM 1234",
-            "--during-after",
-            "2s",
-        ])
-        .unwrap();
-        let Scenario::FanOut {
-            common,
-            token,
-            broadcasts,
-            broadcast_interval,
-            ..
-        } = &cli.scenario
-        else {
-            panic!("wrong scenario: {:?}", cli.scenario);
-        };
-        assert_eq!((token.expose(), *broadcasts), ("secret", 3));
-        assert!(!format!("{:?}", cli.scenario).contains("secret"));
-        assert_eq!(*broadcast_interval, Duration::from_millis(200));
-        assert_eq!(common.during.as_deref(), Some("kill -TERM 1234"));
-        assert_eq!(common.during_after, Duration::from_secs(2));
-
-        let cli = Cli::try_parse_from(["wsfleet-loadtest", "resume", "-m", "9", "--resumes", "2"])
-            .unwrap();
-        assert!(matches!(
-            cli.scenario,
-            Scenario::Resume {
-                messages: 9,
-                resumes: 2,
-                ..
-            }
-        ));
-        assert_eq!(cli.scenario.name(), "resume");
-    }
-
-    #[test]
-    fn resume_and_during_runs_get_a_session_prefix_and_fan_out_a_run_id() {
-        let settled = |args: &[&str]| {
-            let mut cli = Cli::try_parse_from(args).unwrap();
-            cli.scenario.settle_random_defaults();
-            cli.scenario
-        };
-        let plain = settled(&["lt", "closed-loop"]);
-        assert_eq!(plain.common().session_prefix, None);
-        let resume = settled(&["lt", "resume"]);
-        let prefix = resume.common().session_prefix.clone().unwrap();
-        assert!(prefix.starts_with("lt-") && prefix.len() < 40, "{prefix}");
-        wsfleet::protocol::validate_session_id(&format!("{prefix}-99999")).unwrap();
-        let during = settled(&["lt", "hold", "--during", "true"]);
-        assert!(during.common().session_prefix.is_some());
-        let given = settled(&["lt", "resume", "--session-prefix", "mine"]);
-        assert_eq!(given.common().session_prefix.as_deref(), Some("mine"));
-        let Scenario::FanOut { run_id, .. } = settled(&["lt", "fan-out", "--token", "t"]) else {
-            panic!("not fan-out");
-        };
-        assert!(run_id.is_some());
-    }
-}
+mod tests;

@@ -1,20 +1,24 @@
-//! The client side of one socket: connecting (with bounded concurrency), reading the next
-//! server frame as a typed event, and closing.
+//! The client side of one socket: where it goes ([`target`]: over the URLs and source
+//! addresses), connecting ([`connect`]: with bounded concurrency), reading the next server
+//! frame as a typed event, and closing.
+
+mod connect;
+mod target;
 
 use std::time::Duration;
 
-use futures_util::{stream, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, time::Instant};
 use tokio_tungstenite::{
-    connect_async_with_config,
     tungstenite::{self, protocol::frame::coding::CloseCode, protocol::WebSocketConfig, Message},
-    MaybeTlsStream, WebSocketStream,
+    WebSocketStream,
 };
 use wsfleet::protocol::{ServerFrame, Welcome};
 
-use crate::stats::Totals;
+pub use connect::{connect_all, connect_one, Parked};
+pub use target::{host_and_port, Dial, Target};
 
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<TcpStream>;
 
 /// An open socket and the welcome it began with.
 pub struct Conn {
@@ -32,79 +36,6 @@ pub fn ws_config() -> WebSocketConfig {
         // 0: each frame is written at once; the load tester wants every send on the wire now.
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
-}
-
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub url: String,
-    pub session_prefix: Option<String>,
-    pub connect_timeout: Duration,
-}
-
-impl Target {
-    /// The URL for socket `i`: with `session_uuid=<prefix>-<i>` when resuming sessions.
-    pub fn url_for(&self, i: usize) -> String {
-        match &self.session_prefix {
-            None => self.url.clone(),
-            Some(prefix) => self.session_url(&format!("{prefix}-{i}")),
-        }
-    }
-
-    /// The URL that resumes `session` (the id a welcome frame named).
-    pub fn session_url(&self, session: &str) -> String {
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}session_uuid={session}", self.url)
-    }
-}
-
-/// Opens `n` sockets, at most `concurrency` attempts at a time, each bounded by the connect
-/// timeout and all by `deadline`. Failures are counted in `totals`; the open sockets are
-/// returned in no particular order.
-pub async fn connect_all(
-    target: &Target,
-    n: usize,
-    concurrency: usize,
-    deadline: Instant,
-    totals: &mut Totals,
-) -> Vec<Conn> {
-    let attempts = stream::iter(0..n)
-        .map(|i| {
-            let url = target.url_for(i);
-            let own_deadline = deadline.min(Instant::now() + target.connect_timeout);
-            async move {
-                match tokio::time::timeout_at(own_deadline, connect_one(&url)).await {
-                    Ok(result) => result,
-                    Err(_) => Err("connect: timeout".to_string()),
-                }
-            }
-        })
-        .buffer_unordered(concurrency);
-    futures_util::pin_mut!(attempts);
-    let mut conns = Vec::with_capacity(n);
-    while let Some(result) = attempts.next().await {
-        match result {
-            Ok(conn) => {
-                totals.connections_ok += 1;
-                conns.push(conn);
-            }
-            Err(kind) => totals.connection_failed(kind),
-        }
-    }
-    conns
-}
-
-/// TCP connect, upgrade, and the welcome frame: a socket counts as open once it has all three.
-pub async fn connect_one(url: &str) -> Result<Conn, String> {
-    // Nagle off: small frames would otherwise wait for the previous one's ACK.
-    let (mut socket, _response) = connect_async_with_config(url, Some(ws_config()), true)
-        .await
-        .map_err(|e| format!("connect: {}", error_kind(&e)))?;
-    match next_event(&mut socket).await {
-        Event::Frame(ServerFrame::Welcome(welcome)) => Ok(Conn { socket, welcome }),
-        Event::Frame(other) => Err(format!("connect: first frame not a welcome: {other:?}")),
-        other => Err(format!("connect: before welcome: {}", other.describe())),
-    }
 }
 
 /// What reading a socket produced.
@@ -197,26 +128,6 @@ pub async fn close(socket: &mut Socket, deadline: Instant) {
 mod tests {
     use super::*;
     use wsfleet::protocol::CountReply;
-
-    #[test]
-    fn urls_carry_a_session_only_when_resuming() {
-        let mut target = Target {
-            url: "ws://127.0.0.1:8000/ws/chat/".into(),
-            session_prefix: None,
-            connect_timeout: Duration::from_secs(1),
-        };
-        assert_eq!(target.url_for(3), "ws://127.0.0.1:8000/ws/chat/");
-        target.session_prefix = Some("lt".into());
-        assert_eq!(
-            target.url_for(3),
-            "ws://127.0.0.1:8000/ws/chat/?session_uuid=lt-3"
-        );
-        target.url.push_str("?x=1");
-        assert_eq!(
-            target.url_for(0),
-            "ws://127.0.0.1:8000/ws/chat/?x=1&session_uuid=lt-0"
-        );
-    }
 
     #[test]
     fn frames_parse_into_events() {

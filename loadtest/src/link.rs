@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use wsfleet::protocol::{judge_resume, Resumption, ServerFrame};
 
 use crate::{
-    client::{self, Conn, Event, Socket, Target},
+    client::{self, Conn, Dial, Event, Socket, Target},
     stats::Tally,
     verify::CountCheck,
 };
@@ -33,17 +33,19 @@ pub struct Link {
     pub socket: Socket,
     /// The counter as this client knows it: `acked()` is the last count it was told.
     pub check: CountCheck,
-    /// The URL naming this socket's session (from its welcome).
-    session_url: String,
+    /// How to reach this socket's session again (from its welcome): the same URL, address
+    /// and source address as its first connection.
+    session: Dial,
     /// Whether a socket the server ends is reconnected (`--during`) or is an error.
     follows_server_closes: bool,
     connect_timeout: Duration,
 }
 
 impl Link {
-    pub fn new(conn: Conn, target: &Target, follows_server_closes: bool) -> Link {
+    /// The link of socket `i` (its global index, which decides its route).
+    pub fn new(i: usize, conn: Conn, target: &Target, follows_server_closes: bool) -> Link {
         Link {
-            session_url: target.session_url(&conn.welcome.session_uuid),
+            session: target.dial_session(i, &conn.welcome.session_uuid),
             check: CountCheck::new(conn.welcome.count),
             socket: conn.socket,
             follows_server_closes,
@@ -99,7 +101,7 @@ impl Link {
         client::close(&mut self.socket, deadline).await;
         let conn = match tokio::time::timeout_at(
             deadline.min(Instant::now() + self.connect_timeout),
-            client::connect_one(&self.session_url),
+            client::connect_one(&self.session),
         )
         .await
         {
@@ -128,16 +130,14 @@ impl Link {
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt_until = give_up.min(Instant::now() + self.connect_timeout);
-            let error = match tokio::time::timeout_at(
-                attempt_until,
-                client::connect_one(&self.session_url),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(kind)) => kind,
-                Err(_) => "connect: timeout".to_string(),
-            };
+            let error =
+                match tokio::time::timeout_at(attempt_until, client::connect_one(&self.session))
+                    .await
+                {
+                    Ok(Ok(conn)) => return Ok(conn),
+                    Ok(Err(kind)) => kind,
+                    Err(_) => "connect: timeout".to_string(),
+                };
             if Instant::now() + backoff >= give_up {
                 return Err(format!("resume gave up ({error})"));
             }

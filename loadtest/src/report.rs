@@ -43,6 +43,8 @@ pub struct Report {
     pub heartbeats_per_socket: Option<HeartbeatSpread>,
     /// CPU use during the run phase, in percent of one core.
     pub cpu: Vec<CpuUse>,
+    /// Processes that held the sockets (1: this process itself).
+    pub workers: usize,
     /// fan-out only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<FanOut>,
@@ -150,6 +152,7 @@ impl Report {
                 max: s.max,
             }),
             cpu,
+            workers: 1,
             fan_out: None,
             resume: None,
             disruption: None,
@@ -187,6 +190,7 @@ impl Report {
             ),
         );
         row("open at end", c.open_at_end.to_string());
+        row("worker processes", self.workers.to_string());
         row(
             "messages sent / received",
             format!("{} / {}", m.sent, m.received),

@@ -6,8 +6,16 @@
 //! ([`LatencySeries`]): one small HDR histogram per second, whatever the number of samples or
 //! sockets. Two significant digits (under 1% error) keep a second's histogram at ~10 KB for
 //! latencies up to a few seconds, against ~140 KB at the three digits of the headline numbers.
+//!
+//! With worker processes, each worker cuts its series into the seconds of the parent's run
+//! phase: the parent sends the wall-clock start of the run with `go`, and the worker places
+//! it on its own clock with [`local_ms_of`]. The seconds of all workers then line up, and
+//! the parent adds the series up with [`LatencySeries::merge`].
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    sync::OnceLock,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -19,6 +27,23 @@ pub fn now_ms() -> u32 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     epoch.elapsed().as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+/// Now as unix microseconds: the clock every process on this machine shares (fan-out's
+/// publish stamps, the run start a parent sends its workers).
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The [`now_ms`] value of a past wall-clock moment (`unix_us`, from [`unix_micros`]),
+/// e.g. the run start a worker's parent sent. Clamped to this process's first [`now_ms`]
+/// call: call that early (a worker does, at its start).
+pub fn local_ms_of(unix_us: u64) -> u32 {
+    let ago_ms = unix_micros().saturating_sub(unix_us) / 1000;
+    now_ms().saturating_sub(u32::try_from(ago_ms).unwrap_or(u32::MAX))
 }
 
 /// The replies of each second of the run phase, as histograms of their latency.
@@ -61,9 +86,8 @@ impl LatencySeries {
         self.seconds[second].record_n(u64::from(latency_us).max(1), 1);
     }
 
-    /// Adds another series second by second (e.g. a worker process's, whose second 0 is
-    /// its own run phase start). Used by tests until totals arrive from worker processes.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Adds another series second by second: a worker process's, whose second 0 is the
+    /// same moment as this one's (see the module docs).
     pub fn merge(&mut self, other: &LatencySeries) {
         if self.seconds.len() < other.seconds.len() {
             self.seconds
@@ -242,6 +266,23 @@ mod tests {
         merged.merge(&b);
         merged.merge(&a);
         assert_eq!(merged.points(7.0), LatencySeries::points(&whole, 7.0));
+    }
+
+    #[test]
+    fn a_past_wall_clock_moment_lands_that_long_ago_on_the_local_clock() {
+        now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let before = now_ms();
+        let origin = local_ms_of(unix_micros() - 20_000);
+        let after = now_ms();
+        // Whole milliseconds on both clocks: allow 2 ms of rounding either way.
+        assert!(
+            (before - 22..=after - 18).contains(&origin),
+            "20 ms ago is {origin}, now is {before}..{after}"
+        );
+        assert_eq!(local_ms_of(0), 0, "before this process: clamped");
+        // 2020-01-01 and 2100-01-01 in microseconds: a unit mistake lands far outside.
+        assert!((1_577_836_800_000_000..4_102_444_800_000_000).contains(&unix_micros()));
     }
 
     #[test]

@@ -5,21 +5,27 @@
 //! precision (1.4 GB for 10k sockets), and a shared one would put a lock on the hot path.
 //! Each sample also keeps when it was taken, for the per-second series of `--plot`
 //! (see [`crate::series`]).
+//!
+//! [`Totals`] crosses process boundaries: each worker process sends its totals to the parent
+//! as JSON and the parent [`Totals::merge`]s them, so every field is serde-able (the histogram
+//! as its recorded `(value, count)` pairs, see [`recorded_pairs`]).
 
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::verify::{CountCheck, Step};
-
-use crate::series::{self, LatencySeries};
+use crate::{
+    live::LIVE,
+    series::{self, LatencySeries},
+    verify::{CountCheck, Step},
+};
 
 /// Largest latency the histogram holds, in microseconds; longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 120_000_000;
 
 /// The counts of one socket.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tally {
     pub sent: u64,
     /// Count replies received (error frames are counted in `errors`, not here).
@@ -38,7 +44,10 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// One reply's latency. Every scenario records exactly one per reply it counts, so this
+    /// is also where the progress bar's live reply count is kept.
     pub fn record_latency(&mut self, latency: Duration) {
+        LIVE.reply();
         let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
         self.latencies_us.push(us);
         self.latencies_at_ms.push(series::now_ms());
@@ -53,6 +62,7 @@ impl Tally {
     /// Counts `n` errors of one kind at once (e.g. every broadcast a socket missed).
     pub fn errors_of_kind(&mut self, kind: impl Into<String>, n: u64) {
         if n > 0 {
+            LIVE.errors(n);
             *self.errors.entry(kind.into()).or_default() += n;
         }
     }
@@ -113,7 +123,7 @@ impl Resumes {
 }
 
 /// Heartbeats seen per socket: the spread shows whether the fan-out reached every socket.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub min: u64,
     pub max: u64,
@@ -129,10 +139,39 @@ impl Spread {
             self.sum as f64 / self.sockets as f64
         }
     }
+
+    /// The spread of one socket that saw `heartbeats`.
+    fn one(heartbeats: u64) -> Self {
+        Self {
+            min: heartbeats,
+            max: heartbeats,
+            sum: heartbeats,
+            sockets: 1,
+        }
+    }
+
+    /// The spread over the sockets of both (either may have none).
+    fn combine(a: Option<Spread>, b: Option<Spread>) -> Option<Spread> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Spread {
+                min: a.min.min(b.min),
+                max: a.max.max(b.max),
+                sum: a.sum + b.sum,
+                sockets: a.sockets + b.sockets,
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The latency histogram every process uses; merging needs identical bounds.
+fn latency_histogram() -> Histogram<u64> {
+    // Three significant digits: 1 µs resolution at the bottom, 0.1% above.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
 
 /// The sum of every socket's tally, plus the connection attempts.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Totals {
     pub connections_ok: u64,
     pub connections_failed: u64,
@@ -141,6 +180,7 @@ pub struct Totals {
     pub count_violations: u64,
     pub open_at_end: u64,
     pub errors: BTreeMap<String, u64>,
+    #[serde(with = "recorded_pairs")]
     pub latency_us: Histogram<u64>,
     /// The same latencies second by second, for `--plot`.
     pub latency_series: LatencySeries,
@@ -158,9 +198,7 @@ impl Default for Totals {
             count_violations: 0,
             open_at_end: 0,
             errors: BTreeMap::new(),
-            // Three significant digits: 1 µs resolution at the bottom, 0.1% above.
-            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("constant histogram bounds are valid"),
+            latency_us: latency_histogram(),
             latency_series: LatencySeries::default(),
             heartbeats: None,
             resumes: Resumes::default(),
@@ -194,21 +232,47 @@ impl Totals {
             self.latency_us.saturating_record(u64::from(us).max(1));
             self.latency_series.record(at_ms, us);
         }
-        let h = tally.heartbeats;
-        self.heartbeats = Some(match self.heartbeats {
-            None => Spread {
-                min: h,
-                max: h,
-                sum: h,
-                sockets: 1,
-            },
-            Some(s) => Spread {
-                min: s.min.min(h),
-                max: s.max.max(h),
-                sum: s.sum + h,
-                sockets: s.sockets + 1,
-            },
-        });
+        self.heartbeats = Spread::combine(self.heartbeats, Some(Spread::one(tally.heartbeats)));
+    }
+
+    /// Adds the totals of another process (a worker) into these.
+    ///
+    /// The destructuring names every field on purpose: a field added to `Totals` does not
+    /// compile here until it says how it merges, so no count is silently dropped on the way
+    /// from the workers to the report.
+    pub fn merge(&mut self, other: Totals) {
+        let Totals {
+            connections_ok,
+            connections_failed,
+            sent,
+            received,
+            count_violations,
+            open_at_end,
+            errors,
+            latency_us,
+            latency_series,
+            heartbeats,
+            resumes,
+        } = other;
+        self.connections_ok += connections_ok;
+        self.connections_failed += connections_failed;
+        self.sent += sent;
+        self.received += received;
+        self.count_violations += count_violations;
+        self.open_at_end += open_at_end;
+        for (kind, n) in errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        // Both sides have the bounds of `latency_histogram`, so adding cannot fail; if it
+        // ever did, the report says so instead of showing percentiles without those samples.
+        if let Err(e) = self.latency_us.add(&latency_us) {
+            self.error(format!("merging latency histograms: {e:?}"));
+        }
+        // Every process cuts its series into seconds of the same run clock (see
+        // `series::origin_of`), so adding them second by second lines them up.
+        self.latency_series.merge(&latency_series);
+        self.heartbeats = Spread::combine(self.heartbeats, heartbeats);
+        self.resumes.add(&resumes);
     }
 
     pub fn error_count(&self) -> u64 {
@@ -216,96 +280,31 @@ impl Totals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Serde for the latency histogram as its recorded `(value, count)` pairs: one pair per
+/// non-empty bucket (a few thousand at most, however many samples), no extra crate features.
+/// Each value is its bucket's highest equivalent value, so it lands in the same bucket again
+/// and the percentiles after a round trip are exactly those before it.
+mod recorded_pairs {
+    use hdrhistogram::Histogram;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
-    #[test]
-    fn tallies_add_up_and_heartbeats_spread() {
-        let mut totals = Totals::default();
-        totals.connection_failed("connect: timeout");
-        let mut a = Tally {
-            sent: 3,
-            received: 3,
-            heartbeats: 2,
-            open_at_end: true,
-            ..Tally::default()
-        };
-        a.record_latency(Duration::from_micros(500));
-        a.record_latency(Duration::from_millis(2));
-        a.error("closed 1008");
-        let b = Tally {
-            sent: 1,
-            received: 0,
-            heartbeats: 5,
-            count_violations: 1,
-            ..Tally::default()
-        };
-        totals.absorb(a);
-        totals.absorb(b);
-        assert_eq!(
-            (totals.sent, totals.received, totals.count_violations),
-            (4, 3, 1)
-        );
-        assert_eq!((totals.connections_failed, totals.open_at_end), (1, 1));
-        assert_eq!(totals.error_count(), 2);
-        assert_eq!(totals.latency_us.len(), 2);
-        assert_eq!(totals.latency_us.max(), 2_000);
-        let per_second = totals.latency_series.points(1.0);
-        let replies: f64 = per_second.iter().map(|p| p.replies_per_second).sum();
-        assert_eq!(
-            replies, 2.0,
-            "both samples are in the series: {per_second:?}"
-        );
-        let spread = totals.heartbeats.unwrap();
-        assert_eq!((spread.min, spread.max, spread.sockets), (2, 5, 2));
-        assert!((spread.avg() - 3.5).abs() < 1e-9);
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value())),
+        )
     }
 
-    #[test]
-    fn gaps_and_repeats_are_violations_that_say_how_many_numbers() {
-        let mut t = Tally::default();
-        let mut check = CountCheck::new(0);
-        for count in [1, 2, 5, 6, 4, 5, 6, 7] {
-            t.count_reply(&mut check, count);
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let pairs = Vec::<(u64, u64)>::deserialize(d)?;
+        let mut h = super::latency_histogram();
+        for (value, count) in pairs {
+            h.record_n(value, count)
+                .map_err(|e| D::Error::custom(format!("latency {value} µs out of range: {e:?}")))?;
         }
-        assert_eq!(t.received, 8);
-        assert_eq!(t.count_violations, 2, "one gap, one repeat");
-        assert_eq!((t.resumes.counts_lost, t.resumes.counts_repeated), (2, 3));
-    }
-
-    #[test]
-    fn resumes_add_up_and_keep_the_longest_gap() {
-        let mut a = Resumes::default();
-        a.reconnected(Duration::from_millis(30));
-        a.reconnected(Duration::from_millis(10));
-        let mut b = Resumes {
-            counts_lost: 1,
-            resumes_ok: 2,
-            ..Resumes::default()
-        };
-        b.reconnected(Duration::from_millis(20));
-        let mut totals = Totals::default();
-        for r in [a, b] {
-            totals.absorb(Tally {
-                resumes: r,
-                ..Tally::default()
-            });
-        }
-        let r = &totals.resumes;
-        assert_eq!((r.reconnects, r.longest_gap_us), (3, 30_000));
-        assert_eq!((r.counts_lost, r.resumes_ok), (1, 2));
-        let json = serde_json::to_string(r).unwrap();
-        assert_eq!(serde_json::from_str::<Resumes>(&json).unwrap(), *r);
-    }
-
-    #[test]
-    fn sub_microsecond_and_huge_latencies_are_kept_not_dropped() {
-        let mut totals = Totals::default();
-        let mut t = Tally::default();
-        t.record_latency(Duration::from_nanos(10));
-        t.record_latency(Duration::from_secs(3600));
-        totals.absorb(t);
-        assert_eq!(totals.latency_us.len(), 2);
+        Ok(h)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,28 +1,29 @@
 //! Fan-out: every socket listens while broadcasts are published with `POST /broadcast`; each
 //! socket must receive each broadcast exactly once.
 //!
-//! Publishing ([`Publisher::publish`]) and receiving ([`receive`]) are separate steps so that
-//! one process can publish once after every socket of every process is connected. Latency
-//! therefore comes from wall clocks, not from an `Instant` shared in memory: each broadcast
-//! carries its publish time in unix microseconds ([`Stamp`]), and a receiver subtracts it from
-//! its own clock at arrival. Processes on one machine share that clock.
+//! Publishing ([`Publisher::publish`]) and receiving ([`receive`]) are separate steps: the
+//! coordinating process publishes once, right after every socket of every process is
+//! connected ([`crate::coordinator`]), and says when it is done publishing (in-process, or
+//! to each worker on its stdin); receivers then wait [`DELIVERY_GRACE`] more for what they
+//! still miss ([`stop_after_grace`]). Latency therefore comes from wall clocks, not from an
+//! `Instant` shared in memory: each broadcast carries its publish time in unix microseconds
+//! ([`Stamp`]), and a receiver subtracts it from its own clock at arrival. Processes on one
+//! machine share that clock.
 
-use std::{
-    collections::BTreeSet,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::{sync::watch, time::Instant};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use wsfleet::protocol::ServerFrame;
 
 use crate::{
-    client::{self, Conn, Event},
+    cli::Scenario,
+    client::{self, Event},
     link::{self, Link},
-    report::FanOut,
-    stats::{Tally, Totals},
+    series,
+    stats::Tally,
 };
 
 /// How long after the last broadcast was published receivers still wait for what they miss.
@@ -51,14 +52,6 @@ impl Stamp {
     }
 }
 
-/// Now as unix microseconds.
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// What a fan-out run publishes, and where.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
@@ -72,53 +65,47 @@ pub struct Plan<'a> {
     pub interval: Duration,
 }
 
-/// The fan-out run within this one process: publishes while every socket of `conns`
-/// receives, adds what they counted to `totals`, and returns the report's fan-out section.
-pub(super) async fn run_here(
-    conns: Vec<Conn>,
-    link: impl Fn(Conn) -> Link,
-    plan: &Plan<'_>,
-    deadline: Instant,
-    totals: &mut Totals,
-) -> FanOut {
-    let sockets = conns.len() as u64;
-    let (stop, stopping) = watch::channel(false);
-    let publishing = match Publisher::new(plan) {
-        Ok(publisher) => tokio::spawn(async move {
-            let published = publisher.publish(deadline).await;
-            // Receivers still missing something wait a grace period more, then stop.
-            tokio::spawn(async move {
-                let grace = Instant::now() + DELIVERY_GRACE;
-                tokio::time::sleep_until(grace.min(deadline)).await;
-                let _ = stop.send(true);
-            });
-            published
-        }),
-        Err(e) => {
-            totals.error(format!("publish: {e:#}"));
-            let _ = stop.send(true);
-            tokio::spawn(async { Published::default() })
+impl<'a> Plan<'a> {
+    /// The plan of a fan-out run; `None` for the other scenarios.
+    pub fn of(scenario: &'a Scenario) -> Option<Plan<'a>> {
+        match scenario {
+            Scenario::FanOut {
+                broadcast_url,
+                token,
+                broadcasts,
+                broadcast_interval,
+                run_id,
+                ..
+            } => Some(Plan {
+                broadcast_url,
+                token: token.expose(),
+                run_id: run_id.as_deref().unwrap_or_default(),
+                broadcasts: *broadcasts,
+                interval: *broadcast_interval,
+            }),
+            _ => None,
         }
-    };
-    super::for_each_socket(conns, totals, |_, conn| {
-        receive(
-            link(conn),
-            plan.run_id.to_string(),
-            plan.broadcasts,
-            stopping.clone(),
-            deadline,
-        )
-    })
-    .await;
-    match publishing.await {
-        Ok(published) => published.errors.into_iter().for_each(|e| totals.error(e)),
-        Err(e) => totals.error(format!("task failed: {e}")),
     }
-    FanOut {
-        broadcasts: plan.broadcasts,
-        expected_deliveries: sockets * plan.broadcasts,
-        deliveries: totals.received,
-    }
+}
+
+/// Turns true [`DELIVERY_GRACE`] after `published` turns true (or its sender goes away:
+/// nothing more will be published then either), or at `deadline`: when receivers still
+/// missing a broadcast stop waiting for it. The task is the caller's to abort.
+pub fn stop_after_grace(
+    mut published: watch::Receiver<bool>,
+    deadline: Instant,
+) -> (watch::Receiver<bool>, JoinHandle<()>) {
+    let (stop, stopping) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            _ = published.wait_for(|published| *published) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let grace = Instant::now() + DELIVERY_GRACE;
+        tokio::time::sleep_until(grace.min(deadline)).await;
+        stop.send_replace(true);
+    });
+    (stopping, task)
 }
 
 /// Publishes a run's broadcasts through one instance's `POST /broadcast`.
@@ -172,7 +159,7 @@ impl Publisher {
             let stamp = Stamp {
                 wsfleet_loadtest: self.run_id.clone(),
                 seq,
-                published_us: unix_micros(),
+                published_us: series::unix_micros(),
             };
             let request = self
                 .http
@@ -237,7 +224,7 @@ pub async fn receive(
                     tally.error("broadcast delivered twice");
                 } else {
                     tally.received += 1;
-                    let latency_us = unix_micros().saturating_sub(stamp.published_us);
+                    let latency_us = series::unix_micros().saturating_sub(stamp.published_us);
                     tally.record_latency(Duration::from_micros(latency_us));
                 }
             }
@@ -281,12 +268,5 @@ mod tests {
             None,
             "an operator's message that merely looks alike"
         );
-    }
-
-    #[test]
-    fn the_wall_clock_is_in_microseconds_since_1970() {
-        let now = unix_micros();
-        // 2020-01-01 and 2100-01-01 in microseconds: a unit mistake lands far outside.
-        assert!((1_577_836_800_000_000..4_102_444_800_000_000).contains(&now));
     }
 }

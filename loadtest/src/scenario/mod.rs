@@ -4,10 +4,13 @@
 //!    sampled over exactly this phase.
 //!
 //! Separating the phases keeps the connection storm out of the throughput and latency
-//! numbers, and makes every socket start its work at about the same moment.
+//! numbers, and makes every socket start its work at about the same moment. With worker
+//! processes each worker runs both phases for its slice of the sockets, and the parent
+//! starts every worker's run phase at the same moment (see `workers`).
 //!
-//! With `--during`, the command runs alongside the run phase ([`during`]), and the run phase
-//! lasts until both the sockets and the command are done.
+//! What concerns the run as a whole (fan-out's publishing, the `--during` command) is not
+//! here but in the [`Coordinator`], started once by whichever process coordinates the run.
+//! With `--during`, the run phase lasts until both the sockets and the command are done.
 
 mod closed_loop;
 pub mod during;
@@ -18,74 +21,132 @@ mod resume;
 /// `smoke`: not a load scenario but a one-socket check of a single instance (make promote).
 pub mod smoke;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, ops::Range, time::Duration};
 
-use tokio::{task::JoinSet, time::Instant};
+use anyhow::Result;
+use tokio::{sync::watch, task::JoinSet, time::Instant};
 
 use crate::{
-    cli::Scenario,
-    client::{self, Conn, Target},
-    cpu::CpuWindow,
+    cli::{Common, Scenario},
+    client::{self, Conn, Parked, Target},
+    coordinator::{Coordinator, Finished},
+    cpu::{CpuUse, CpuWindow},
     link::Link,
-    report::{Disruption, Phase, Report, ResumeSummary},
+    live::LIVE,
+    progress::{Progress, RunGoal},
+    report::{Disruption, FanOut, Phase, Report, ResumeSummary},
+    series,
     stats::{Tally, Totals},
 };
 
-/// Runs the scenario the command line chose and reports on it.
-pub async fn run(scenario: &Scenario) -> Report {
+/// Runs the scenario the command line chose with every socket in this process
+/// (`--workers 1`), and reports on it. `workers::parent` is the same sequence spread over
+/// worker processes.
+pub async fn run(scenario: &Scenario) -> Result<Report> {
     let common = scenario.common();
     let deadline = Instant::now() + common.timeout;
-    let payload: tokio_tungstenite::tungstenite::Utf8Bytes = common.payload.as_str().into();
-    let target = Target {
-        url: common.url.clone(),
-        session_prefix: common.session_prefix.clone(),
-        connect_timeout: common.connect_timeout,
-    };
+    let target = target(common).await?;
+    let progress = Progress::new(!common.no_progress, common.connections as u64);
+    let ticker = progress.follow(|| LIVE.snapshot());
 
+    let (parked, mut totals, connect) =
+        connect(&target, common, 0..common.connections, deadline).await;
+    let conns = parked.release(&mut totals).await;
+
+    progress.start_run(run_goal(scenario), LIVE.snapshot());
+    let coordinator = Coordinator::start(scenario, deadline);
+    let cpu = CpuWindow::start(&common.sample_pids);
+    let started = Instant::now();
+    totals.latency_series.begin_at(series::now_ms());
+    let published = coordinator.published();
+    run_sockets(scenario, &target, conns, &mut totals, published, deadline).await;
+    let finished = coordinator.finish().await;
+    let run = Phase::since(started);
+    let cpu = cpu.finish();
+    progress.finish();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    Ok(report(scenario, connect, run, totals, cpu, finished))
+}
+
+/// Where the sockets go, resolved once from the options.
+pub async fn target(common: &Common) -> Result<Target> {
+    Target::resolve(
+        &common.urls,
+        &common.source_ips,
+        common.session_prefix.clone(),
+        common.connect_timeout,
+    )
+    .await
+}
+
+/// The connect phase for the sockets with global indices `indices`: the open sockets
+/// (parked until [`Parked::release`] hands them to the run phase), the connection counts,
+/// and how long it took.
+pub async fn connect(
+    target: &Target,
+    common: &Common,
+    indices: Range<usize>,
+    deadline: Instant,
+) -> (Parked, Totals, Phase) {
     let mut totals = Totals::default();
     let started = Instant::now();
     let conns = client::connect_all(
-        &target,
-        common.connections,
+        target,
+        indices,
         common.concurrency as usize,
         deadline,
         &mut totals,
     )
     .await;
-    let connect = Phase::since(started);
+    (conns, totals, Phase::since(started))
+}
 
-    let cpu = CpuWindow::start(&common.sample_pids);
-    let started = Instant::now();
-    totals.latency_series.begin_at(crate::series::now_ms());
-    let disruption = common
-        .during
-        .clone()
-        .map(|command| tokio::spawn(during::run(command, common.during_after, deadline)));
+/// What the run phase is heading for, for the progress bar.
+pub fn run_goal(scenario: &Scenario) -> RunGoal {
+    let sockets = scenario.common().connections as u64;
+    match *scenario {
+        Scenario::ClosedLoop { messages, .. } | Scenario::Resume { messages, .. } => {
+            RunGoal::Replies(sockets * messages)
+        }
+        Scenario::OpenLoop { duration, .. } | Scenario::Hold { duration, .. } => {
+            RunGoal::Lasts(duration)
+        }
+        Scenario::FanOut { broadcasts, .. } => RunGoal::Replies(sockets * broadcasts),
+    }
+}
+
+/// The run phase: the scenario's work for every open socket, added up into `totals`.
+/// `conns` carry their global index (see `workers::plan::Slice`). `published` turns true
+/// when the coordinator is done publishing (fan-out's receivers stop a grace period later).
+pub async fn run_sockets(
+    scenario: &Scenario,
+    target: &Target,
+    conns: Vec<(usize, Conn)>,
+    totals: &mut Totals,
+    published: watch::Receiver<bool>,
+    deadline: Instant,
+) {
+    let common = scenario.common();
+    let payload: tokio_tungstenite::tungstenite::Utf8Bytes = common.payload.as_str().into();
     // Sockets the server closes come back on their session only when a disruption is run.
     let follows = common.during.is_some();
-    let target = Arc::new(target);
-    let link = move |conn: Conn| Link::new(conn, &target, follows);
-    let mut fan_out = None;
+    let link = |i: usize, conn: Conn| Link::new(i, conn, target, follows);
     match *scenario {
         Scenario::ClosedLoop { messages, .. } => {
-            for_each_socket(conns, &mut totals, |_, conn| {
-                closed_loop::run(link(conn), messages, payload.clone(), deadline)
+            for_each_socket(conns, totals, |i, conn| {
+                closed_loop::run(link(i, conn), messages, payload.clone(), deadline)
             })
             .await
         }
         Scenario::OpenLoop { rate, duration, .. } => {
             let n = common.connections.max(1);
-            for_each_socket(conns, &mut totals, |i, conn| {
+            for_each_socket(conns, totals, |i, conn| {
                 // Start offsets spread over one period so the sockets do not send in step.
                 let offset = Duration::from_secs_f64(i as f64 / n as f64 / rate.max(1e-3));
-                open_loop::run(
-                    link(conn),
-                    rate,
-                    duration,
-                    offset,
-                    payload.clone(),
-                    deadline,
-                )
+                let link = link(i, conn);
+                open_loop::run(link, rate, duration, offset, payload.clone(), deadline)
             })
             .await
         }
@@ -96,85 +157,46 @@ pub async fn run(scenario: &Scenario) -> Report {
         } => {
             // The warm-up counts against the hold: `until` is fixed before it.
             let until = deadline.min(Instant::now() + duration);
-            for_each_socket(conns, &mut totals, |_, conn| {
-                hold::run(
-                    link(conn),
-                    warmup_messages,
-                    payload.clone(),
-                    until,
-                    deadline,
-                )
+            for_each_socket(conns, totals, |i, conn| {
+                let link = link(i, conn);
+                hold::run(link, warmup_messages, payload.clone(), until, deadline)
             })
             .await
         }
         Scenario::FanOut {
-            ref broadcast_url,
-            ref token,
             broadcasts,
-            broadcast_interval,
             ref run_id,
             ..
         } => {
-            let plan = fan_out::Plan {
-                broadcast_url,
-                token: token.expose(),
-                run_id: run_id.as_deref().unwrap_or_default(),
-                broadcasts,
-                interval: broadcast_interval,
-            };
-            fan_out = Some(fan_out::run_here(conns, link, &plan, deadline, &mut totals).await);
+            let (stop, stopper) = fan_out::stop_after_grace(published, deadline);
+            let run_id = run_id.clone().unwrap_or_default();
+            for_each_socket(conns, totals, |i, conn| {
+                let link = link(i, conn);
+                fan_out::receive(link, run_id.clone(), broadcasts, stop.clone(), deadline)
+            })
+            .await;
+            stopper.abort();
         }
         Scenario::Resume {
             messages, resumes, ..
         } => {
-            for_each_socket(conns, &mut totals, |_, conn| {
-                resume::run(link(conn), messages, resumes, payload.clone(), deadline)
+            for_each_socket(conns, totals, |i, conn| {
+                resume::run(link(i, conn), messages, resumes, payload.clone(), deadline)
             })
             .await
         }
     }
-    let command = match disruption {
-        Some(task) => match task.await {
-            Ok(outcome) => Some(outcome),
-            Err(e) => {
-                totals.error(format!("task failed: {e}"));
-                None
-            }
-        },
-        None => None,
-    };
-    let run = Phase::since(started);
-    let cpu = cpu.finish();
-
-    if let Some(failure) = command.as_ref().and_then(|c| c.failure.clone()) {
-        totals.error(failure);
-    }
-    let resumes = totals.resumes.clone();
-    let mut report = Report::new(
-        scenario.name(),
-        &common.url,
-        common.connections,
-        connect,
-        run,
-        totals,
-        cpu,
-    );
-    report.fan_out = fan_out;
-    if matches!(scenario, Scenario::Resume { .. }) {
-        report.resume = Some(ResumeSummary::from_totals(&resumes));
-    }
-    report.disruption = command.map(|c| Disruption::new(&c, &resumes));
-    report
 }
 
-/// Runs `work` for every open socket as its own task and adds up what they count.
-async fn for_each_socket<F, Fut>(conns: Vec<Conn>, totals: &mut Totals, work: F)
+/// Runs `work` for every open socket (with its global index) as its own task and adds up
+/// what they count.
+async fn for_each_socket<F, Fut>(conns: Vec<(usize, Conn)>, totals: &mut Totals, work: F)
 where
     F: Fn(usize, Conn) -> Fut,
     Fut: Future<Output = Tally> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
-    for (i, conn) in conns.into_iter().enumerate() {
+    for (i, conn) in conns {
         tasks.spawn(work(i, conn));
     }
     while let Some(joined) = tasks.join_next().await {
@@ -184,6 +206,46 @@ where
             Err(e) => totals.error(format!("task failed: {e}")),
         }
     }
+}
+
+/// The report of a run, from the totals of this process or merged from every worker's,
+/// with the scenario's sections and what the coordinator found.
+pub fn report(
+    scenario: &Scenario,
+    connect: Phase,
+    run: Phase,
+    mut totals: Totals,
+    cpu: Vec<CpuUse>,
+    finished: Finished,
+) -> Report {
+    let common = scenario.common();
+    for kind in finished.errors {
+        totals.error(kind);
+    }
+    // Every socket that connected, in whichever process, should have had every broadcast.
+    let fan_out = fan_out::Plan::of(scenario).map(|plan| FanOut {
+        broadcasts: plan.broadcasts,
+        expected_deliveries: totals.connections_ok * plan.broadcasts,
+        deliveries: totals.received,
+    });
+    let resume = matches!(scenario, Scenario::Resume { .. })
+        .then(|| ResumeSummary::from_totals(&totals.resumes));
+    let disruption = finished
+        .command
+        .map(|command| Disruption::new(&command, &totals.resumes));
+    let mut report = Report::new(
+        scenario.name(),
+        &common.urls_label(),
+        common.connections,
+        connect,
+        run,
+        totals,
+        cpu,
+    );
+    report.fan_out = fan_out;
+    report.resume = resume;
+    report.disruption = disruption;
+    report
 }
 
 #[cfg(test)]

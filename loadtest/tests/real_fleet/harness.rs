@@ -190,6 +190,12 @@ impl Drop for Server {
 
 /// Status code of a plain GET, or None when nothing answered.
 fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path).map(|(status, _)| status)
+}
+
+/// A plain HTTP/1.1 GET (the server answers with a Content-Length and closes): status and
+/// body as JSON (Null when it is not JSON), or None when nothing answered.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, Value)> {
     let mut stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -200,7 +206,9 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
 /// A load tester run: its exit code, its JSON report and what it printed.
@@ -233,19 +241,33 @@ pub fn spawn_loadtest(args: &[&str], json: &Path) -> Child {
 
 /// Waits (bounded) for a load tester started by [`spawn_loadtest`] and reads its report.
 pub fn finish_loadtest(child: Child, json: &Path, limit: Duration) -> Run {
+    finish_loadtest_watching(child, json, limit, || {})
+}
+
+/// [`finish_loadtest`], calling `watch` every 100 ms while the load tester runs.
+pub fn finish_loadtest_watching(
+    child: Child,
+    json: &Path,
+    limit: Duration,
+    mut watch: impl FnMut(),
+) -> Run {
     let pid = child.id();
     let (done, result) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
-    let output: Output = match result.recv_timeout(limit) {
-        Ok(output) => output.expect("waiting for the load tester"),
-        Err(_) => {
-            // The pid is this test's own child, still unreaped (the thread waits for it).
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("the load tester ran past {limit:?}");
+    let give_up = Instant::now() + limit;
+    let output: Output = loop {
+        match result.recv_timeout(Duration::from_millis(100)) {
+            Ok(output) => break output.expect("waiting for the load tester"),
+            Err(_) if Instant::now() < give_up => watch(),
+            Err(_) => {
+                // The pid is this test's own child, still unreaped (the thread waits for it).
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("the load tester ran past {limit:?}");
+            }
         }
     };
     let report = std::fs::read_to_string(json)

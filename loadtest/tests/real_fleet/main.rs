@@ -1,11 +1,13 @@
 //! The load tester end to end: the real `wsfleet-loadtest` binary against a real
-//! `redis-server` and real `wsfleet` server processes on loopback ports.
+//! `redis-server` and real `wsfleet` server processes on loopback ports, in one process
+//! here and over worker processes in [`workers`].
 //!
 //! Needs the server binary of the same build (`cargo build -p wsfleet`; the test says so in
 //! one line when it is missing) and `redis-server`/`redis-cli`. Socket counts are small and
 //! every wait is bounded; everything started is stopped by pid when the test ends.
 
 mod harness;
+mod workers;
 
 use std::time::Duration;
 

@@ -1,0 +1,155 @@
+use super::*;
+
+#[test]
+fn named_pids_parse_and_reject_garbage() {
+    assert_eq!(parse_named_pid("server=42"), Ok(("server".into(), 42)));
+    assert!(parse_named_pid("server").is_err());
+    assert!(parse_named_pid("=42").is_err());
+    assert!(parse_named_pid("server=x").is_err());
+}
+
+#[test]
+fn subcommands_parse_with_shared_options() {
+    let cli = Cli::try_parse_from([
+        "wsfleet-loadtest",
+        "closed-loop",
+        "-n",
+        "10",
+        "-m",
+        "5",
+        "--timeout",
+        "20s",
+        "--sample-pid",
+        "server=1",
+    ])
+    .unwrap();
+    let Scenario::ClosedLoop { common, messages } = &cli.scenario else {
+        panic!("wrong scenario: {:?}", cli.scenario);
+    };
+    assert_eq!((common.connections, *messages), (10, 5));
+    assert_eq!(common.timeout, Duration::from_secs(20));
+    assert_eq!(common.sample_pids, vec![("server".to_string(), 1)]);
+    assert_eq!(cli.scenario.name(), "closed-loop");
+    assert_eq!(common.during, None);
+    assert_eq!(common.workers, Workers::Auto);
+    assert!(common.source_ips.is_empty() && common.worker_slice.is_none());
+}
+
+#[test]
+fn fan_out_resume_and_during_parse() {
+    let cli = Cli::try_parse_from([
+        "wsfleet-loadtest",
+        "fan-out",
+        "--token",
+        "secret",
+        "--broadcasts",
+        "3",
+        "--broadcast-interval",
+        "200ms",
+        "--during",
+        "kill -TERM 1234",
+        "--during-after",
+        "2s",
+    ])
+    .unwrap();
+    let Scenario::FanOut {
+        common,
+        token,
+        broadcasts,
+        broadcast_interval,
+        ..
+    } = &cli.scenario
+    else {
+        panic!("wrong scenario: {:?}", cli.scenario);
+    };
+    assert_eq!((token.expose(), *broadcasts), ("secret", 3));
+    assert!(!format!("{:?}", cli.scenario).contains("secret"));
+    assert_eq!(*broadcast_interval, Duration::from_millis(200));
+    assert_eq!(common.during.as_deref(), Some("kill -TERM 1234"));
+    assert_eq!(common.during_after, Duration::from_secs(2));
+
+    let cli =
+        Cli::try_parse_from(["wsfleet-loadtest", "resume", "-m", "9", "--resumes", "2"]).unwrap();
+    assert!(matches!(
+        cli.scenario,
+        Scenario::Resume {
+            messages: 9,
+            resumes: 2,
+            ..
+        }
+    ));
+    assert_eq!(cli.scenario.name(), "resume");
+}
+
+#[test]
+fn resume_and_during_runs_get_a_session_prefix_and_fan_out_a_run_id() {
+    let settled = |args: &[&str]| {
+        let mut cli = Cli::try_parse_from(args).unwrap();
+        cli.scenario.settle_random_defaults();
+        cli.scenario
+    };
+    let plain = settled(&["lt", "closed-loop"]);
+    assert_eq!(plain.common().session_prefix, None);
+    let resume = settled(&["lt", "resume"]);
+    let prefix = resume.common().session_prefix.clone().unwrap();
+    assert!(prefix.starts_with("lt-") && prefix.len() < 40, "{prefix}");
+    wsfleet::protocol::validate_session_id(&format!("{prefix}-99999")).unwrap();
+    let during = settled(&["lt", "hold", "--during", "true"]);
+    assert!(during.common().session_prefix.is_some());
+    let given = settled(&["lt", "resume", "--session-prefix", "mine"]);
+    assert_eq!(given.common().session_prefix.as_deref(), Some("mine"));
+    let Scenario::FanOut { run_id, .. } = settled(&["lt", "fan-out", "--token", "t"]) else {
+        panic!("not fan-out");
+    };
+    assert!(run_id.is_some());
+}
+
+#[test]
+fn urls_repeat_and_source_addresses_are_a_list() {
+    let cli = Cli::try_parse_from([
+        "wsfleet-loadtest",
+        "hold",
+        "--url",
+        "ws://127.0.0.1:1/ws/chat/",
+        "--url",
+        "ws://127.0.0.1:2/ws/chat/",
+        "--source-ips",
+        "127.0.0.1,127.0.0.2",
+        "--workers",
+        "3",
+        "--worker-slice",
+        "10:5",
+        "--no-progress",
+    ])
+    .unwrap();
+    let common = cli.scenario.common();
+    assert_eq!(common.urls.len(), 2);
+    assert_eq!(
+        common.urls_label(),
+        "ws://127.0.0.1:1/ws/chat/,ws://127.0.0.1:2/ws/chat/"
+    );
+    assert_eq!(common.source_ips.len(), 2);
+    assert_eq!(common.source_ips[1].to_string(), "127.0.0.2");
+    assert_eq!(common.workers, Workers::Count(3));
+    assert_eq!(
+        common.worker_slice,
+        Some(Slice {
+            offset: 10,
+            count: 5
+        })
+    );
+    assert!(common.no_progress);
+}
+
+#[test]
+fn bad_addresses_and_worker_counts_are_refused() {
+    for bad in [
+        &["--source-ips", "127.0.0.1,nope"][..],
+        &["--workers", "0"],
+        &["--workers", "lots"],
+    ] {
+        let mut argv = vec!["wsfleet-loadtest", "hold"];
+        argv.extend_from_slice(bad);
+        assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+    }
+}
