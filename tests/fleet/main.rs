@@ -43,6 +43,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 mod clients;
 mod harness;
+mod reload;
 use clients::*;
 use harness::*;
 
