@@ -37,12 +37,14 @@ async fn established_sockets_keep_counting_through_nginx_reloads_and_old_workers
 
     let tag = std::process::id();
     let traffic = Arc::new(Traffic::default());
+    let broken = Arc::new(AtomicU64::new(0));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
     let tasks: Vec<_> = (0..STEADY_SOCKETS)
         .map(|i| {
             tokio::spawn(steady_client(
                 fleet.ws_url(&format!("reload-{tag}-{i}")),
                 traffic.clone(),
+                broken.clone(),
                 deadline,
             ))
         })
@@ -57,6 +59,7 @@ async fn established_sockets_keep_counting_through_nginx_reloads_and_old_workers
         workers_seen.extend(after);
         let what = format!("nginx -s reload #{reload}");
         expect_progress(&traffic, 3 * STEADY_SOCKETS as u64, &what).await;
+        expect_none_broken(&broken, &what);
         expect_new_socket_counts(&fleet, &format!("reload-{tag}-new-{reload}"), &what).await;
     }
 
@@ -67,6 +70,7 @@ async fn established_sockets_keep_counting_through_nginx_reloads_and_old_workers
     fleet.expect_instances(3, "blue").await;
     workers_seen.extend(wait_for_new_workers(master, &before).await);
     expect_progress(&traffic, 3 * STEADY_SOCKETS as u64, "make scale N=3").await;
+    expect_none_broken(&broken, "make scale N=3");
     expect_new_socket_counts(&fleet, &format!("reload-{tag}-new-scale"), "make scale N=3").await;
 
     // The first workers hold the steady sockets: still there, shutting down.
@@ -153,6 +157,28 @@ struct SteadyReport {
 /// One socket through nginx, closed loop, never reconnecting: any close, error or gap ends it
 /// with a failure. Stops, closing its socket, when `traffic.stop` is set.
 async fn steady_client(
+    url: String,
+    traffic: Arc<Traffic>,
+    broken: Arc<AtomicU64>,
+    deadline: tokio::time::Instant,
+) -> SteadyReport {
+    let report = steady_socket(url, traffic, deadline).await;
+    if report.failure.is_some() {
+        broken.fetch_add(1, Ordering::Relaxed);
+    }
+    report
+}
+
+/// Fails the test when a steady socket has ended.
+fn expect_none_broken(broken: &AtomicU64, after: &str) {
+    let n = broken.load(Ordering::Relaxed);
+    assert_eq!(
+        n, 0,
+        "{n} of {STEADY_SOCKETS} established sockets broke after {after}"
+    );
+}
+
+async fn steady_socket(
     url: String,
     traffic: Arc<Traffic>,
     deadline: tokio::time::Instant,
