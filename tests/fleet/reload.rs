@@ -155,7 +155,8 @@ struct SteadyReport {
 }
 
 /// One socket through nginx, closed loop, never reconnecting: any close, error or gap ends it
-/// with a failure. Stops, closing its socket, when `traffic.stop` is set.
+/// with a failure, counted in `broken` at once. Stops, closing its socket, when `traffic.stop`
+/// is set.
 async fn steady_client(
     url: String,
     traffic: Arc<Traffic>,
@@ -178,6 +179,7 @@ fn expect_none_broken(broken: &AtomicU64, after: &str) {
     );
 }
 
+/// The socket's loop; [`steady_client`] counts how it ended.
 async fn steady_socket(
     url: String,
     traffic: Arc<Traffic>,
