@@ -8,7 +8,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down scale promote status logs monitor test check-compose fmt lint bench load-test
+.PHONY: help up down scale promote status logs monitor test check-compose fmt lint bench load-test fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
@@ -49,6 +49,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 bench: ## benchmarks (scripts/bench.sh)
 	@test -f scripts/bench.sh || { echo "scripts/bench.sh does not exist yet"; exit 1; }
 	@bash scripts/bench.sh
+
+fuzz: ## run each cargo-fuzz target of fuzz/ for FUZZ_SECONDS (60); needs no nightly
+	@bash scripts/fuzz.sh
 
 load-test: ## closed-loop load test through nginx (CONNECTIONS=100 MESSAGES=100)
 	@bash scripts/load-test.sh
