@@ -2,14 +2,14 @@
 #   make up [N=2] [PORT=8080] [REDIS_PORT=6379] [REDIS_URL=redis://…] [RUNTIME=docker]
 #   make scale N=4 | make promote | make status | make logs | make monitor | make down
 #   make load-test [CONNECTIONS=5000] [MESSAGES=20] [SCENARIO=closed-loop] [ARGS="--json r.json"]
-#   make bench [SECTION=closed-loop]
+#   make bench [SECTION=closed-loop] | make fuzz [FUZZ_SECONDS=60]
 # Variables given on the command line (N=4, PORT=8081, RUN_DIR=…) reach the scripts through
 # the environment; the scripts hold the defaults.
 
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down scale promote status logs monitor test check-compose fmt lint bench load-test
+.PHONY: help up down scale promote status logs monitor test check-compose fmt lint bench load-test fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
@@ -49,6 +49,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 bench: ## wsfleet vs its ceilings on its own fleet; writes docs/benchmarks/results.md (SECTION=one)
 	@bash scripts/bench.sh $(SECTION)
+
+fuzz: ## run each cargo-fuzz target of fuzz/ for FUZZ_SECONDS (60); needs no nightly
+	@bash scripts/fuzz.sh
 
 load-test: ## closed-loop load test through nginx (CONNECTIONS=5000 MESSAGES=20, ARGS=…)
 	@bash scripts/load-test.sh $(ARGS)

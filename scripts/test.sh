@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # make test: everything, as CI runs it.
 #   1. cargo build (dev profile) of the server and the load tester: the fleet's end-to-end test
-#      (tests/fleet) drives the real make targets with these binaries (SKIP_BUILD=1), because a
+#      (tests/fleet) drives the real make targets with these binaries (SKIP_BUILD=1), and
+#      tests/half_open.rs runs the load tester as its clients, because a
 #      cargo build inside `cargo test` would wait forever for the build lock cargo test holds.
 #      The dev profile shares every compiled dependency with cargo test; release would not;
 #   2. the static checks of compose/ (scripts/check-compose.sh) and of the Prometheus config and
 #      alert rules, with their unit tests (observability/check.sh, promtool);
-#   3. cargo test --workspace (tests/browser drives headless Chromium through chromedriver). The integration tests start their own redis-server processes
-#      (and the fleet test its own nginx) on free ports, so redis-server and nginx must be on PATH.
+#   3. cargo test --workspace (tests/browser drives headless Chromium through chromedriver).
+#      The integration tests start their own redis-server processes (and the fleet test its own
+#      nginx) on free ports, so redis-server and nginx must be on PATH.
+#      tests/half_open.rs needs root and iproute2's `ip` (it builds a network namespace); it fails
+#      with one line saying so otherwise (CI runs as root).
 # Arguments go to cargo test (e.g. make test ARGS=… is not needed: bash scripts/test.sh --test fleet).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -19,7 +23,8 @@ ensure_package nginx nginx
 need_tool curl curl
 ensure_package chromium chromium
 ensure_package chromedriver chromium-driver
-step "cargo build -p wsfleet -p wsfleet-loadtest (for the fleet test)"
+ensure_package ip iproute2
+step "cargo build -p wsfleet -p wsfleet-loadtest (for the fleet and half-open tests)"
 cargo build -p wsfleet -p wsfleet-loadtest
 bash "$ROOT_DIR/scripts/check-compose.sh"
 step "observability/check.sh (promtool check config, check rules, test rules)"

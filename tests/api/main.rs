@@ -3,6 +3,8 @@
 mod bad_input;
 mod broadcast;
 mod client;
+#[path = "../common/mod.rs"]
+mod common;
 mod counting;
 mod faults;
 mod heartbeat;

@@ -191,8 +191,23 @@ async fn sigterm_during_a_burst_of_connects_drains_every_socket_it_accepted() {
             })
         })
         .collect();
+    // A few sockets that are surely open when the drain comes: the churning ones each live
+    // only 50 ms, and on a loaded machine the drain's bye may miss all of their windows.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut client = Client::connect(&url).await;
+        client.send("x").await;
+        assert_eq!(client.next_reply().await, json!({ "count": 1 }));
+        held.push(client);
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     node.signal(SIGTERM);
+    for client in &mut held {
+        let bye = client.next_reply().await;
+        assert_eq!(bye["bye"], true, "{bye}");
+        assert_eq!(bye["total"], 1, "{bye}");
+        assert_eq!(client.expect_close().await.0, 1001);
+    }
     let (mut accepted, mut drained, mut cut) = (0, 0, 0);
     for connector in connectors {
         let (a, d, c) = connector.await.unwrap();
@@ -201,7 +216,7 @@ async fn sigterm_during_a_burst_of_connects_drains_every_socket_it_accepted() {
         cut += c;
     }
     assert!(accepted >= 80, "the burst reached the node: {accepted}");
-    assert!(drained >= 1, "some sockets were open when the drain came");
+    eprintln!("{accepted} churning sockets accepted, {drained} of them drained with bye + 1001");
     assert_eq!(
         cut, 0,
         "{cut} of {accepted} sockets ended without bye + 1001"

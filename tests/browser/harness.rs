@@ -1,169 +1,23 @@
-//! What the browser test needs around the page: a `redis-server` of its own, nodes of the real
-//! binary as child processes (for SIGTERM and SIGKILL), a TCP proxy standing in for the load
-//! balancer, and chromedriver with headless Chromium. Trimmed from tests/api/helpers.rs.
+//! What the browser test needs around the page, beyond the shared harness of tests/common
+//! (a `redis-server` of its own, nodes of the real binary as child processes for SIGTERM and
+//! SIGKILL): a TCP proxy standing in for the load balancer, and chromedriver with headless
+//! Chromium.
 //!
 //! Everything started here is stopped by PID (chromedriver and its browser by their process
 //! group) when its handle drops.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tokio::{net::TcpStream, process::Child, task::JoinHandle};
+use tokio::{net::TcpStream, task::JoinHandle};
 
-/// Longest wait for a server to come up.
-const START_PATIENCE: Duration = Duration::from_secs(15);
-
-pub const SIGKILL: i32 = 9;
-pub const SIGTERM: i32 = 15;
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
-}
-
-fn send_signal(pid: i32, signal: i32) -> bool {
-    // SAFETY: kill(2) on a pid (or, negative, a process group) this test spawned.
-    unsafe { libc_kill(pid, signal) == 0 }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on loopback")
-}
-
-/// Polls `check` every 50 ms until it returns `Some` or `START_PATIENCE` runs out.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + START_PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A `redis-server` of this test's own, on a free loopback port, in its own directory.
-pub struct RedisServer {
-    port: u16,
-    dir: PathBuf,
-    child: std::process::Child,
-}
-
-impl RedisServer {
-    pub async fn start() -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "wsfleet-browser-redis-{port}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install it (apt-get install redis-server)");
-        let server = RedisServer { port, dir, child };
-        eventually("redis to answer PING", || redis_ping(port)).await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn redis_ping(port: u16) -> Option<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream.write_all(b"PING\r\n").await.ok()?;
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    buf[..n].starts_with(b"+PONG").then_some(())
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    let url = format!("http://{addr}/readyz");
-    eventually(&format!("{url} to answer 200"), || {
-        let url = url.clone();
-        async move {
-            let response = reqwest::get(&url).await.ok()?;
-            (response.status() == 200).then_some(())
-        }
-    })
-    .await;
-}
-
-/// The real binary as a child process, with test-friendly timings.
-pub struct ChildNode {
-    pub addr: SocketAddr,
-    pub child: Child,
-    log: PathBuf,
-}
-
-impl ChildNode {
-    pub async fn start(redis: &RedisServer, instance: &str, extra: &[&str]) -> ChildNode {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = std::env::temp_dir().join(format!("wsfleet-browser-{instance}-{port}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsfleet"))
-            .args(["--bind-addr", &addr.to_string()])
-            .args(["--redis-url", &redis.url()])
-            .args(["--instance-id", instance])
-            .args(["--lease-period", "500ms"])
-            .args(["--redis-timeout", "500ms"])
-            .args(["--drain-spread", "200ms"])
-            .args(["--shutdown-timeout", "5s"])
-            .args(extra)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the wsfleet binary starts");
-        wait_ready(addr).await;
-        ChildNode { addr, child, log }
-    }
-
-    pub fn signal(&self, signal: i32) {
-        let pid = self.child.id().expect("child still running") as i32;
-        assert!(send_signal(pid, signal), "kill({pid}, {signal}) failed");
-    }
-}
-
-impl Drop for ChildNode {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
+use crate::common::{free_port, send_signal, START_PATIENCE};
+pub use crate::common::{ChildNode, RedisServer, SIGKILL, SIGTERM};
 
 /// A TCP proxy on a free loopback port that sends each new connection to the current target,
 /// as a load balancer does; connections already made stay where they are.

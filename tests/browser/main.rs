@@ -10,6 +10,8 @@
 //! Needs `redis-server`, `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`); without them the test fails with one line saying what to install.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 
 use std::{

@@ -203,6 +203,36 @@ impl Fleet {
         }
     }
 
+    /// The pid of our nginx master (from the pid file `make up` made it write).
+    pub(crate) fn nginx_master_pid(&self) -> u32 {
+        let path = self.run_dir.join("nginx").join("nginx.pid");
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no nginx pid in {}", path.display()))
+    }
+
+    /// `nginx -s SIGNAL` for our nginx, the way scripts/lib-fleet.sh runs nginx (`nginx_cmd`:
+    /// its prefix, configuration and error log under the run directory).
+    pub(crate) fn nginx_signal(&self, signal: &str) {
+        let dir = self.run_dir.join("nginx");
+        let out = Command::new("nginx")
+            .arg("-p")
+            .arg(format!("{}/", dir.display()))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .args(["-s", signal])
+            .output()
+            .expect("nginx runs");
+        assert!(
+            out.status.success(),
+            "nginx -s {signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub(crate) fn ws_url(&self, session: &str) -> String {
         format!(
             "ws://127.0.0.1:{}/ws/chat/?session_uuid={session}",

@@ -1,72 +1,10 @@
-//! A real node on its own redis-server, scraped once its labelled families have series.
+//! A real node on its own redis-server (tests/common), scraped once its labelled families
+//! have series.
 
 use super::*;
+use crate::common::eventually_within;
 
 // ------------------------------------------------------------------------------ the harness
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on loopback")
-}
-
-/// A `redis-server` of this test's own on a free loopback port, killed (by PID) on drop.
-pub(crate) struct RedisServer {
-    pub(crate) port: u16,
-    pub(crate) dir: PathBuf,
-    pub(crate) child: Option<Child>,
-}
-
-impl RedisServer {
-    pub(crate) fn start() -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "wsfleet-observability-redis-{port}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install it (apt-get install redis-server)");
-        let server = RedisServer {
-            port,
-            dir,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the server (SIGKILL, by PID).
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Starts a node on `redis` (port 0), makes it use every labelled metric family, returns its
 /// `/metrics` text, and drains it. Kills `redis` on the way (to record a Redis error).
@@ -106,7 +44,7 @@ pub(crate) async fn scrape_a_real_node(redis: &mut RedisServer) -> String {
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
-    eventually("the node to become ready", || async {
+    eventually_within(PATIENCE, "the node to become ready", || async {
         (status("/readyz").await == 200).then_some(())
     })
     .await;
@@ -141,7 +79,7 @@ pub(crate) async fn scrape_a_real_node(redis: &mut RedisServer) -> String {
     .await;
     // wsfleet_redis_errors_total{operation="ping"}: /readyz pings a Redis that is gone.
     redis.kill();
-    eventually("/readyz to notice Redis is gone", || async {
+    eventually_within(PATIENCE, "/readyz to notice Redis is gone", || async {
         (status("/readyz").await == 503).then_some(())
     })
     .await;
@@ -176,20 +114,4 @@ pub(crate) async fn scrape_a_real_node(redis: &mut RedisServer) -> String {
         .expect("the node task")
         .expect("the node drains cleanly");
     text
-}
-
-/// Polls `check` every 50 ms until it returns `Some` or `PATIENCE` runs out.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

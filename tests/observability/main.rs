@@ -17,9 +17,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -36,11 +35,14 @@ const ALERTS: &str = "observability/alerts.yml";
 const ALERT_TESTS: &str = "observability/alerts.test.yml";
 const OBSERVABILITY_DOC: &str = "docs/OBSERVABILITY.md";
 
-/// Longest wait for Redis or the node to come up.
+/// Longest wait for the node to come up or to show a metric.
 const PATIENCE: Duration = Duration::from_secs(10);
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod parsers;
+use common::RedisServer;
 use harness::*;
 use parsers::*;
 
@@ -48,7 +50,7 @@ use parsers::*;
 
 #[tokio::test]
 async fn the_dashboard_and_the_alert_rules_only_query_metrics_wsfleet_exports() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let exposition = scrape_a_real_node(&mut redis).await;
     let exported = exported_series(&exposition);
     // The spec's metrics, to be sure the scrape and the parser saw the real thing.
