@@ -5,10 +5,7 @@
 //! replies keep their order and a socket costs one task. Every write is bounded by two ping
 //! intervals; a peer that cannot take a frame for that long is dead anyway.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
@@ -17,6 +14,7 @@ use tracing::Instrument;
 
 use super::{rate_limit::TokenBucket, Accepted};
 use crate::{
+    counter::counter_key,
     protocol::{close_code, Bye, CountReply, ErrorFrame, Welcome},
     state::SharedState,
 };
@@ -42,7 +40,8 @@ struct Gone;
 struct Session {
     app: SharedState,
     conn_id: u64,
-    session: Arc<str>,
+    /// The session's counter key, built once for all of this socket's messages.
+    key: fred::types::Key,
     /// Last counter value this socket knows (welcome or last reply): the `bye` total.
     count: u64,
     /// Messages of this socket so far; with the instance and connection ids, names each
@@ -90,7 +89,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
 
     let mut s = Session {
         conn_id,
-        session: session.clone(),
+        key: counter_key(&session),
         count,
         seq: 0,
         unsure: Vec::new(),
@@ -214,9 +213,14 @@ impl Session {
             self.conn_id,
             self.seq
         );
-        // Boxed for the same reason as add_connection above.
-        let increment = self.app.store.increment(&self.session, &op, &self.unsure);
-        let sent = match Box::pin(increment).await {
+        // A small future (a channel send and a oneshot): the Redis call itself runs in the
+        // counter's batching task, not in this socket's state machine.
+        let counted = self
+            .app
+            .counter
+            .increment(&self.key, op.clone(), self.unsure.clone())
+            .await;
+        let sent = match counted {
             Ok(count) => {
                 self.count = count;
                 self.unsure.clear();
