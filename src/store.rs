@@ -61,8 +61,8 @@ impl Store {
         session_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
-        let client = builder(url, timeout)?.build()?;
-        start(&client, timeout).await;
+        let client =
+            connect_client(|retry| Ok(builder(url, timeout, retry)?.build()?), timeout).await?;
         let options = Options {
             max_attempts: Some(1),
             timeout: Some(timeout),
@@ -80,14 +80,16 @@ impl Store {
     /// A second connection for pub/sub, which Redis dedicates to subscriptions. It
     /// resubscribes by itself after a reconnect.
     pub async fn subscriber(url: &str, timeout: Duration) -> Result<SubscriberClient, StoreError> {
-        let client = builder(url, timeout)?
-            .with_performance_config(|perf| {
-                // fred's internal queue between the socket and our reader; a burst of
-                // broadcasts larger than this would be dropped before we see it.
-                perf.broadcast_channel_capacity = 4096;
-            })
-            .build_subscriber_client()?;
-        start(&client, timeout).await;
+        let build = |retry| {
+            Ok(builder(url, timeout, retry)?
+                .with_performance_config(|perf| {
+                    // fred's internal queue between the socket and our reader; a burst of
+                    // broadcasts larger than this would be dropped before we see it.
+                    perf.broadcast_channel_capacity = 4096;
+                })
+                .build_subscriber_client()?)
+        };
+        let client = connect_client(build, timeout).await?;
         let _resubscribe_task = client.manage_subscriptions();
         Ok(client)
     }
@@ -210,14 +212,16 @@ pub fn session_key(session: &str) -> String {
     format!("{KEY_PREFIX}session:{session}")
 }
 
-fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
+/// `retry_first`: whether the first connection retries by the reconnect policy (see
+/// [`connect_client`]); reconnects after a lost connection always do.
+fn builder(url: &str, timeout: Duration, retry_first: bool) -> Result<Builder, StoreError> {
     let config = Config::from_url(url)?;
     let mut builder = Builder::from_config(config);
     builder
         .with_config(|c| {
             // Keep trying in the background when Redis is down at start-up instead of
             // failing the process: readiness reports the outage.
-            c.fail_fast = false;
+            c.fail_fast = !retry_first;
         })
         .with_connection_config(|c| {
             c.connection_timeout = timeout;
@@ -226,6 +230,30 @@ fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
         // Forever, 100 ms doubling to 2 s, with jitter so a fleet does not reconnect in step.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(builder)
+}
+
+/// Builds a client with `build(retry_first)` and connects it. fred waits one reconnect delay
+/// (100-200 ms with our policy) even before the very first attempt of a client that retries
+/// it, which was most of the start-up time (docs/PROFILE.md). So a first client tries once,
+/// at once; only when Redis is not there yet does a second one keep trying in the background.
+async fn connect_client<C: ClientLike>(
+    build: impl Fn(bool) -> Result<C, StoreError>,
+    timeout: Duration,
+) -> Result<C, StoreError> {
+    let once = build(false)?;
+    let _connection_task = once.connect();
+    match tokio::time::timeout(timeout, once.wait_for_connect()).await {
+        Ok(Ok(())) => return Ok(once),
+        // Its one attempt failed and it stopped.
+        Ok(Err(_)) => {}
+        // Still trying: stop it, so that it cannot connect later, unused.
+        Err(_) => {
+            let _ = tokio::time::timeout(Duration::from_millis(100), once.quit()).await;
+        }
+    }
+    let client = build(true)?;
+    start(&client, timeout).await;
+    Ok(client)
 }
 
 async fn start<C: ClientLike>(client: &C, timeout: Duration) {
