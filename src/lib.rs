@@ -10,13 +10,15 @@
 //!   `/broadcast`, `/test/`).
 //! - [`ws`]: the WebSocket upgrade and one socket's session loop.
 //! - [`protocol`]: the JSON frames on the wire and on the pub/sub channel.
-//! - [`store`]: the Redis client and the per-session counter.
+//! - [`store`]: the Redis client, its failure policy and script calls.
+//! - [`counter`]: the per-session message counter, sent to Redis in batches.
 //! - [`registry`]: the crash-safe fleet registry of instances and connections.
 //! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
 //! - [`heartbeat`]: the elected fleet heartbeat.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod config;
+pub mod counter;
 pub mod fanout;
 pub mod heartbeat;
 pub mod http;

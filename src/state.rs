@@ -10,13 +10,18 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Settings, fanout::Fanout, metrics::Metrics, registry::Registry, store::Store};
+use crate::{
+    config::Settings, counter::Counter, fanout::Fanout, metrics::Metrics, registry::Registry,
+    store::Store,
+};
 
 pub type SharedState = Arc<AppState>;
 
 pub struct AppState {
     pub settings: Settings,
     pub store: Store,
+    /// Counts the sockets' messages in Redis (its batching task lives as long as this).
+    pub counter: Counter,
     pub registry: Registry,
     pub fanout: Arc<Fanout>,
     pub metrics: Arc<Metrics>,
@@ -43,8 +48,15 @@ impl AppState {
         metrics: Arc<Metrics>,
         max_connections: usize,
     ) -> Self {
+        let counter = Counter::start(
+            store.clone(),
+            metrics.clone(),
+            settings.session_ttl,
+            settings.redis_timeout,
+        );
         AppState {
             settings,
+            counter,
             store,
             registry,
             fanout: Arc::new(Fanout::new()),

@@ -1,4 +1,5 @@
-//! Redis access (fred): the connection, its failure policy, and the per-session counter.
+//! Redis access (fred): the connection, its failure policy, and Lua script calls. The
+//! per-session counter, the hot path, batches its script calls in [`crate::counter`].
 //!
 //! Every command goes through [`Store::redis`], a handle that fails fast while the connection
 //! is down, never retries a command that may have run (a retried `INCR` would skip a number)
@@ -23,37 +24,13 @@ use crate::metrics::{Metrics, OperationLabel};
 /// All keys live under this prefix; see docs/DESIGN.md for the schema.
 pub const KEY_PREFIX: &str = "wsfleet:";
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("redis returned an unexpected value: {0}")]
     Unexpected(String),
 }
-
-/// Counts one message of a session, atomically and in one round trip, and slides the TTL.
-///
-/// The session is a hash: `n`, the counter, and `op`, the id of the last message counted.
-/// ARGV[1] is the TTL, ARGV[2] this message's op id, ARGV[3..] the op ids of earlier
-/// attempts on this socket that were answered `unavailable` although they may have run
-/// (a timeout: Redis may still execute a command it had queued). If the last counted op is
-/// one of those, this message is the client's resend of it: answer that count again
-/// instead of counting twice.
-const INCREMENT_LUA: &str = r"
-if #ARGV >= 3 then
-  local last = redis.call('HGET', KEYS[1], 'op')
-  for i = 3, #ARGV do
-    if ARGV[i] == last then
-      redis.call('HSET', KEYS[1], 'op', ARGV[2])
-      redis.call('PEXPIRE', KEYS[1], ARGV[1])
-      return tonumber(redis.call('HGET', KEYS[1], 'n'))
-    end
-  end
-end
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HSET', KEYS[1], 'op', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return n";
 
 /// Read the session counter (nil for a new session) and slide its TTL.
 const FETCH_LUA: &str = r"
@@ -68,7 +45,6 @@ return v";
 pub struct Store {
     /// Commands go through this: fail fast, one attempt, bounded wait.
     redis: WithOptions<Client>,
-    increment: Script,
     fetch: Script,
     session_ttl_ms: i64,
     /// Every call is timed and its failures counted here, by operation.
@@ -85,8 +61,8 @@ impl Store {
         session_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
-        let client = builder(url, timeout)?.build()?;
-        start(&client, timeout).await;
+        let client =
+            connect_client(|retry| Ok(builder(url, timeout, retry)?.build()?), timeout).await?;
         let options = Options {
             max_attempts: Some(1),
             timeout: Some(timeout),
@@ -95,7 +71,6 @@ impl Store {
         };
         Ok(Store {
             redis: client.with_options(&options),
-            increment: Script::from_lua(INCREMENT_LUA),
             fetch: Script::from_lua(FETCH_LUA),
             session_ttl_ms: session_ttl.as_millis() as i64,
             metrics,
@@ -105,14 +80,16 @@ impl Store {
     /// A second connection for pub/sub, which Redis dedicates to subscriptions. It
     /// resubscribes by itself after a reconnect.
     pub async fn subscriber(url: &str, timeout: Duration) -> Result<SubscriberClient, StoreError> {
-        let client = builder(url, timeout)?
-            .with_performance_config(|perf| {
-                // fred's internal queue between the socket and our reader; a burst of
-                // broadcasts larger than this would be dropped before we see it.
-                perf.broadcast_channel_capacity = 4096;
-            })
-            .build_subscriber_client()?;
-        start(&client, timeout).await;
+        let build = |retry| {
+            Ok(builder(url, timeout, retry)?
+                .with_performance_config(|perf| {
+                    // fred's internal queue between the socket and our reader; a burst of
+                    // broadcasts larger than this would be dropped before we see it.
+                    perf.broadcast_channel_capacity = 4096;
+                })
+                .build_subscriber_client()?)
+        };
+        let client = connect_client(build, timeout).await?;
         let _resubscribe_task = client.manage_subscriptions();
         Ok(client)
     }
@@ -136,23 +113,6 @@ impl Store {
         .await
     }
 
-    /// Counts one message of a session and returns its count. `op` names this attempt
-    /// uniquely in the fleet; `unsure` lists earlier attempts of the same socket whose outcome
-    /// is unknown (see `INCREMENT_LUA`).
-    pub async fn increment(
-        &self,
-        session: &str,
-        op: &str,
-        unsure: &[String],
-    ) -> Result<u64, StoreError> {
-        let mut args: Vec<Value> = Vec::with_capacity(2 + unsure.len());
-        args.push(Value::from(self.session_ttl_ms));
-        args.push(Value::from(op));
-        args.extend(unsure.iter().map(|o| Value::from(o.as_str())));
-        self.run("increment", &self.increment, session_key(session), args)
-            .await
-    }
-
     /// Runs a Lua script by its hash, loading it first when Redis does not have it (after a
     /// restart or `SCRIPT FLUSH`). `EVAL` both runs and caches it, so the retry is safe: the
     /// `NOSCRIPT` answer means nothing ran.
@@ -164,6 +124,25 @@ impl Store {
     pub async fn run<R, K, V>(
         &self,
         operation: &'static str,
+        script: &Script,
+        keys: K,
+        args: V,
+    ) -> Result<R, StoreError>
+    where
+        R: FromValue,
+        K: Into<MultipleKeys> + Send,
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        let started = Instant::now();
+        let result = self.run_untimed(script, keys, args).await;
+        self.record(operation, started, result.is_err());
+        result
+    }
+
+    /// [`Store::run`] without the metrics, for callers that record their own (a batch).
+    pub async fn run_untimed<R, K, V>(
+        &self,
         script: &Script,
         keys: K,
         args: V,
@@ -188,19 +167,16 @@ impl Store {
         let mut call = Vec::with_capacity(tail.len() + 1);
         call.push(Value::from(script.sha1().clone()));
         call.extend(tail.iter().cloned());
-        self.timed(operation, async {
-            match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    let lua = script.lua().expect("scripts are built from source").clone();
-                    let mut call = Vec::with_capacity(tail.len() + 1);
-                    call.push(Value::from(lua));
-                    call.extend(tail);
-                    self.redis.custom(command("EVAL"), call).await
-                }
-                other => other,
+        match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                let lua = script.lua().expect("scripts are built from source").clone();
+                let mut call = Vec::with_capacity(tail.len() + 1);
+                call.push(Value::from(lua));
+                call.extend(tail);
+                Ok(self.redis.custom(command("EVAL"), call).await?)
             }
-        })
-        .await
+            other => Ok(other?),
+        }
     }
 
     /// Runs one Redis call, recording its duration and any failure under `operation`.
@@ -211,15 +187,19 @@ impl Store {
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
+        self.record(operation, started, result.is_err());
+        Ok(result?)
+    }
+
+    fn record(&self, operation: &'static str, started: Instant, failed: bool) {
         let label = OperationLabel { operation };
         self.metrics
             .redis_duration
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
+        if failed {
             self.metrics.redis_errors.get_or_create(&label).inc();
         }
-        Ok(result?)
     }
 }
 
@@ -232,14 +212,16 @@ pub fn session_key(session: &str) -> String {
     format!("{KEY_PREFIX}session:{session}")
 }
 
-fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
+/// `retry_first`: whether the first connection retries by the reconnect policy (see
+/// [`connect_client`]); reconnects after a lost connection always do.
+fn builder(url: &str, timeout: Duration, retry_first: bool) -> Result<Builder, StoreError> {
     let config = Config::from_url(url)?;
     let mut builder = Builder::from_config(config);
     builder
         .with_config(|c| {
             // Keep trying in the background when Redis is down at start-up instead of
             // failing the process: readiness reports the outage.
-            c.fail_fast = false;
+            c.fail_fast = !retry_first;
         })
         .with_connection_config(|c| {
             c.connection_timeout = timeout;
@@ -248,6 +230,30 @@ fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
         // Forever, 100 ms doubling to 2 s, with jitter so a fleet does not reconnect in step.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(builder)
+}
+
+/// Builds a client with `build(retry_first)` and connects it. fred waits one reconnect delay
+/// (100-200 ms with our policy) even before the very first attempt of a client that retries
+/// it, which was most of the start-up time (docs/PROFILE.md). So a first client tries once,
+/// at once; only when Redis is not there yet does a second one keep trying in the background.
+async fn connect_client<C: ClientLike>(
+    build: impl Fn(bool) -> Result<C, StoreError>,
+    timeout: Duration,
+) -> Result<C, StoreError> {
+    let once = build(false)?;
+    let _connection_task = once.connect();
+    match tokio::time::timeout(timeout, once.wait_for_connect()).await {
+        Ok(Ok(())) => return Ok(once),
+        // Its one attempt failed and it stopped.
+        Ok(Err(_)) => {}
+        // Still trying: stop it, so that it cannot connect later, unused.
+        Err(_) => {
+            let _ = tokio::time::timeout(Duration::from_millis(100), once.quit()).await;
+        }
+    }
+    let client = build(true)?;
+    start(&client, timeout).await;
+    Ok(client)
 }
 
 async fn start<C: ClientLike>(client: &C, timeout: Duration) {

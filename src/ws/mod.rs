@@ -19,7 +19,10 @@ use crate::{http::ApiError, protocol::validate_session_id, state::SharedState};
 
 /// Buffers sized on purpose: tungstenite's 128 KiB defaults cost ~100 KB per socket and much
 /// throughput. Frames here are tiny; the read buffer grows for a large frame when needed.
-const READ_BUFFER_BYTES: usize = 4096;
+/// 512 rather than 4096: the buffer is allocated for every socket, idle or not, and
+/// tungstenite zero-fills it to this size before every read (docs/PROFILE.md); a frame
+/// larger than this just takes more reads.
+const READ_BUFFER_BYTES: usize = 512;
 
 pub async fn upgrade(
     State(app): State<SharedState>,

@@ -6,17 +6,18 @@
 //! intervals; a peer that cannot take a frame for that long is dead anyway.
 
 use std::{
-    sync::Arc,
+    pin::pin,
     time::{Duration, Instant},
 };
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tracing::Instrument;
 
 use super::{rate_limit::TokenBucket, Accepted};
 use crate::{
+    counter::counter_key,
     protocol::{close_code, Bye, CountReply, ErrorFrame, Welcome},
     state::SharedState,
 };
@@ -42,7 +43,8 @@ struct Gone;
 struct Session {
     app: SharedState,
     conn_id: u64,
-    session: Arc<str>,
+    /// The session's counter key, built once for all of this socket's messages.
+    key: fred::types::Key,
     /// Last counter value this socket knows (welcome or last reply): the `bye` total.
     count: u64,
     /// Messages of this socket so far; with the instance and connection ids, names each
@@ -78,7 +80,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         ..
     } = accepted;
     // Subscribe before announcing presence so that nothing published after the welcome is lost.
-    let mut fanout = app.fanout.subscribe();
+    let fanout = app.fanout.subscribe();
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
     // Redis futures (fred's) are ~11 KB; boxed, they cost that only while in flight instead of
@@ -90,7 +92,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
 
     let mut s = Session {
         conn_id,
-        session: session.clone(),
+        key: counter_key(&session),
         count,
         seq: 0,
         unsure: Vec::new(),
@@ -108,7 +110,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         instance: app.registry.instance_id().to_string(),
     };
     let end = match s.send_json(&mut socket, &welcome).await {
-        Ok(()) => s.serve(&mut socket, &mut fanout).await,
+        Ok(()) => s.serve(&mut socket, fanout).await,
         Err(Gone) => End::Peer(1006),
     };
     let (code, reason) = match end {
@@ -132,25 +134,27 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
 }
 
 impl Session {
-    async fn serve(
-        &mut self,
-        socket: &mut WebSocket,
-        fanout: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
-    ) -> End {
+    async fn serve(&mut self, socket: &mut WebSocket, fanout: Receiver<Utf8Bytes>) -> End {
         let ping_every = self.app.settings.ping_interval;
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
         let cancel = self.app.sessions_cancel.clone();
+        // Both futures live across loop turns instead of being made anew on each: a pending
+        // one holds a waiter in a list shared by every socket (the token's, the ring's),
+        // and making and dropping it each turn took that list's lock twice per message.
+        let mut cancelled = pin!(cancel.cancelled());
+        let mut fanout_next = pin!(next_fanout(fanout));
         loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return End::Drain,
+                _ = cancelled.as_mut() => return End::Drain,
                 frame = socket.recv() => {
-                    last_heard = Instant::now();
+                    let arrived = Instant::now();
+                    last_heard = arrived;
                     match frame {
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(end) = self.on_text(socket, text).await {
+                            if let Some(end) = self.on_text(socket, text, arrived).await {
                                 return end;
                             }
                         }
@@ -168,7 +172,9 @@ impl Session {
                         None => return End::Peer(1006),
                     }
                 }
-                frame = fanout.recv() => match frame {
+                (frame, fanout) = fanout_next.as_mut() => {
+                fanout_next.set(next_fanout(fanout));
+                match frame {
                     Ok(text) => {
                         if self.send(socket, Message::Text(text)).await.is_err() {
                             return End::Peer(1006);
@@ -181,7 +187,7 @@ impl Session {
                     }
                     // Only when the process is going away; the drain signal follows.
                     Err(RecvError::Closed) => return End::Drain,
-                },
+                }},
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         tracing::info!("no pong for two ping intervals");
@@ -196,8 +202,12 @@ impl Session {
     }
 
     /// Counts one text frame and answers it. `Some` ends the socket.
-    async fn on_text(&mut self, socket: &mut WebSocket, _text: Utf8Bytes) -> Option<End> {
-        let arrived = Instant::now();
+    async fn on_text(
+        &mut self,
+        socket: &mut WebSocket,
+        _text: Utf8Bytes,
+        arrived: Instant,
+    ) -> Option<End> {
         self.app.metrics.messages_received.inc();
         if let Some(bucket) = &mut self.bucket {
             if !bucket.try_take(arrived) {
@@ -214,9 +224,14 @@ impl Session {
             self.conn_id,
             self.seq
         );
-        // Boxed for the same reason as add_connection above.
-        let increment = self.app.store.increment(&self.session, &op, &self.unsure);
-        let sent = match Box::pin(increment).await {
+        // A small future (a channel send and a oneshot): the Redis call itself runs in the
+        // counter's batching task, not in this socket's state machine.
+        let counted = self
+            .app
+            .counter
+            .increment(&self.key, op.clone(), self.unsure.clone())
+            .await;
+        let sent = match counted {
             Ok(count) => {
                 self.count = count;
                 self.unsure.clear();
@@ -292,6 +307,14 @@ impl Session {
                 .await;
         }
     }
+}
+
+/// The next fan-out frame, with the receiver handed back so the next wait can reuse it.
+async fn next_fanout(
+    mut fanout: Receiver<Utf8Bytes>,
+) -> (Result<Utf8Bytes, RecvError>, Receiver<Utf8Bytes>) {
+    let frame = fanout.recv().await;
+    (frame, fanout)
 }
 
 /// Waits briefly for the peer's close frame so the close handshake completes cleanly.
