@@ -23,6 +23,7 @@ use crate::{
 };
 
 const DRAIN_REASON: &str = "server shutting down";
+const PING_TIMEOUT_REASON: &str = "ping timeout";
 
 /// Attempts in doubt remembered per socket (see `Session::unsure`).
 const MAX_UNSURE: usize = 16;
@@ -31,6 +32,9 @@ const MAX_UNSURE: usize = 16;
 enum End {
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
+    /// Nothing heard for two ping intervals: send the close frame (1008) but do not wait for
+    /// a reply from a peer that is most likely gone.
+    Unresponsive,
     /// The drain asked this socket to go: `bye`, then 1001.
     Drain,
     /// The peer closed (with this code, 1005 when it gave none) or vanished (1006).
@@ -118,6 +122,14 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
             s.close(&mut socket, code, reason).await;
             (code, reason)
         }
+        End::Unresponsive => {
+            let frame = CloseFrame {
+                code: close_code::POLICY_VIOLATION,
+                reason: Utf8Bytes::from_static(PING_TIMEOUT_REASON),
+            };
+            let _ = s.send(&mut socket, Message::Close(Some(frame))).await;
+            (close_code::POLICY_VIOLATION, PING_TIMEOUT_REASON)
+        }
         End::Drain => {
             s.drain(&mut socket).await;
             (close_code::GOING_AWAY, DRAIN_REASON)
@@ -139,6 +151,14 @@ impl Session {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
+        // Armed at each ping for two intervals after the last frame heard, so a silent peer
+        // is closed two intervals after it was last heard from, not at the ping tick after
+        // that (up to one interval later). Not reset per frame: that would touch the timer
+        // on every message; a deadline that fires for a peer heard from since is re-armed.
+        let dead_after = ping_every * 2;
+        let mut silent = pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(
+            last_heard + dead_after
+        )));
         let cancel = self.app.sessions_cancel.clone();
         // Both futures live across loop turns instead of being made anew on each: a pending
         // one holds a waiter in a list shared by every socket (the token's, the ring's),
@@ -188,11 +208,15 @@ impl Session {
                     // Only when the process is going away; the drain signal follows.
                     Err(RecvError::Closed) => return End::Drain,
                 }},
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > ping_every * 2 {
+                () = silent.as_mut() => {
+                    if last_heard.elapsed() >= dead_after {
                         tracing::info!("no pong for two ping intervals");
-                        return End::Close(close_code::POLICY_VIOLATION, "ping timeout");
+                        return End::Unresponsive;
                     }
+                    silent.as_mut().reset(tokio::time::Instant::from_std(last_heard + dead_after));
+                }
+                _ = ping.tick() => {
+                    silent.as_mut().reset(tokio::time::Instant::from_std(last_heard + dead_after));
                     if self.send(socket, Message::Ping(Default::default())).await.is_err() {
                         return End::Peer(1006);
                     }
