@@ -12,7 +12,8 @@
 //! - [`protocol`]: the JSON frames on the wire and on the pub/sub channel.
 //! - [`store`]: the Redis client, its failure policy and script calls.
 //! - [`counter`]: the per-session message counter, sent to Redis in batches.
-//! - [`registry`]: the crash-safe fleet registry of instances and connections.
+//! - [`registry`]: the crash-safe fleet registry of instances and connections; its
+//!   connects and disconnects go to Redis in batches (`registry_writes`).
 //! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
 //! - [`heartbeat`]: the elected fleet heartbeat.
 //! - [`metrics`]: Prometheus metrics.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
+mod registry_writes;
 pub mod shutdown;
 pub mod startup;
 pub mod state;

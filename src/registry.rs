@@ -17,12 +17,15 @@ use std::{
 };
 
 use fred::{
-    interfaces::{HashesInterface, KeysInterface, SortedSetsInterface},
+    interfaces::{KeysInterface, SortedSetsInterface},
     types::scripts::Script,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, KEY_PREFIX};
+use crate::{
+    registry_writes::{Change, ConnectionWrites},
+    store::{Store, StoreError, KEY_PREFIX},
+};
 
 /// Renews the instance record and its connection hash, and returns how many connections the
 /// hash holds, so the caller can tell when Redis and the process disagree.
@@ -62,11 +65,6 @@ for _, id in ipairs(ids) do
 end
 if #out == 0 then return '[]' end
 return cjson.encode(out)";
-
-/// Adds one connection and keeps the hash under lease even if it was just created.
-const REGISTER_LUA: &str = r"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('PEXPIRE', KEYS[1], ARGV[3])";
 
 /// One live instance as the registry sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,15 +114,25 @@ pub struct Registry {
     renew: Script,
     resync: Script,
     snapshot: Script,
-    register: Script,
+    /// Connects and disconnects, batched into the connection hash.
+    writes: ConnectionWrites,
 }
 
 impl Registry {
-    pub fn new(store: Store, info: InstanceInfo, lease_period: Duration) -> Self {
+    /// Starts the task that writes connections into Redis; each write waits at most `timeout`.
+    pub fn new(
+        store: Store,
+        info: InstanceInfo,
+        lease_period: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let ttl_ms = 3 * lease_period.as_millis() as u64;
+        let conns_key = conns_key(&info.id);
         Registry {
+            writes: ConnectionWrites::start(store.clone(), conns_key, ttl_ms, timeout),
             store,
             info,
-            ttl_ms: 3 * lease_period.as_millis() as u64,
+            ttl_ms,
             local: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             fleet_connections: AtomicU64::new(0),
@@ -133,7 +141,6 @@ impl Registry {
             renew: Script::from_lua(RENEW_LUA),
             resync: Script::from_lua(RESYNC_LUA),
             snapshot: Script::from_lua(SNAPSHOT_LUA),
-            register: Script::from_lua(REGISTER_LUA),
         }
     }
 
@@ -146,7 +153,7 @@ impl Registry {
     }
 
     fn conns_key(&self) -> String {
-        format!("{KEY_PREFIX}instance:{}:conns", self.info.id)
+        conns_key(&self.info.id)
     }
 
     /// Records a new socket locally and in Redis. A Redis failure is returned but the local
@@ -156,15 +163,7 @@ impl Registry {
             .lock()
             .expect("registry lock poisoned")
             .insert(conn_id, session.clone());
-        self.store
-            .run::<i64, _, _>(
-                "register",
-                &self.register,
-                self.conns_key(),
-                (conn_id.to_string(), session.to_string(), self.ttl_ms as i64),
-            )
-            .await
-            .map(drop)
+        self.writes.apply(Change::Add { conn_id, session }).await
     }
 
     pub async fn remove_connection(&self, conn_id: u64) -> Result<(), StoreError> {
@@ -172,14 +171,7 @@ impl Registry {
             .lock()
             .expect("registry lock poisoned")
             .remove(&conn_id);
-        let redis = self.store.redis();
-        self.store
-            .timed(
-                "unregister",
-                redis.hdel::<i64, _, _>(self.conns_key(), conn_id.to_string()),
-            )
-            .await
-            .map(drop)
+        self.writes.apply(Change::Remove { conn_id }).await
     }
 
     /// Renews this instance's lease and repairs its connection hash when Redis disagrees with
@@ -304,6 +296,10 @@ impl Registry {
             .await?;
         Ok(())
     }
+}
+
+fn conns_key(instance_id: &str) -> String {
+    format!("{KEY_PREFIX}instance:{instance_id}:conns")
 }
 
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

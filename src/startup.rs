@@ -62,7 +62,12 @@ impl Application {
             addr: address.to_string(),
             started_at: crate::protocol::timestamp_now(),
         };
-        let registry = Registry::new(store.clone(), info, settings.lease_period);
+        let registry = Registry::new(
+            store.clone(),
+            info,
+            settings.lease_period,
+            settings.redis_timeout,
+        );
         metrics.connections_max.set(max_connections as i64);
         metrics
             .startup_duration

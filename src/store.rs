@@ -98,6 +98,11 @@ impl Store {
         &self.redis
     }
 
+    /// Where calls are recorded, for callers that record their own (a batch).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn is_connected(&self) -> bool {
         self.redis.is_connected()
     }

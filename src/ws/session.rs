@@ -87,9 +87,9 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     let fanout = app.fanout.subscribe();
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
-    // Redis futures (fred's) are ~11 KB; boxed, they cost that only while in flight instead of
-    // being part of every idle socket's task (19 -> 9 KiB per idle socket, docs/BENCHMARKS.md).
-    if let Err(error) = Box::pin(app.registry.add_connection(conn_id, session.clone())).await {
+    // A small future: the registry's writer task makes the Redis call (src/registry_writes.rs),
+    // so no ~11 KB fred future is allocated per connect or held in this task.
+    if let Err(error) = app.registry.add_connection(conn_id, session.clone()).await {
         tracing::warn!(%error, "registering the connection failed; the next lease renewal repairs it");
     }
     tracing::info!(count, resumed, "connection opened");
@@ -139,7 +139,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     };
     app.metrics.closed(code);
     app.metrics.connections_active.dec();
-    if let Err(error) = Box::pin(app.registry.remove_connection(s.conn_id)).await {
+    if let Err(error) = app.registry.remove_connection(s.conn_id).await {
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
     tracing::info!(code, reason, total = s.count, "connection closed");
