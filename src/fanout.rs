@@ -37,6 +37,11 @@ pub const FANOUT_BUFFER: usize = 256;
 /// How often each instance publishes a probe to prove its subscription delivers.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often while the subscription is not (yet, or no longer) proven live: at start-up the
+/// subscriber connection may come up just after the first probe, and readiness should not
+/// wait a whole [`PROBE_INTERVAL`] for the next one.
+pub const PROBE_RETRY: Duration = Duration::from_millis(50);
+
 /// A subscription counts as live while something came through it this recently.
 pub const SUBSCRIPTION_FRESHNESS: Duration = Duration::from_secs(3);
 
@@ -123,7 +128,8 @@ pub async fn publish(store: &Store, message: &ChannelMessage) -> Result<u64, Sto
         .await
 }
 
-/// Runs the subscriber until `cancel`. Every [`PROBE_INTERVAL`] it (re)subscribes when
+/// Runs the subscriber until `cancel`. Every [`PROBE_INTERVAL`] ([`PROBE_RETRY`] while the
+/// subscription is not proven live) it (re)subscribes when
 /// needed (at start, retrying until Redis answers, and whenever the channel went quiet while
 /// the connection is up; fred also re-subscribes after reconnects) and then publishes a probe,
 /// so readiness reflects a subscription that really delivers, not just an open socket.
@@ -137,7 +143,8 @@ pub async fn run_subscriber(
 ) {
     let mut messages = client.message_rx();
     let probe = ChannelMessage::Probe { instance };
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    let next_probe = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(next_probe);
     let mut subscribed = false;
     loop {
         tokio::select! {
@@ -152,7 +159,9 @@ pub async fn run_subscriber(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = tick.tick() => {
+            () = &mut next_probe => {
+                let wait = if fanout.subscription_is_live() { PROBE_INTERVAL } else { PROBE_RETRY };
+                next_probe.as_mut().reset(tokio::time::Instant::now() + wait);
                 if client.is_connected() && (!subscribed || !fanout.subscription_is_live()) {
                     match client.subscribe(channel_name()).await {
                         Ok(()) => subscribed = true,
