@@ -94,6 +94,15 @@ impl Fanout {
         (last != 0).then(|| (self.now_ms() - last) as f64 / 1000.0)
     }
 
+    /// Forgets every delivery so far: the subscriber connection dropped or was replaced,
+    /// and Redis (possibly restarted) holds no subscription for it until fred's resubscribe
+    /// lands. Until a message comes through the new connection, readiness must say no, or a
+    /// broadcast published in that gap is lost while `/readyz` says ready. Returns whether
+    /// there was anything to forget.
+    fn forget_deliveries(&self) -> bool {
+        self.last_delivery_ms.swap(0, Ordering::Relaxed) != 0
+    }
+
     fn now_ms(&self) -> u64 {
         (self.started.elapsed().as_millis() as u64).max(1)
     }
@@ -133,6 +142,8 @@ pub async fn publish(store: &Store, message: &ChannelMessage) -> Result<u64, Sto
 /// needed (at start, retrying until Redis answers, and whenever the channel went quiet while
 /// the connection is up; fred also re-subscribes after reconnects) and then publishes a probe,
 /// so readiness reflects a subscription that really delivers, not just an open socket.
+/// A lost or renewed connection voids earlier deliveries: only a probe through the new
+/// connection, which Redis sends only once the resubscription has landed, makes it live again.
 pub async fn run_subscriber(
     client: SubscriberClient,
     store: Store,
@@ -142,12 +153,18 @@ pub async fn run_subscriber(
     cancel: CancellationToken,
 ) {
     let mut messages = client.message_rx();
+    let mut connection_errors = client.error_rx();
+    let mut reconnects = client.reconnect_rx();
     let probe = ChannelMessage::Probe { instance };
     let next_probe = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_probe);
     let mut subscribed = false;
     loop {
         tokio::select! {
+            // Messages before connection events: fred queues a message of the old connection
+            // before it reports that connection lost, so it must not count as a delivery
+            // after the reset below.
+            biased;
             _ = cancel.cancelled() => break,
             received = messages.recv() => match received {
                 Ok(message) => match message.value.as_str() {
@@ -159,6 +176,17 @@ pub async fn run_subscriber(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            // Both senders live in `client`, so these never close.
+            Ok((error, _)) = connection_errors.recv() => {
+                // While Redis stays down every failed reconnect reports again: warn once.
+                if fanout.forget_deliveries() {
+                    tracing::warn!(%error, "fan-out subscriber connection lost; not ready");
+                }
+            }
+            Ok(_) = reconnects.recv() => {
+                fanout.forget_deliveries();
+                tracing::info!("fan-out subscriber reconnected; ready once a probe comes through");
+            }
             () = &mut next_probe => {
                 let wait = if fanout.subscription_is_live() { PROBE_INTERVAL } else { PROBE_RETRY };
                 next_probe.as_mut().reset(tokio::time::Instant::now() + wait);
