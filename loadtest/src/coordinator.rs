@@ -28,7 +28,7 @@ pub struct Coordinator {
     /// Fan-out's publishing, when the scenario is fan-out.
     publishing: Option<JoinHandle<Published>>,
     /// The `--during` command, when one was given.
-    during: Option<JoinHandle<during::Outcome>>,
+    during: Option<JoinHandle<(during::Outcome, Instant)>>,
     /// Turns true once nothing more will be published (at once when nothing is).
     published: watch::Receiver<bool>,
 }
@@ -40,6 +40,8 @@ pub struct Finished {
     pub errors: Vec<String>,
     /// How the `--during` command went, when one was given.
     pub command: Option<during::Outcome>,
+    /// When the command ended, if one ran: the run phase lasts until then at least.
+    pub ended_at: Option<Instant>,
 }
 
 impl Coordinator {
@@ -68,10 +70,13 @@ impl Coordinator {
             }
         };
         let common = scenario.common();
-        let during = common
-            .during
-            .clone()
-            .map(|command| tokio::spawn(during::run(command, common.during_after, deadline)));
+        let during = common.during.clone().map(|command| {
+            let after = common.during_after;
+            tokio::spawn(async move {
+                let outcome = during::run(command, after, deadline).await;
+                (outcome, Instant::now())
+            })
+        });
         Coordinator {
             publishing,
             during,
@@ -97,9 +102,10 @@ impl Coordinator {
         }
         if let Some(task) = self.during {
             match task.await {
-                Ok(outcome) => {
+                Ok((outcome, ended_at)) => {
                     finished.errors.extend(outcome.failure.clone());
                     finished.command = Some(outcome);
+                    finished.ended_at = Some(ended_at);
                 }
                 Err(e) => finished.errors.push(format!("task failed: {e}")),
             }

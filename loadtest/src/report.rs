@@ -24,6 +24,12 @@ impl Phase {
             seconds: start.elapsed().as_secs_f64(),
         }
     }
+
+    pub fn between(start: Instant, end: Instant) -> Self {
+        Self {
+            seconds: end.saturating_duration_since(start).as_secs_f64(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -186,6 +186,9 @@ pub struct Totals {
     pub latency_series: LatencySeries,
     pub heartbeats: Option<Spread>,
     pub resumes: Resumes,
+    /// When the last socket finished its work (unix µs), before the closes: the end of the
+    /// run phase (see `scenario::finish`). The latest of the processes' when merged.
+    pub sockets_done_us: Option<u64>,
 }
 
 impl Default for Totals {
@@ -202,6 +205,7 @@ impl Default for Totals {
             latency_series: LatencySeries::default(),
             heartbeats: None,
             resumes: Resumes::default(),
+            sockets_done_us: None,
         }
     }
 }
@@ -253,7 +257,9 @@ impl Totals {
             latency_series,
             heartbeats,
             resumes,
+            sockets_done_us,
         } = other;
+        self.sockets_done_us = self.sockets_done_us.max(sockets_done_us);
         self.connections_ok += connections_ok;
         self.connections_failed += connections_failed;
         self.sent += sent;

@@ -7,13 +7,20 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsfleet::protocol::ServerFrame;
 
+use super::finish::Seat;
 use crate::{
     client::{self, Event},
     link::{self, Link},
     stats::Tally,
 };
 
-pub async fn run(mut link: Link, messages: u64, payload: Utf8Bytes, deadline: Instant) -> Tally {
+pub async fn run(
+    mut link: Link,
+    seat: Seat,
+    messages: u64,
+    payload: Utf8Bytes,
+    deadline: Instant,
+) -> Tally {
     let mut tally = Tally::default();
     let outcome = tokio::time::timeout_at(
         deadline,
@@ -23,7 +30,7 @@ pub async fn run(mut link: Link, messages: u64, payload: Utf8Bytes, deadline: In
     match outcome {
         Ok(Ok(())) => {
             tally.open_at_end = true;
-            client::close(&mut link.socket, deadline).await;
+            seat.close_when_all_done(&mut link.socket, deadline).await;
         }
         Ok(Err(kind)) => tally.error(kind),
         Err(_) => tally.error("deadline"),

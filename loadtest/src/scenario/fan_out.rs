@@ -10,7 +10,7 @@
 //! ([`Stamp`]), and a receiver subtracts it from its own clock at arrival. Processes on one
 //! machine share that clock.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, pin::pin, time::Duration};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use wsfleet::protocol::ServerFrame;
 
+use super::finish::Seat;
 use crate::{
     cli::Scenario,
     client::{self, Event},
@@ -27,7 +28,11 @@ use crate::{
 };
 
 /// How long after the last broadcast was published receivers still wait for what they miss.
-/// Only paid when something is missing: a receiver that has every broadcast stops at once.
+/// Every socket stays open until then, even one that has every broadcast: closing it at once
+/// would make the servers' close handshakes and registry removals compete with delivering the
+/// last broadcast to the sockets still waiting for it, and that broadcast's latency would
+/// measure the teardown (it did: the last of three broadcasts to 50,000 took 3 s, the first
+/// two 1 s). Sockets also go on checking that nothing arrives twice.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(5);
 
 /// Longest wait for one `POST /broadcast` answer.
@@ -189,13 +194,15 @@ impl Publisher {
     }
 }
 
-/// One socket's side: reads until it has every one of the run's `broadcasts`, or `stop`
-/// turns true (publishing is over and its grace passed), or `deadline`. Each delivery is a
+/// One socket's side: reads until `stop` turns true (publishing is over and its grace
+/// passed, see [`DELIVERY_GRACE`]) or `deadline`, whether or not it already has every one of
+/// the run's `broadcasts`. Each delivery is a
 /// received message with its latency; each broadcast missed is an error, and so is one
 /// delivered twice. A socket the server ends is resumed when the link follows such closes
 /// (broadcasts published while it was away are missed: delivery is at most once).
 pub async fn receive(
     mut link: Link,
+    seat: Seat,
     run_id: String,
     broadcasts: u64,
     mut stop: watch::Receiver<bool>,
@@ -203,15 +210,20 @@ pub async fn receive(
 ) -> Tally {
     let mut tally = Tally::default();
     let mut seen = BTreeSet::new();
+    // Made once, not per frame: a new `sleep_until` per frame is a timer-wheel insert and
+    // removal, and a new `wait_for` registers on and leaves a list that every socket of
+    // the process shares, each under its lock (this tool shares the cores with the servers).
+    let mut stopped = pin!(stop.wait_for(|stop| *stop));
+    let mut expired = pin!(tokio::time::sleep_until(deadline));
     let outcome = loop {
-        if seen.len() as u64 >= broadcasts {
-            break Ok(());
-        }
         let event = tokio::select! {
             event = client::next_event(&mut link.socket) => event,
             // Err: the sender is gone, so nothing more will be published either.
-            _ = stop.wait_for(|stop| *stop) => break Ok(()),
-            () = tokio::time::sleep_until(deadline) => break Err("deadline".to_string()),
+            _ = stopped.as_mut() => break Ok(()),
+            // Only an error for a socket still missing a broadcast.
+            () = expired.as_mut() => {
+                break if seen.len() as u64 >= broadcasts { Ok(()) } else { Err("deadline".to_string()) };
+            }
         };
         match event {
             Event::Frame(ServerFrame::Broadcast(b)) => {
@@ -241,7 +253,7 @@ pub async fn receive(
     match outcome {
         Ok(()) => {
             tally.open_at_end = true;
-            client::close(&mut link.socket, deadline).await;
+            seat.close_when_all_done(&mut link.socket, deadline).await;
         }
         Err(kind) => tally.error(kind),
     }

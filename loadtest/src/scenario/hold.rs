@@ -10,10 +10,12 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::closed_loop;
-use crate::{client, link::Link, stats::Tally};
+use super::finish::Seat;
+use crate::{link::Link, stats::Tally};
 
 pub async fn run(
     mut link: Link,
+    seat: Seat,
     warmup_messages: u64,
     payload: Utf8Bytes,
     until: Instant,
@@ -28,7 +30,7 @@ pub async fn run(
     match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(())) => {
             tally.open_at_end = true;
-            client::close(&mut link.socket, deadline).await;
+            seat.close_when_all_done(&mut link.socket, deadline).await;
         }
         Ok(Err(kind)) => tally.error(kind),
         Err(_) => tally.error("deadline"),

@@ -15,6 +15,7 @@
 mod closed_loop;
 pub mod during;
 pub mod fan_out;
+mod finish;
 mod hold;
 mod open_loop;
 mod resume;
@@ -24,6 +25,7 @@ pub mod smoke;
 use std::{future::Future, ops::Range, time::Duration};
 
 use anyhow::Result;
+use finish::{Finish, Seat};
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 
 use crate::{
@@ -59,9 +61,15 @@ pub async fn run(scenario: &Scenario) -> Result<Report> {
     let started = Instant::now();
     totals.latency_series.begin_at(series::now_ms());
     let published = coordinator.published();
-    run_sockets(scenario, &target, conns, &mut totals, published, deadline).await;
+    let sockets_done =
+        run_sockets(scenario, &target, conns, &mut totals, published, deadline).await;
     let finished = coordinator.finish().await;
-    let run = Phase::since(started);
+    // The sockets' closes come after the run phase (see `finish`); a --during command that
+    // is still running after the sockets are done extends it.
+    let run = Phase::between(
+        started,
+        sockets_done.max(finished.ended_at.unwrap_or(started)),
+    );
     let cpu = cpu.finish();
     progress.finish();
     if let Some(ticker) = ticker {
@@ -120,12 +128,33 @@ pub fn run_goal(scenario: &Scenario) -> RunGoal {
 /// The run phase: the scenario's work for every open socket, added up into `totals`.
 /// `conns` carry their global index (see `workers::plan::Slice`). `published` turns true
 /// when the coordinator is done publishing (fan-out's receivers stop a grace period later).
+/// Returns when the last socket was done with its work, before the sockets closed (see
+/// [`finish`]); also kept in `totals.sockets_done_us` for a parent process.
 pub async fn run_sockets(
     scenario: &Scenario,
     target: &Target,
     conns: Vec<(usize, Conn)>,
     totals: &mut Totals,
     published: watch::Receiver<bool>,
+    deadline: Instant,
+) -> Instant {
+    let finish = Finish::new(conns.len());
+    work_sockets(
+        scenario, target, conns, totals, published, &finish, deadline,
+    )
+    .await;
+    let done = finish.all_done_at().unwrap_or_else(Instant::now);
+    totals.sockets_done_us = Some(series::unix_micros() - done.elapsed().as_micros() as u64);
+    done
+}
+
+async fn work_sockets(
+    scenario: &Scenario,
+    target: &Target,
+    conns: Vec<(usize, Conn)>,
+    totals: &mut Totals,
+    published: watch::Receiver<bool>,
+    finish: &Finish,
     deadline: Instant,
 ) {
     let common = scenario.common();
@@ -135,18 +164,26 @@ pub async fn run_sockets(
     let link = |i: usize, conn: Conn| Link::new(i, conn, target, follows);
     match *scenario {
         Scenario::ClosedLoop { messages, .. } => {
-            for_each_socket(conns, totals, |i, conn| {
-                closed_loop::run(link(i, conn), messages, payload.clone(), deadline)
+            for_each_socket(conns, totals, finish, |i, conn, seat| {
+                closed_loop::run(link(i, conn), seat, messages, payload.clone(), deadline)
             })
             .await
         }
         Scenario::OpenLoop { rate, duration, .. } => {
             let n = common.connections.max(1);
-            for_each_socket(conns, totals, |i, conn| {
+            for_each_socket(conns, totals, finish, |i, conn, seat| {
                 // Start offsets spread over one period so the sockets do not send in step.
                 let offset = Duration::from_secs_f64(i as f64 / n as f64 / rate.max(1e-3));
                 let link = link(i, conn);
-                open_loop::run(link, rate, duration, offset, payload.clone(), deadline)
+                open_loop::run(
+                    link,
+                    seat,
+                    rate,
+                    duration,
+                    offset,
+                    payload.clone(),
+                    deadline,
+                )
             })
             .await
         }
@@ -157,9 +194,16 @@ pub async fn run_sockets(
         } => {
             // The warm-up counts against the hold: `until` is fixed before it.
             let until = deadline.min(Instant::now() + duration);
-            for_each_socket(conns, totals, |i, conn| {
+            for_each_socket(conns, totals, finish, |i, conn, seat| {
                 let link = link(i, conn);
-                hold::run(link, warmup_messages, payload.clone(), until, deadline)
+                hold::run(
+                    link,
+                    seat,
+                    warmup_messages,
+                    payload.clone(),
+                    until,
+                    deadline,
+                )
             })
             .await
         }
@@ -170,9 +214,10 @@ pub async fn run_sockets(
         } => {
             let (stop, stopper) = fan_out::stop_after_grace(published, deadline);
             let run_id = run_id.clone().unwrap_or_default();
-            for_each_socket(conns, totals, |i, conn| {
+            for_each_socket(conns, totals, finish, |i, conn, seat| {
                 let link = link(i, conn);
-                fan_out::receive(link, run_id.clone(), broadcasts, stop.clone(), deadline)
+                let stop = stop.clone();
+                fan_out::receive(link, seat, run_id.clone(), broadcasts, stop, deadline)
             })
             .await;
             stopper.abort();
@@ -180,24 +225,35 @@ pub async fn run_sockets(
         Scenario::Resume {
             messages, resumes, ..
         } => {
-            for_each_socket(conns, totals, |i, conn| {
-                resume::run(link(i, conn), messages, resumes, payload.clone(), deadline)
+            for_each_socket(conns, totals, finish, |i, conn, seat| {
+                resume::run(
+                    link(i, conn),
+                    seat,
+                    messages,
+                    resumes,
+                    payload.clone(),
+                    deadline,
+                )
             })
             .await
         }
     }
 }
 
-/// Runs `work` for every open socket (with its global index) as its own task and adds up
-/// what they count.
-async fn for_each_socket<F, Fut>(conns: Vec<(usize, Conn)>, totals: &mut Totals, work: F)
-where
-    F: Fn(usize, Conn) -> Fut,
+/// Runs `work` for every open socket (with its global index and its seat in `finish`) as
+/// its own task and adds up what they count.
+async fn for_each_socket<F, Fut>(
+    conns: Vec<(usize, Conn)>,
+    totals: &mut Totals,
+    finish: &Finish,
+    work: F,
+) where
+    F: Fn(usize, Conn, Seat) -> Fut,
     Fut: Future<Output = Tally> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
     for (i, conn) in conns {
-        tasks.spawn(work(i, conn));
+        tasks.spawn(work(i, conn, finish.seat()));
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {

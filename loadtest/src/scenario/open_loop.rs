@@ -7,13 +7,14 @@
 //! ones the welcome shows were counted are dropped and the rest are sent again, in order, on
 //! the new socket. They keep their due times, so the outage shows up as latency too.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, pin::pin, time::Duration};
 
 use futures_util::SinkExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsfleet::protocol::ServerFrame;
 
+use super::finish::Seat;
 use crate::{
     client::{self, Event},
     link::Link,
@@ -22,6 +23,7 @@ use crate::{
 
 pub async fn run(
     mut link: Link,
+    seat: Seat,
     rate: f64,
     duration: Duration,
     offset: Duration,
@@ -40,6 +42,10 @@ pub async fn run(
     let mut to_resend = 0;
     let mut next = 0; // the next frame of the schedule
     let mut answered = 0;
+    // Both timers live across loop turns, reset rather than made anew for every frame: a
+    // new one is a timer-wheel insert and removal per reply and per send.
+    let mut send_timer = pin!(tokio::time::sleep_until(first));
+    let mut expired = pin!(tokio::time::sleep_until(deadline));
     // One task, one loop: reading and sending take turns on the socket, so a resume can
     // replace it for both.
     let outcome = loop {
@@ -58,6 +64,9 @@ pub async fn run(
         } else {
             let due = first + period.mul_f64(next as f64);
             let sending = next < planned;
+            if send_timer.deadline() != due {
+                send_timer.as_mut().reset(due);
+            }
             tokio::select! {
                 // Replies first: they free the latency samples of frames already out.
                 biased;
@@ -85,7 +94,7 @@ pub async fn run(
                     Event::Frame(ServerFrame::Broadcast(_)) => continue,
                     other => other,
                 },
-                () = tokio::time::sleep_until(due), if sending && due <= deadline => {
+                () = send_timer.as_mut(), if sending && due <= deadline => {
                     next += 1;
                     in_flight.push_back(due);
                     match link.socket.send(Message::Text(payload.clone())).await {
@@ -97,7 +106,7 @@ pub async fn run(
                         Err(e) => Event::Failed(format!("send: {}", client::error_kind(&e))),
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => break Err("deadline".to_string()),
+                () = expired.as_mut() => break Err("deadline".to_string()),
             }
         };
         // The socket ended with `lost`: resume, or end here.
@@ -119,7 +128,7 @@ pub async fn run(
     match outcome {
         Ok(()) => {
             tally.open_at_end = true;
-            client::close(&mut link.socket, deadline).await;
+            seat.close_when_all_done(&mut link.socket, deadline).await;
         }
         Err(kind) => tally.error(kind),
     }

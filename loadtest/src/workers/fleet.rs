@@ -254,6 +254,11 @@ impl Fleet {
         }
     }
 
+    /// When the last socket of any worker that reported was done with its work (unix µs).
+    pub fn sockets_done_us(&self) -> Option<u64> {
+        self.totals.sockets_done_us
+    }
+
     /// The merged totals, with each dead worker as an error (its stderr tail printed).
     pub fn into_totals(mut self, progress: &Progress) -> Totals {
         let latest = self.latest.lock().expect("not poisoned").clone();

@@ -70,13 +70,10 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
     progress.start_run(run_goal(scenario), fleet.snapshot());
     let mut coordinator = None;
     let run_started = Instant::now();
+    let run_start_us = series::unix_micros();
     let mut stopped = async {
         connected?;
-        fleet
-            .tell(ParentLine::Go {
-                run_start_us: series::unix_micros(),
-            })
-            .await;
+        fleet.tell(ParentLine::Go { run_start_us }).await;
         // Nothing is published before every worker's sockets have left the barrier: a
         // parked socket does not count a broadcast (in one process the order is the same).
         fleet
@@ -107,7 +104,17 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
         },
         _ => Finished::default(),
     };
-    let run = Phase::since(run_started);
+    // The run phase ends when the last worker's last socket was done (their closes come
+    // after it, see `scenario::finish`), or when the --during command ended, if later.
+    let sockets_done = fleet
+        .sockets_done_us()
+        .map_or_else(Instant::now, |done_us| {
+            run_started + Duration::from_micros(done_us.saturating_sub(run_start_us))
+        });
+    let run = Phase::between(
+        run_started,
+        sockets_done.max(finished.ended_at.unwrap_or(run_started)),
+    );
     // Finished workers wait for `reap` to close their stdin, so their CPU time is readable.
     let cpu = cpu.finish();
 
