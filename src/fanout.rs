@@ -2,9 +2,18 @@
 //! broadcast that hands each message to every local socket.
 //!
 //! One pub/sub message is parsed and turned into its client frame once per instance; the
-//! frame (a cheaply cloned `Utf8Bytes`) then goes through a `tokio::sync::broadcast` ring.
+//! frame (a cheaply cloned `Utf8Bytes`) then goes through `tokio::sync::broadcast` rings,
+//! [`FANOUT_SHARDS`] of them, each socket on one (by its connection id).
 //!
-//! Slow-consumer policy: the ring holds [`FANOUT_BUFFER`] frames shared by all sockets. A
+//! Why shards: a broadcast ring is one lock that every waiting socket takes on each poll and
+//! one list of waiters that a send wakes all at once. Shards split both, and they let a
+//! heartbeat reach the sockets shard by shard over [`heartbeat_spread`] instead of all in one
+//! instant: writing one frame to every socket costs ~20 µs of CPU per socket, so 5000 sockets
+//! woken together held every message behind them for ~100 ms each interval (the open-loop
+//! p99 in docs/BENCHMARKS.md). Operator broadcasts still go to every shard at once: their
+//! latency is the point.
+//!
+//! Slow-consumer policy: each ring holds [`FANOUT_BUFFER`] frames shared by its sockets. A
 //! socket whose reader falls more than that many frames behind is closed with 1013 ("try
 //! again later"): it cannot be caught up without unbounded memory, and resuming the session
 //! loses no count. Other sockets are never slowed down by it.
@@ -34,6 +43,19 @@ use crate::{
 /// Frames buffered for the slowest local socket before it is cut off (see module docs).
 pub const FANOUT_BUFFER: usize = 256;
 
+/// Rings the local sockets are spread over (see module docs).
+pub const FANOUT_SHARDS: usize = 32;
+
+/// Longest time a heartbeat takes to reach every local socket once it came through the
+/// channel: its shards are sent to evenly over this window.
+pub const MAX_HEARTBEAT_SPREAD: Duration = Duration::from_secs(1);
+
+/// The window a heartbeat is spread over: [`MAX_HEARTBEAT_SPREAD`], or a quarter of the
+/// interval when that is shorter, so one beat is out before the next arrives.
+pub fn heartbeat_spread(interval: Duration) -> Duration {
+    MAX_HEARTBEAT_SPREAD.min(interval / 4)
+}
+
 /// How often each instance publishes a probe to prove its subscription delivers.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -51,7 +73,8 @@ pub fn channel_name() -> String {
 
 /// The local end of the fan-out, shared by the subscriber task and every socket.
 pub struct Fanout {
-    tx: broadcast::Sender<Utf8Bytes>,
+    shards: Arc<[broadcast::Sender<Utf8Bytes>]>,
+    heartbeat_spread: Duration,
     started: Instant,
     /// Milliseconds after `started` at which the last channel message arrived; 0: never.
     last_delivery_ms: AtomicU64,
@@ -59,27 +82,25 @@ pub struct Fanout {
     last_heartbeat_ms: AtomicU64,
 }
 
-impl Default for Fanout {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Fanout {
-    pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(FANOUT_BUFFER);
+    /// `heartbeat_spread`: see [`heartbeat_spread`].
+    pub fn new(heartbeat_spread: Duration) -> Self {
+        let shards = (0..FANOUT_SHARDS)
+            .map(|_| broadcast::channel(FANOUT_BUFFER).0)
+            .collect();
         Fanout {
-            tx,
+            shards,
+            heartbeat_spread,
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
         }
     }
 
-    /// A receiver for one socket. Subscribe before announcing the socket anywhere, so no
-    /// frame published after the welcome is missed.
-    pub fn subscribe(&self) -> broadcast::Receiver<Utf8Bytes> {
-        self.tx.subscribe()
+    /// A receiver for the socket `conn_id`, on its shard. Subscribe before announcing the
+    /// socket anywhere, so no frame published after the welcome is missed.
+    pub fn subscribe(&self, conn_id: u64) -> broadcast::Receiver<Utf8Bytes> {
+        self.shards[(conn_id % FANOUT_SHARDS as u64) as usize].subscribe()
     }
 
     /// Whether a message came back through the Redis channel within the freshness window.
@@ -107,21 +128,42 @@ impl Fanout {
         (self.started.elapsed().as_millis() as u64).max(1)
     }
 
-    /// Handles one message from the channel: probes only prove liveness; heartbeats and
-    /// broadcasts go to every local socket.
+    /// Sends `frame` to the shards one after the other, evenly over the heartbeat spread,
+    /// the first at once. A task of its own, so the channel goes on being read meanwhile.
+    fn pace(&self, frame: Utf8Bytes) {
+        let shards = self.shards.clone();
+        let step = self.heartbeat_spread / FANOUT_SHARDS as u32;
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (i, shard) in shards.iter().enumerate() {
+                tokio::time::sleep_until(start + step * i as u32).await;
+                let _ = shard.send(frame.clone());
+            }
+        });
+    }
+
+    /// Handles one message from the channel: probes only prove liveness; heartbeats (paced,
+    /// see the module docs) and broadcasts go to every local socket.
     pub fn deliver(&self, payload: &str, metrics: &Metrics) {
         let now = self.now_ms();
         self.last_delivery_ms.store(now, Ordering::Relaxed);
         metrics.pubsub_received.inc();
         match serde_json::from_str::<ChannelMessage>(payload) {
             Ok(message) => {
-                if matches!(message, ChannelMessage::Heartbeat { .. }) {
+                let heartbeat = matches!(message, ChannelMessage::Heartbeat { .. });
+                if heartbeat {
                     self.last_heartbeat_ms.store(now, Ordering::Relaxed);
                     metrics.heartbeats_received.inc();
                 }
-                if let Some(frame) = message.client_frame() {
-                    // An error only means no socket is connected right now.
-                    let _ = self.tx.send(Utf8Bytes::from(frame));
+                if let Some(frame) = message.client_frame().map(Utf8Bytes::from) {
+                    if heartbeat && !self.heartbeat_spread.is_zero() {
+                        self.pace(frame);
+                    } else {
+                        for shard in self.shards.iter() {
+                            // An error only means no socket of that shard is connected.
+                            let _ = shard.send(frame.clone());
+                        }
+                    }
                 }
             }
             Err(error) => tracing::warn!(%error, "ignoring malformed fan-out message"),
@@ -203,4 +245,37 @@ pub async fn run_subscriber(
         }
     }
     let _ = client.quit().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_spread_over_a_second_or_a_quarter_of_a_short_interval() {
+        assert_eq!(
+            heartbeat_spread(Duration::from_secs(30)),
+            MAX_HEARTBEAT_SPREAD
+        );
+        assert_eq!(
+            heartbeat_spread(Duration::from_secs(4)),
+            MAX_HEARTBEAT_SPREAD
+        );
+        assert_eq!(
+            heartbeat_spread(Duration::from_millis(300)),
+            Duration::from_millis(75)
+        );
+    }
+
+    #[test]
+    fn sockets_are_spread_over_the_shards_by_connection_id() {
+        let fanout = Fanout::new(Duration::ZERO);
+        let receivers: Vec<_> = (0..2 * FANOUT_SHARDS as u64)
+            .map(|id| fanout.subscribe(id))
+            .collect();
+        for shard in fanout.shards.iter() {
+            assert_eq!(shard.receiver_count(), 2);
+        }
+        drop(receivers);
+    }
 }

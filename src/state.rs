@@ -11,7 +11,11 @@ use std::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Settings, counter::Counter, fanout::Fanout, metrics::Metrics, registry::Registry,
+    config::Settings,
+    counter::Counter,
+    fanout::{heartbeat_spread, Fanout},
+    metrics::Metrics,
+    registry::Registry,
     store::Store,
 };
 
@@ -54,12 +58,13 @@ impl AppState {
             settings.session_ttl,
             settings.redis_timeout,
         );
+        let fanout = Arc::new(Fanout::new(heartbeat_spread(settings.heartbeat_interval)));
         AppState {
             settings,
             counter,
             store,
             registry,
-            fanout: Arc::new(Fanout::new()),
+            fanout,
             metrics,
             started: Instant::now(),
             max_connections,

@@ -84,7 +84,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         ..
     } = accepted;
     // Subscribe before announcing presence so that nothing published after the welcome is lost.
-    let fanout = app.fanout.subscribe();
+    let fanout = app.fanout.subscribe(conn_id);
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
     // A small future: the registry's writer task makes the Redis call (src/registry_writes.rs),

@@ -110,3 +110,62 @@ async fn when_the_heartbeat_publisher_dies_another_takes_over_within_three_inter
     let new_leader: Option<String> = inspect.get("wsfleet:heartbeat:leader").await.unwrap();
     assert_eq!(new_leader.as_deref(), Some(survivor.instance.as_str()));
 }
+
+#[tokio::test]
+async fn a_heartbeat_reaches_the_sockets_spread_over_a_quarter_interval_each_once() {
+    let redis = RedisServer::start().await;
+    // 1 s interval: spread over 250 ms (a quarter), shard by shard.
+    let app = spawn_app(&redis, &["--heartbeat-interval", "1s"]).await;
+    // Twice the shard count, so that every shard has sockets.
+    let mut clients = Vec::new();
+    for _ in 0..2 * wsfleet::fanout::FANOUT_SHARDS {
+        clients.push(Client::connect(&app.ws_url(None)).await);
+    }
+    let window = Duration::from_millis(3500);
+    let seen: Vec<Vec<(String, Instant)>> =
+        futures_util::future::join_all(clients.iter_mut().map(|client| async move {
+            let deadline = Instant::now() + window;
+            let mut beats = Vec::new();
+            while let Ok(frame) = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                client.next_json(),
+            )
+            .await
+            {
+                if let (Some(ts), 1) = (frame["ts"].as_str(), frame.as_object().unwrap().len()) {
+                    beats.push((ts.to_string(), Instant::now()));
+                }
+            }
+            beats
+        }))
+        .await;
+    for beats in &seen {
+        let mut stamps: Vec<&str> = beats.iter().map(|(ts, _)| ts.as_str()).collect();
+        stamps.dedup();
+        assert_eq!(
+            stamps.len(),
+            beats.len(),
+            "a heartbeat came twice: {beats:?}"
+        );
+    }
+    // A beat every socket saw: its arrivals, from the first socket to the last.
+    let common = seen[0]
+        .iter()
+        .map(|(ts, _)| ts)
+        .find(|ts| seen.iter().all(|beats| beats.iter().any(|(t, _)| &t == ts)))
+        .expect("one heartbeat reached every socket within the window");
+    let arrivals: Vec<Instant> = seen
+        .iter()
+        .map(|beats| beats.iter().find(|(t, _)| t == common).unwrap().1)
+        .collect();
+    let spread = *arrivals.iter().max().unwrap() - *arrivals.iter().min().unwrap();
+    // ~242 ms when paced (31 steps of 250/32 ms); a few ms when all sockets get it at once.
+    assert!(
+        spread >= Duration::from_millis(120),
+        "heartbeat {common} reached all sockets within {spread:?}: not spread"
+    );
+    assert!(
+        spread < Duration::from_secs(1),
+        "heartbeat {common} took {spread:?} to reach every socket: longer than the interval"
+    );
+}
