@@ -362,13 +362,16 @@ section_nginx_open() {
     bench_nginx $(names blue)
     wait_for_quiet
     mapfile -t samples < <(sample_args blue && nginx_sample_args)
-    loadtest nginx-open open-loop --connections $n --rate $rate --duration $duration --url "$(NGINX_URL)" "${samples[@]}"
+    loadtest nginx-open open-loop --connections $n --rate $rate --duration $duration --url "$(NGINX_URL)" "${samples[@]}" \
+        --plot "$BENCH_OUT/nginx-open.svg"
+    # The plot goes with the record: where in time the tail latencies are.
+    [ ! -f "$BENCH_OUT/nginx-open.svg" ] || cp "$BENCH_OUT/nginx-open.svg" "$RESULTS_DIR/nginx-open.svg"
     local r=nginx-open p99
     p99="$(j $r .latency_ms.p99)"
     md "| offered / achieved msg/s | p50 / p95 / p99 / max (ms) | errors | violations | heartbeats per socket (min / max) | cpu: client / servers / redis / nginx / other / machine |" \
         "| --- | --- | --- | --- | --- | --- |"
     md "| $((n * rate)) / $(j $r '.messages.per_second | floor') | $(j $r .latency_ms.p50) / $(j $r .latency_ms.p95) / **$p99** / $(j $r .latency_ms.max) | $(j $r .errors) | $(j $r .count_violations) | $(j $r .heartbeats_per_socket.min) / $(j $r .heartbeats_per_socket.max) | $(cpu $r loadtest) / $(cpu_sum $r blue-) / $(cpu $r redis) / $(cpu_sum $r nginx-) / $(cpu $r other) / $(cpu $r machine) |" ""
-    md "Target: p99 < 10 ms: $(verdict "$p99" '<' 10)." ""
+    md "Target: p99 < 10 ms: $(verdict "$p99" '<' 10). Plot: [nginx-open.svg](nginx-open.svg)." ""
     md_cmd
     section_end
 }

@@ -76,9 +76,12 @@ section_fan_out() {
     wait_for_quiet
     mapfile -t urls < <(url_args blue)
     mapfile -t samples < <(sample_args blue)
+    # BENCH_PROFILE=1: one instance's sixth of the deliveries under perf (the others are alike).
+    profile_start "$(instance_pid blue-1)" fan-out-profiled
     BROADCAST_TOKEN="$(<"$TOKEN_FILE")" loadtest fan-out fan-out --connections $n "${CAPACITY_CONNECT_ARGS[@]}" \
         "${urls[@]}" "${samples[@]}" --plot "$BENCH_OUT/fan-out.svg" \
         --broadcast-url "http://127.0.0.1:$(instance_port blue-1)/broadcast" --broadcasts 3 --broadcast-interval 10s
+    profile_stop fan-out-profiled
     # The plot goes with the record (the JSON and table stay in $BENCH_OUT).
     [ ! -f "$BENCH_OUT/fan-out.svg" ] || cp "$BENCH_OUT/fan-out.svg" "$RESULTS_DIR/fan-out.svg"
     local r=fan-out p99
@@ -89,6 +92,7 @@ section_fan_out() {
     md "Target: delivered to all with p99 < 500 ms: all $(verdict "$(j $r .fan_out.deliveries)" '>=' "$(j $r .fan_out.expected_deliveries)")," \
         "p99 $(verdict "$p99" '<' 500). Plot: [fan-out.svg](fan-out.svg)." ""
     md_cmd "${LT_CMD%% --token *}"
+    profile_md fan-out-profiled
     section_end
 }
 
