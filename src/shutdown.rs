@@ -60,7 +60,7 @@ pub async fn drain(state: &SharedState, signalled: Instant, background: Backgrou
 
     let open = state.local_connections();
     tracing::info!(connections = open, "closing sockets");
-    state.sessions_cancel.cancel();
+    state.fanout.drain();
     state.sessions.close();
     if tokio::time::timeout_at(deadline_tokio, state.sessions.wait())
         .await

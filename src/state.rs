@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     config::Settings,
@@ -37,8 +37,6 @@ pub struct AppState {
     /// Every socket task is tracked here so shutdown can wait for the drain to finish
     /// (axum's graceful shutdown does not wait for upgraded connections).
     pub sessions: TaskTracker,
-    /// Cancelled at the shutdown signal; each socket then sends `bye` and closes with 1001.
-    pub sessions_cancel: CancellationToken,
     /// Sockets accepted or being upgraded; bounded by `max_connections`.
     slots: AtomicUsize,
     next_conn_id: AtomicU64,
@@ -70,7 +68,6 @@ impl AppState {
             max_connections,
             draining: AtomicBool::new(false),
             sessions: TaskTracker::new(),
-            sessions_cancel: CancellationToken::new(),
             slots: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
         }

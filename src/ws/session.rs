@@ -1,5 +1,7 @@
 //! One socket's life: welcome, then a single task that `select!`s over the client's frames,
-//! the fan-out, the ping timer and the drain signal, until one of them ends it.
+//! the fan-out (which also carries the drain signal) and one timer (pings and silence),
+//! until one of them ends it. Every branch is polled at each wake-up of the task, so there
+//! are as few as there can be: each costs CPU on every message and every broadcast.
 //!
 //! One task per socket, no writer task: a reply is written before the next frame is read, so
 //! replies keep their order and a socket costs one task. Every write is bounded by two ping
@@ -18,6 +20,7 @@ use tracing::Instrument;
 use super::{rate_limit::TokenBucket, Accepted};
 use crate::{
     counter::counter_key,
+    fanout::Fanned,
     protocol::{close_code, Bye, CountReply, ErrorFrame, Welcome},
     state::SharedState,
 };
@@ -85,6 +88,8 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     } = accepted;
     // Subscribe before announcing presence so that nothing published after the welcome is lost.
     let fanout = app.fanout.subscribe(conn_id);
+    // A socket that subscribed after the drain was told on the rings sees its flag here.
+    let drain_at_once = app.fanout.is_draining();
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
     // A small future: the registry's writer task makes the Redis call (src/registry_writes.rs),
@@ -114,6 +119,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         instance: app.registry.instance_id().to_string(),
     };
     let end = match s.send_json(&mut socket, &welcome).await {
+        Ok(()) if drain_at_once => End::Drain,
         Ok(()) => s.serve(&mut socket, fanout).await,
         Err(Gone) => End::Peer(1006),
     };
@@ -146,29 +152,30 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
 }
 
 impl Session {
-    async fn serve(&mut self, socket: &mut WebSocket, fanout: Receiver<Utf8Bytes>) -> End {
+    async fn serve(&mut self, socket: &mut WebSocket, fanout: Receiver<Fanned>) -> End {
         let ping_every = self.app.settings.ping_interval;
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        let mut last_heard = Instant::now();
-        // Armed at each ping for two intervals after the last frame heard, so a silent peer
-        // is closed two intervals after it was last heard from, not at the ping tick after
-        // that (up to one interval later). Not reset per frame: that would touch the timer
-        // on every message; a deadline that fires for a peer heard from since is re-armed.
         let dead_after = ping_every * 2;
-        let mut silent = pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            last_heard + dead_after
+        let mut last_heard = Instant::now();
+        let mut next_ping = last_heard + ping_every;
+        // One timer for both pings and silence: it fires at the next ping or when the peer
+        // has been silent for two intervals, whichever comes first. It is not reset per
+        // frame (that would touch the timer wheel on every message): when it fires for a
+        // peer heard from since, it is just armed again.
+        let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(
+            next_ping
         )));
-        let cancel = self.app.sessions_cancel.clone();
-        // Both futures live across loop turns instead of being made anew on each: a pending
-        // one holds a waiter in a list shared by every socket (the token's, the ring's),
-        // and making and dropping it each turn took that list's lock twice per message.
-        let mut cancelled = pin!(cancel.cancelled());
+        // Lives across loop turns instead of being made anew on each: a pending receive holds
+        // a waiter in its ring's list, and making and dropping it each turn took that
+        // list's lock twice per message.
         let mut fanout_next = pin!(next_fanout(fanout));
         loop {
+            // Between frames, before reading another: a socket whose client keeps sending
+            // would otherwise take its next frame before the drain on its ring.
+            if self.app.fanout.is_draining() {
+                return End::Drain;
+            }
             tokio::select! {
                 biased;
-                _ = cancelled.as_mut() => return End::Drain,
                 frame = socket.recv() => {
                     let arrived = Instant::now();
                     last_heard = arrived;
@@ -192,34 +199,38 @@ impl Session {
                         None => return End::Peer(1006),
                     }
                 }
-                (frame, fanout) = fanout_next.as_mut() => {
-                fanout_next.set(next_fanout(fanout));
-                match frame {
-                    Ok(text) => {
-                        if self.send(socket, Message::Text(text)).await.is_err() {
-                            return End::Peer(1006);
+                (fanned, fanout) = fanout_next.as_mut() => {
+                    fanout_next.set(next_fanout(fanout));
+                    match fanned {
+                        Ok(Fanned::Frame(text)) => {
+                            if self.send(socket, Message::Text(text)).await.is_err() {
+                                return End::Peer(1006);
+                            }
                         }
+                        Ok(Fanned::Drain) => return End::Drain,
+                        Err(RecvError::Lagged(skipped)) => {
+                            self.app.metrics.slow_consumer_closes.inc();
+                            tracing::warn!(skipped, "slow consumer: fell behind the fan-out");
+                            return End::Close(close_code::TRY_AGAIN_LATER, "slow consumer: too far behind");
+                        }
+                        // Only when the process is going away.
+                        Err(RecvError::Closed) => return End::Drain,
                     }
-                    Err(RecvError::Lagged(skipped)) => {
-                        self.app.metrics.slow_consumer_closes.inc();
-                        tracing::warn!(skipped, "slow consumer: fell behind the fan-out");
-                        return End::Close(close_code::TRY_AGAIN_LATER, "slow consumer: too far behind");
-                    }
-                    // Only when the process is going away; the drain signal follows.
-                    Err(RecvError::Closed) => return End::Drain,
-                }},
-                () = silent.as_mut() => {
-                    if last_heard.elapsed() >= dead_after {
+                }
+                () = timer.as_mut() => {
+                    let now = Instant::now();
+                    if now.duration_since(last_heard) >= dead_after {
                         tracing::info!("no pong for two ping intervals");
                         return End::Unresponsive;
                     }
-                    silent.as_mut().reset(tokio::time::Instant::from_std(last_heard + dead_after));
-                }
-                _ = ping.tick() => {
-                    silent.as_mut().reset(tokio::time::Instant::from_std(last_heard + dead_after));
-                    if self.send(socket, Message::Ping(Default::default())).await.is_err() {
-                        return End::Peer(1006);
+                    if now >= next_ping {
+                        next_ping = now + ping_every;
+                        if self.send(socket, Message::Ping(Default::default())).await.is_err() {
+                            return End::Peer(1006);
+                        }
                     }
+                    let wake = next_ping.min(last_heard + dead_after);
+                    timer.as_mut().reset(tokio::time::Instant::from_std(wake));
                 }
             }
         }
@@ -333,10 +344,10 @@ impl Session {
     }
 }
 
-/// The next fan-out frame, with the receiver handed back so the next wait can reuse it.
+/// The next fan-out item, with the receiver handed back so the next wait can reuse it.
 async fn next_fanout(
-    mut fanout: Receiver<Utf8Bytes>,
-) -> (Result<Utf8Bytes, RecvError>, Receiver<Utf8Bytes>) {
+    mut fanout: Receiver<Fanned>,
+) -> (Result<Fanned, RecvError>, Receiver<Fanned>) {
     let frame = fanout.recv().await;
     (frame, fanout)
 }
