@@ -73,13 +73,15 @@ pub enum Scenario {
         #[command(flatten)]
         common: Common,
         /// The POST /broadcast endpoint of one instance (http:// only; the fleet's nginx does
-        /// not expose it on its public listener).
+        /// not expose it on its public listener). wsfleet needs one: its instances share the
+        /// Redis channel. Repeat it to publish each broadcast to several servers at once (the
+        /// same stamp to each), for servers that share nothing, like wsfleet-ceiling processes.
         #[arg(
-            long,
+            long = "broadcast-url",
             env = "LOADTEST_BROADCAST_URL",
             default_value = "http://127.0.0.1:8000/broadcast"
         )]
-        broadcast_url: String,
+        broadcast_urls: Vec<String>,
         /// The fleet's BROADCAST_TOKEN. Prefer the environment variable: a command line is
         /// visible to every user of the machine.
         #[arg(long, env = "BROADCAST_TOKEN", hide_env_values = true, value_parser = parse_secret)]

@@ -161,9 +161,9 @@ fn check_options(scenario: &Scenario) -> Result<()> {
             bail!("--rate must be a positive number of messages per second, got {rate}");
         }
     }
-    if let Scenario::FanOut { broadcast_url, .. } = scenario {
-        if !broadcast_url.starts_with("http://") {
-            bail!("--broadcast-url must be an http:// URL, got {broadcast_url:?}");
+    if let Scenario::FanOut { broadcast_urls, .. } = scenario {
+        if let Some(url) = broadcast_urls.iter().find(|u| !u.starts_with("http://")) {
+            bail!("--broadcast-url must be an http:// URL, got {url:?}");
         }
     }
     if common

@@ -24,8 +24,13 @@ impl Drop for Ceiling {
 
 /// Starts the ceiling on 127.0.0.1:0 and reads the URL it really bound from its first line.
 fn start_ceiling() -> Ceiling {
+    start_ceiling_with(&[])
+}
+
+fn start_ceiling_with(args: &[&str]) -> Ceiling {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsfleet-ceiling"))
         .args(["--bind", "127.0.0.1:0"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -41,6 +46,15 @@ fn start_ceiling() -> Ceiling {
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_string();
     Ceiling { child, url }
+}
+
+impl Ceiling {
+    /// Its `POST /broadcast` (with `--fan-out`).
+    fn broadcast_url(&self) -> String {
+        self.url
+            .replace("ws://", "http://")
+            .replace("/ws/chat/", "/broadcast")
+    }
 }
 
 /// Runs wsfleet-loadtest with `args` against `url`; returns its exit code and JSON report.
@@ -132,4 +146,66 @@ fn a_resumed_session_continues_its_count_with_the_documented_frames() {
         (&serde_json::json!(3), &serde_json::json!(true))
     );
     assert_eq!(replies, [serde_json::json!({ "count": 4 })]);
+}
+
+#[test]
+fn two_fan_out_ceilings_deliver_each_broadcast_posted_to_both_to_every_socket() {
+    let (a, b) = (
+        start_ceiling_with(&["--fan-out"]),
+        start_ceiling_with(&["--fan-out"]),
+    );
+    let json = temp_json("fan-out");
+    let (ba, bb) = (a.broadcast_url(), b.broadcast_url());
+    let (code, r) = loadtest(
+        &a.url,
+        &[
+            "fan-out",
+            "--connections",
+            "40",
+            "--url",
+            &b.url,
+            "--broadcast-url",
+            &ba,
+            "--broadcast-url",
+            &bb,
+            "--token",
+            "unused",
+            "--broadcasts",
+            "3",
+            "--broadcast-interval",
+            "100ms",
+        ],
+        &json,
+    );
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(code, 0, "{r:#}");
+    // 20 sockets on each ceiling; each broadcast went to both, so every socket got all 3.
+    assert_eq!(r["fan_out"]["deliveries"], 120, "{r:#}");
+    assert_eq!(r["errors"], 0, "{r:#}");
+}
+
+#[test]
+fn without_fan_out_the_ceiling_refuses_broadcasts_and_the_load_tester_says_so() {
+    let ceiling = start_ceiling();
+    let json = temp_json("no-fan-out");
+    let url = ceiling.broadcast_url();
+    let (code, r) = loadtest(
+        &ceiling.url,
+        &[
+            "fan-out",
+            "--connections",
+            "5",
+            "--broadcast-url",
+            &url,
+            "--token",
+            "unused",
+            "--broadcasts",
+            "1",
+        ],
+        &json,
+    );
+    let _ = std::fs::remove_file(&json);
+    assert_ne!(code, 0, "{r:#}");
+    assert_eq!(r["error_kinds"]["publish: http 404"], 1, "{r:#}");
+    assert_eq!(r["fan_out"]["deliveries"], 0, "{r:#}");
 }

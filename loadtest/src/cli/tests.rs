@@ -57,16 +57,41 @@ fn fan_out_resume_and_during_parse() {
         token,
         broadcasts,
         broadcast_interval,
+        broadcast_urls,
         ..
     } = &cli.scenario
     else {
         panic!("wrong scenario: {:?}", cli.scenario);
     };
+    assert_eq!(broadcast_urls, &["http://127.0.0.1:8000/broadcast"]);
     assert_eq!((token.expose(), *broadcasts), ("secret", 3));
     assert!(!format!("{:?}", cli.scenario).contains("secret"));
     assert_eq!(*broadcast_interval, Duration::from_millis(200));
     assert_eq!(common.during.as_deref(), Some("kill -TERM 1234"));
     assert_eq!(common.during_after, Duration::from_secs(2));
+
+    // Several servers that share no channel (bench ceilings): each broadcast goes to each.
+    let cli = Cli::try_parse_from([
+        "wsfleet-loadtest",
+        "fan-out",
+        "--token",
+        "t",
+        "--broadcast-url",
+        "http://127.0.0.1:1/broadcast",
+        "--broadcast-url",
+        "http://127.0.0.1:2/broadcast",
+    ])
+    .unwrap();
+    let Scenario::FanOut { broadcast_urls, .. } = &cli.scenario else {
+        panic!("wrong scenario: {:?}", cli.scenario);
+    };
+    assert_eq!(
+        broadcast_urls,
+        &[
+            "http://127.0.0.1:1/broadcast",
+            "http://127.0.0.1:2/broadcast"
+        ]
+    );
 
     let cli =
         Cli::try_parse_from(["wsfleet-loadtest", "resume", "-m", "9", "--resumes", "2"]).unwrap();

@@ -60,8 +60,9 @@ impl Stamp {
 /// What a fan-out run publishes, and where.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
-    /// The `POST /broadcast` URL of one instance.
-    pub broadcast_url: &'a str,
+    /// The `POST /broadcast` URL of one instance (of each server, for servers that share
+    /// no channel).
+    pub broadcast_urls: &'a [String],
     pub token: &'a str,
     /// Tags this run's broadcasts (see [`Stamp`]).
     pub run_id: &'a str,
@@ -75,14 +76,14 @@ impl<'a> Plan<'a> {
     pub fn of(scenario: &'a Scenario) -> Option<Plan<'a>> {
         match scenario {
             Scenario::FanOut {
-                broadcast_url,
+                broadcast_urls,
                 token,
                 broadcasts,
                 broadcast_interval,
                 run_id,
                 ..
             } => Some(Plan {
-                broadcast_url,
+                broadcast_urls,
                 token: token.expose(),
                 run_id: run_id.as_deref().unwrap_or_default(),
                 broadcasts: *broadcasts,
@@ -113,10 +114,11 @@ pub fn stop_after_grace(
     (stopping, task)
 }
 
-/// Publishes a run's broadcasts through one instance's `POST /broadcast`.
+/// Publishes a run's broadcasts through one instance's `POST /broadcast` (or each of
+/// several servers').
 pub struct Publisher {
     http: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
     token: String,
     run_id: String,
     broadcasts: u64,
@@ -141,7 +143,7 @@ impl Publisher {
             .context("building the HTTP client")?;
         Ok(Publisher {
             http,
-            url: plan.broadcast_url.to_string(),
+            urls: plan.broadcast_urls.to_vec(),
             token: plan.token.to_string(),
             run_id: plan.run_id.to_string(),
             broadcasts: plan.broadcasts,
@@ -166,31 +168,44 @@ impl Publisher {
                 seq,
                 published_us: series::unix_micros(),
             };
-            let request = self
-                .http
-                .post(&self.url)
-                .bearer_auth(&self.token)
-                .json(&serde_json::json!({ "message": stamp }))
-                .send();
-            match tokio::time::timeout_at(deadline, request).await {
-                Ok(Ok(response)) if response.status().as_u16() == 202 => published.accepted += 1,
-                Ok(Ok(response)) => published
-                    .errors
-                    .push(format!("publish: http {}", response.status().as_u16())),
-                Ok(Err(e)) => published.errors.push(format!(
-                    "publish: {}",
-                    if e.is_timeout() {
-                        "timeout"
-                    } else if e.is_connect() {
-                        "connect failed"
-                    } else {
-                        "request failed"
-                    }
-                )),
-                Err(_) => published.errors.push("publish: deadline".into()),
+            let body = serde_json::json!({ "message": stamp });
+            let requests = self.urls.iter().map(|url| self.post(url, &body, deadline));
+            let failures: Vec<String> = futures_util::future::join_all(requests)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if failures.is_empty() {
+                published.accepted += 1;
             }
+            published.errors.extend(failures);
         }
         published
+    }
+
+    /// One `POST /broadcast`; Err is the kind of failure.
+    async fn post(&self, url: &str, body: &Value, deadline: Instant) -> Result<(), String> {
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send();
+        match tokio::time::timeout_at(deadline, request).await {
+            Ok(Ok(response)) if response.status().as_u16() == 202 => Ok(()),
+            Ok(Ok(response)) => Err(format!("publish: http {}", response.status().as_u16())),
+            Ok(Err(e)) => Err(format!(
+                "publish: {}",
+                if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect failed"
+                } else {
+                    "request failed"
+                }
+            )),
+            Err(_) => Err("publish: deadline".into()),
+        }
     }
 }
 
