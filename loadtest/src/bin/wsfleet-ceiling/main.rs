@@ -52,7 +52,8 @@ struct Cli {
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8099")]
     bind: SocketAddr,
     /// Also take `POST /broadcast` (no token) and send each broadcast to every socket.
-    #[arg(long, env = "CEILING_FAN_OUT")]
+    /// (`CEILING_FAN_OUT=1`, `true`, `yes` or `on` in the environment does the same.)
+    #[arg(long, env = "CEILING_FAN_OUT", value_parser = clap::builder::BoolishValueParser::new())]
     fan_out: bool,
 }
 
