@@ -168,11 +168,7 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
     // queued before the ping on its socket; at 300 ms (a pong due within 600 ms) that wait
     // alone could cut a client off that reads as fast as it can. The silent client is still
     // cut off: its writes block for two intervals.
-    let app = spawn_app(
-        &redis,
-        &["--ping-interval", "1s", "--broadcast-token", "t"],
-    )
-    .await;
+    let app = spawn_app(&redis, &["--ping-interval", "1s", "--broadcast-token", "t"]).await;
     let _slow = Client::connect(&app.ws_url(None)).await; // never reads again
     let mut fast = Client::connect(&app.ws_url(None)).await;
     let total = 600;
@@ -223,7 +219,10 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
             .then_some(())
     })
     .await;
-    assert!(!keep_reading.is_finished(), "the reading client is still connected");
+    assert!(
+        !keep_reading.is_finished(),
+        "the reading client is still connected"
+    );
     keep_reading.abort();
 }
 
