@@ -98,15 +98,7 @@ pub async fn serve(mut tcp: TcpStream, ring: Option<&broadcast::Sender<Utf8Bytes
 async fn read_request(tcp: &mut TcpStream) -> Result<serde_json::Value, (u16, &'static str)> {
     let mut buf = Vec::with_capacity(1024);
     let (head_len, path_ok, content_length) = loop {
-        let mut chunk = [0u8; 4096];
-        let n = tcp
-            .read(&mut chunk)
-            .await
-            .map_err(|_| (400, "read failed"))?;
-        if n == 0 {
-            return Err((400, "incomplete request"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(tcp, &mut buf, "incomplete request").await?;
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
@@ -131,17 +123,26 @@ async fn read_request(tcp: &mut TcpStream) -> Result<serde_json::Value, (u16, &'
         return Err((413, "body over 64 KiB"));
     }
     while buf.len() < head_len + length {
-        let mut chunk = [0u8; 4096];
-        let n = tcp
-            .read(&mut chunk)
-            .await
-            .map_err(|_| (400, "read failed"))?;
-        if n == 0 {
-            return Err((400, "incomplete body"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(tcp, &mut buf, "incomplete body").await?;
     }
     let body: Body = serde_json::from_slice(&buf[head_len..head_len + length])
         .map_err(|_| (422, "body must be {\"message\": …}"))?;
     Ok(body.message)
+}
+
+/// Appends what the next read brings to `buf`; the end of the stream is `short`.
+async fn read_more(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    short: &'static str,
+) -> Result<(), (u16, &'static str)> {
+    let mut chunk = [0u8; 4096];
+    match tcp.read(&mut chunk).await {
+        Ok(0) => Err((400, short)),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        Err(_) => Err((400, "read failed")),
+    }
 }
