@@ -120,7 +120,7 @@ section_fan_out() {
     local mw mc mr
     mw="$(median "${p99_w[@]}")" mc="$(median "${p99_c[@]}")" mr="$(median "${ratios[@]}")"
     md "| **median** | | p99 **$mw** | | p99 **$mc** | **$mr** | | |" ""
-    md "CPU per delivery: µs of one core over the run phase ÷ frames delivered (broadcasts, and" \
+    md "CPU per delivery: CPU seconds over the run (its 5 s grace and closes included) ÷ frames delivered (broadcasts, and" \
         "heartbeats for wsfleet; its pings, probes and lease renewals are in the CPU too: they are" \
         "its work). Heartbeats every 30 s (the default) in this section, not the bench's 5 s." ""
     md "Targets: every broadcast delivered to every socket: $(verdict "$(j "fan-out-wsfleet-$BENCH_REPEATS" .errors)" '==' 0)" \
@@ -144,9 +144,9 @@ section_fan_out() {
 # per_delivery NAME PREFIX: µs of one core that the processes named PREFIX… used per frame delivered
 # (broadcasts and heartbeats).
 per_delivery() {
-    jq -r --arg p "$2" '([.cpu[] | select(.name | startswith($p)) | .percent_of_one_core] | add // 0) as $cpu
+    jq -r --arg p "$2" '([.cpu[] | select(.name | startswith($p)) | .cpu_seconds] | add // 0) as $cpu
         | ((.fan_out.deliveries // 0) + (.heartbeats_per_socket.avg // 0) * .connections.ok) as $frames
-        | if $frames > 0 then $cpu / 100 * .messages.run_seconds / $frames * 1e6 * 10 | floor / 10 else "?" end' \
+        | if $frames > 0 then $cpu / $frames * 1e6 * 10 | floor / 10 else "?" end' \
         "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
 }
 

@@ -13,11 +13,15 @@ use serde::Serialize;
 /// architecture (it is fixed by the kernel ABI, independent of CONFIG_HZ).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// CPU use of one process or of the machine over the window, in percent of one core.
+/// CPU use of one process or of the machine over the window, in percent of one core, and
+/// as CPU seconds: the window may outlast the run phase (it is read once the sockets have
+/// closed), so a cost per message or delivery is `cpu_seconds` ÷ count, not the percent times
+/// the run phase.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuUse {
     pub name: String,
     pub percent_of_one_core: f64,
+    pub cpu_seconds: f64,
 }
 
 /// The counters at the start of the window.
@@ -60,6 +64,7 @@ impl CpuWindow {
                 Some(CpuUse {
                     name,
                     percent_of_one_core: 100.0 * ticks as f64 / TICKS_PER_SECOND / seconds,
+                    cpu_seconds: ticks as f64 / TICKS_PER_SECOND,
                 })
             })
             .collect();
@@ -70,13 +75,16 @@ impl CpuWindow {
                 // What the sampled processes do not explain: other work on the machine
                 // (or the kernel's softirq time for loopback traffic), which makes the run
                 // less trustworthy when large.
+                let other = (machine - sampled).max(0.0);
                 uses.push(CpuUse {
                     name: "other".into(),
-                    percent_of_one_core: (machine - sampled).max(0.0),
+                    percent_of_one_core: other,
+                    cpu_seconds: other / 100.0 * seconds,
                 });
                 uses.push(CpuUse {
                     name: format!("machine ({} cores)", after.cores),
                     percent_of_one_core: machine,
+                    cpu_seconds: machine / 100.0 * seconds,
                 });
             }
         }

@@ -275,6 +275,7 @@ pub(crate) mod tests {
             vec![CpuUse {
                 name: "server".into(),
                 percent_of_one_core: 87.4,
+                cpu_seconds: 1.748,
             }],
         )
     }

@@ -182,6 +182,12 @@ fn two_fan_out_ceilings_deliver_each_broadcast_posted_to_both_to_every_socket() 
     // 20 sockets on each ceiling; each broadcast went to both, so every socket got all 3.
     assert_eq!(r["fan_out"]["deliveries"], 120, "{r:#}");
     assert_eq!(r["errors"], 0, "{r:#}");
+    // The run phase ends when the last socket has every broadcast (~0.2 s here), not after
+    // the 5 s grace the sockets then stay open for.
+    let run = r["messages"]["run_seconds"].as_f64().unwrap();
+    assert!(run < 3.0, "run phase {run} s");
+    // CPU is reported in seconds too, for costs per delivery.
+    assert!(r["cpu"][0]["cpu_seconds"].is_number(), "{r:#}");
 }
 
 #[test]

@@ -217,7 +217,7 @@ impl Publisher {
 /// (broadcasts published while it was away are missed: delivery is at most once).
 pub async fn receive(
     mut link: Link,
-    seat: Seat,
+    mut seat: Seat,
     run_id: String,
     broadcasts: u64,
     mut stop: watch::Receiver<bool>,
@@ -253,6 +253,11 @@ pub async fn receive(
                     tally.received += 1;
                     let latency_us = series::unix_micros().saturating_sub(stamp.published_us);
                     tally.record_latency(Duration::from_micros(latency_us));
+                    // Its work is done (the run phase may end), but it stays open and
+                    // reading until the grace is over, see DELIVERY_GRACE.
+                    if seen.len() as u64 == broadcasts {
+                        seat.done();
+                    }
                 }
             }
             Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
