@@ -94,11 +94,11 @@ section_closed_loop() {
         v="$(j "$w" .count_violations)"
         [[ "$v" =~ ^[0-9]+$ ]] || v=1
         violations=$((violations + v))
-        redis_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" redis)" "$rw")")
-        server_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" server)" "$rw")")
-        ceil_us+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$c" server)" "$rc")")
-        client_w+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$w" loadtest)" "$rw")")
-        client_c+=("$(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "$c" loadtest)" "$rc")")
+        redis_us+=("$(us_per_message "$w" redis)")
+        server_us+=("$(us_per_message "$w" server)")
+        ceil_us+=("$(us_per_message "$c" server)")
+        client_w+=("$(us_per_message "$w" loadtest)")
+        client_c+=("$(us_per_message "$c" loadtest)")
         md "| $i | $rw | $rc | $ratio | $(j "$w" .latency_ms.p50) / $(j "$w" .latency_ms.p99) | $(j "$c" .latency_ms.p50) / $(j "$c" .latency_ms.p99) | $(j "$w" .count_violations) / $(j "$c" .count_violations) | $(cpu "$w" loadtest) / $(cpu "$w" server) / $(cpu "$w" redis) / $(cpu "$w" other) | $(cpu "$c" loadtest) / $(cpu "$c" server) / $(cpu "$c" other) |"
     done
     local mw mc mr
@@ -342,11 +342,10 @@ section_nginx_closed() {
     local mr
     mr="$(median "${ratios[@]}")"
     md "| **median** | **$(median "${rates_w[@]}")** | **$(median "${rates_c[@]}")** | **$mr** | | | | | | |" ""
-    md "CPU per message (µs of one core, last pair): wsfleet: servers $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-wsfleet-$BENCH_REPEATS" blue-)" "${rates_w[-1]}")," \
-        "Redis $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu "nginx-closed-wsfleet-$BENCH_REPEATS" redis)" "${rates_w[-1]}")," \
-        "nginx $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-wsfleet-$BENCH_REPEATS" nginx-)" "${rates_w[-1]}");" \
-        "ceiling: servers $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-ceiling-$BENCH_REPEATS" ceiling-)" "${rates_c[-1]}")," \
-        "nginx $(calc '%.1f' 'a / 100 / b * 1e6' "$(cpu_sum "nginx-closed-ceiling-$BENCH_REPEATS" nginx-)" "${rates_c[-1]}")." ""
+    local lw="nginx-closed-wsfleet-$BENCH_REPEATS" lc="nginx-closed-ceiling-$BENCH_REPEATS"
+    md "CPU per message (µs of one core, last pair): wsfleet: servers $(us_per_message "$lw" blue-)," \
+        "Redis $(us_per_message "$lw" redis), nginx $(us_per_message "$lw" nginx-);" \
+        "ceiling: servers $(us_per_message "$lc" ceiling-), nginx $(us_per_message "$lc" nginx-)." ""
     md "Target: 100% success and ≥ 50% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.5);" \
         "success: every wsfleet run opened $(median "${ok_w[@]}") of $n (median) — see the ok column." ""
     md "Commands (wsfleet, then ceiling):" ""
