@@ -94,11 +94,11 @@ section_closed_loop() {
         v="$(j "$w" .count_violations)"
         [[ "$v" =~ ^[0-9]+$ ]] || v=1
         violations=$((violations + v))
-        redis_us+=("$(us_per_message "$w" redis)")
-        server_us+=("$(us_per_message "$w" server)")
-        ceil_us+=("$(us_per_message "$c" server)")
-        client_w+=("$(us_per_message "$w" loadtest)")
-        client_c+=("$(us_per_message "$c" loadtest)")
+        redis_us+=("$(us_per "$w" redis)")
+        server_us+=("$(us_per "$w" server)")
+        ceil_us+=("$(us_per "$c" server)")
+        client_w+=("$(us_per "$w" loadtest)")
+        client_c+=("$(us_per "$c" loadtest)")
         md "| $i | $rw | $rc | $ratio | $(j "$w" .latency_ms.p50) / $(j "$w" .latency_ms.p99) | $(j "$c" .latency_ms.p50) / $(j "$c" .latency_ms.p99) | $(j "$w" .count_violations) / $(j "$c" .count_violations) | $(cpu "$w" loadtest) / $(cpu "$w" server) / $(cpu "$w" redis) / $(cpu "$w" other) | $(cpu "$c" loadtest) / $(cpu "$c" server) / $(cpu "$c" other) |"
     done
     local mw mc mr
@@ -343,9 +343,9 @@ section_nginx_closed() {
     mr="$(median "${ratios[@]}")"
     md "| **median** | **$(median "${rates_w[@]}")** | **$(median "${rates_c[@]}")** | **$mr** | | | | | | |" ""
     local lw="nginx-closed-wsfleet-$BENCH_REPEATS" lc="nginx-closed-ceiling-$BENCH_REPEATS"
-    md "CPU per message (µs of one core, last pair): wsfleet: servers $(us_per_message "$lw" blue-)," \
-        "Redis $(us_per_message "$lw" redis), nginx $(us_per_message "$lw" nginx-);" \
-        "ceiling: servers $(us_per_message "$lc" ceiling-), nginx $(us_per_message "$lc" nginx-)." ""
+    md "CPU per message (µs of one core, last pair): wsfleet: servers $(us_per "$lw" blue-)," \
+        "Redis $(us_per "$lw" redis), nginx $(us_per "$lw" nginx-);" \
+        "ceiling: servers $(us_per "$lc" ceiling-), nginx $(us_per "$lc" nginx-)." ""
     md "Target: 100% success and ≥ 50% of the ceiling's msg/s: ratio $mr, $(verdict "$mr" '>=' 0.5);" \
         "success: every wsfleet run opened $(median "${ok_w[@]}") of $n (median) — see the ok column." ""
     md "Commands (wsfleet, then ceiling):" ""

@@ -115,7 +115,7 @@ section_fan_out() {
         local w="fan-out-wsfleet-$i" c="fan-out-ceiling-$i" pw pc
         pw="$(j "$w" .latency_ms.p99)" pc="$(j "$c" .latency_ms.p99)"
         p99_w+=("$pw") p99_c+=("$pc") ratios+=("$(calc '%.2f' 'a / b' "$pw" "$pc")")
-        md "| $i | $(j "$w" .fan_out.deliveries) / $(j "$w" .fan_out.expected_deliveries) | $(j "$w" .latency_ms.p50) / **$pw** / $(j "$w" .latency_ms.max) | $(j "$c" .fan_out.deliveries) / $(j "$c" .fan_out.expected_deliveries) | $(j "$c" .latency_ms.p50) / **$pc** / $(j "$c" .latency_ms.max) | ${ratios[-1]} | $(per_delivery "$w" blue-) / $(per_delivery "$w" loadtest) | $(per_delivery "$c" ceiling-) / $(per_delivery "$c" loadtest) |"
+        md "| $i | $(j "$w" .fan_out.deliveries) / $(j "$w" .fan_out.expected_deliveries) | $(j "$w" .latency_ms.p50) / **$pw** / $(j "$w" .latency_ms.max) | $(j "$c" .fan_out.deliveries) / $(j "$c" .fan_out.expected_deliveries) | $(j "$c" .latency_ms.p50) / **$pc** / $(j "$c" .latency_ms.max) | ${ratios[-1]} | $(us_per "$w" blue- "$FRAMES_DELIVERED") / $(us_per "$w" loadtest "$FRAMES_DELIVERED") | $(us_per "$c" ceiling- "$FRAMES_DELIVERED") / $(us_per "$c" loadtest "$FRAMES_DELIVERED") |"
     done
     local mw mc mr
     mw="$(median "${p99_w[@]}")" mc="$(median "${p99_c[@]}")" mr="$(median "${ratios[@]}")"
@@ -141,14 +141,8 @@ section_fan_out() {
     section_end
 }
 
-# per_delivery NAME PREFIX: µs of one core that the processes named PREFIX… used per frame delivered
-# (broadcasts and heartbeats).
-per_delivery() {
-    jq -r --arg p "$2" '([.cpu[] | select(.name | startswith($p)) | .cpu_seconds] | add // 0) as $cpu
-        | ((.fan_out.deliveries // 0) + (.heartbeats_per_socket.avg // 0) * .connections.ok) as $frames
-        | if $frames > 0 then $cpu / $frames * 1e6 * 10 | floor / 10 else "?" end' \
-        "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
-}
+# Frames a fan-out run delivered: its broadcasts, and the heartbeats.
+FRAMES_DELIVERED='(.fan_out.deliveries // 0) + (.heartbeats_per_socket.avg // 0) * .connections.ok'
 
 # --- 9. promote during a closed-loop run -------------------------------------------------------
 

@@ -197,12 +197,14 @@ cpu() {
         | .percent_of_one_core] | first // "?" | if type == "number" then floor else . end' \
         "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
 }
-# us_per_message NAME WHO: µs of CPU per reply received that WHO used (a sampled name, or every
-# name starting with WHO, e.g. blue- for all instances): CPU seconds ÷ replies. Not percent ÷
-# msg/s: the CPU sample ends after the sockets' closes, the run phase before them.
-us_per_message() {
-    jq -r --arg who "$2" '([.cpu[] | select(.name == $who or (.name | startswith($who))) | .cpu_seconds] | add) as $s
-        | if ($s != null) and ((.messages.received // 0) > 0) then $s / .messages.received * 1e6 * 10 | floor / 10 else "?" end' \
+# us_per NAME WHO [COUNT]: µs of CPU that WHO used (a sampled name, or every name starting with
+# WHO, e.g. blue- for all instances) per unit of COUNT, a jq expression on the report (default:
+# the replies received): CPU seconds ÷ count. Not percent ÷ rate: the CPU sample ends after the
+# sockets' closes, the run phase before them.
+us_per() {
+    jq -r --arg who "$2" "([.cpu[] | select(.name == \$who or (.name | startswith(\$who))) | .cpu_seconds] | add) as \$s
+        | (${3:-.messages.received // 0}) as \$n
+        | if (\$s != null) and (\$n > 0) then \$s / \$n * 1e6 * 10 | floor / 10 else \"?\" end" \
         "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
 }
 # cpu_sum NAME PREFIX: summed percent of one core of every sampled name starting with PREFIX.
