@@ -123,8 +123,13 @@ impl Fanout {
     /// after the rings were told still sees it ([`Fanout::is_draining`]).
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.send_to_all(Fanned::Drain);
+    }
+
+    /// `item` on every ring at once. An error only means no socket of that ring is connected.
+    fn send_to_all(&self, item: Fanned) {
         for shard in self.shards.iter() {
-            let _ = shard.send(Fanned::Drain);
+            let _ = shard.send(item.clone());
         }
     }
 
@@ -189,10 +194,7 @@ impl Fanout {
                     if heartbeat && !self.heartbeat_spread.is_zero() {
                         self.pace(frame);
                     } else {
-                        for shard in self.shards.iter() {
-                            // An error only means no socket of that shard is connected.
-                            let _ = shard.send(frame.clone());
-                        }
+                        self.send_to_all(frame);
                     }
                 }
             }
