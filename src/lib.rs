@@ -11,13 +11,16 @@
 //! - [`ws`]: the WebSocket upgrade and one socket's session loop.
 //! - [`protocol`]: the JSON frames on the wire and on the pub/sub channel.
 //! - [`store`]: the Redis client, its failure policy and script calls.
-//! - [`counter`]: the per-session message counter, sent to Redis in batches.
+//! - [`counter`]: the per-session message counter: the claim that fences older sockets, and
+//!   each socket's exactly-once increments, sent to Redis in batches.
+//! - [`batch`]: the one batching loop for the writes many sockets make to Redis.
 //! - [`registry`]: the crash-safe fleet registry of instances and connections; its
 //!   connects and disconnects go to Redis in batches (`registry_writes`).
 //! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
 //! - [`heartbeat`]: the elected fleet heartbeat.
 //! - [`metrics`]: Prometheus metrics.
 
+pub mod batch;
 pub mod config;
 pub mod counter;
 pub mod fanout;

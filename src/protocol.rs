@@ -20,7 +20,8 @@ pub mod close_code {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Rate limit exceeded, or no pong for two ping intervals.
+    /// Rate limit exceeded, no pong for two ping intervals, or the session was resumed by a
+    /// newer socket.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame larger than `MAX_MESSAGE_BYTES`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -35,6 +36,13 @@ pub struct Welcome {
     pub count: u64,
     pub resumed: bool,
     pub instance: String,
+    /// The client's `last_count` raised the counter (Redis had lost it); only sent when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub repaired: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// The answer to every counted text frame.

@@ -3,10 +3,9 @@
 //! Every connect and every disconnect changes one field of the hash. Sent one by one, each was
 //! an ~11 KB fred future per socket, allocated while the socket opened or closed: at 10,000
 //! connecting sockets those transient blocks fragment the heap and stay in the process's
-//! resident memory (docs/PROFILE.md, section 2). As for the message counter (src/counter.rs),
-//! sockets instead hand their change to one task over a bounded channel and wait on a
-//! `oneshot`; the task sends whatever has queued up as one script call that applies the
-//! changes in the order they were queued.
+//! resident memory (docs/PROFILE.md, section 2). As for the message counter, sockets instead
+//! hand their change to the batching loop of src/batch.rs, which sends whatever has queued up
+//! as one script call that applies the changes in the order they were queued.
 //!
 //! What the registry relied on stays true:
 //! - a socket's `HSET` happens before its `HDEL` (the socket waits for the first before it can
@@ -15,8 +14,8 @@
 //!   was just created;
 //! - a failure is returned to the socket, which logs it; the next lease renewal repairs Redis
 //!   from the process's own record (src/registry.rs);
-//! - every wait is bounded by `--redis-timeout`; the queue holds at most [`QUEUE`] changes,
-//!   a batch at most [`MAX_BATCH`].
+//! - every wait is bounded by `--redis-timeout`; the queue and the batches are bounded
+//!   ([`LIMITS`]).
 
 use std::{
     sync::Arc,
@@ -24,10 +23,10 @@ use std::{
 };
 
 use fred::types::{scripts::Script, Value};
-use futures_util::{stream::FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    batch,
     metrics::OperationLabel,
     store::{Store, StoreError},
 };
@@ -50,14 +49,13 @@ end
 if added then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1";
 
-/// Changes waiting for a batch: more sockets than this opening or closing at once wait for room.
-const QUEUE: usize = 8192;
-
-/// Changes in one script call. Bounds how long one call holds Redis.
-const MAX_BATCH: usize = 512;
-
-/// Batches on their way to Redis at once.
-const MAX_IN_FLIGHT: usize = 4;
+/// More sockets than `queue` opening or closing at once wait for room; `max_batch` bounds how
+/// long one call holds Redis.
+const LIMITS: batch::Limits = batch::Limits {
+    queue: 8192,
+    max_batch: 512,
+    max_in_flight: 4,
+};
 
 /// One change to the connection hash.
 pub enum Change {
@@ -89,70 +87,41 @@ impl ConnectionWrites {
     /// Starts the batching task for the hash `conns_key`. It ends when this handle is dropped,
     /// after answering everything already queued.
     pub fn start(store: Store, conns_key: String, ttl_ms: u64, timeout: Duration) -> Self {
-        let (requests, queue) = mpsc::channel(QUEUE);
-        let batcher = Batcher {
+        let sender = ChangeBatches {
             store,
             script: Script::from_lua(APPLY_BATCH_LUA),
             conns_key,
             ttl_ms: ttl_ms as i64,
         };
-        tokio::spawn(batcher.run(queue));
-        ConnectionWrites { requests, timeout }
+        ConnectionWrites {
+            requests: batch::start(sender, LIMITS),
+            timeout,
+        }
     }
 
     /// Applies one change in Redis and waits until it is applied (or failed).
     pub async fn apply(&self, change: Change) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let applied = async {
-            self.requests
-                .send(Request { change, reply })
-                .await
-                .map_err(|_| StoreError::Unexpected("the registry writer is gone".into()))?;
-            answer.await.map_err(|_| {
-                StoreError::Unexpected("the registry writer dropped a change".into())
-            })?
-        };
-        match tokio::time::timeout(self.timeout, applied).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unexpected(format!(
-                "connection change not applied within {:?}",
-                self.timeout
-            ))),
-        }
+        batch::call(&self.requests, self.timeout, "registry writer", |reply| {
+            Request { change, reply }
+        })
+        .await
     }
 }
 
-struct Batcher {
+struct ChangeBatches {
     store: Store,
     script: Script,
     conns_key: String,
     ttl_ms: i64,
 }
 
-impl Batcher {
-    async fn run(self, mut queue: mpsc::Receiver<Request>) {
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                biased;
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                first = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                    let Some(first) = first else { break };
-                    let mut batch = Vec::with_capacity(MAX_BATCH.min(1 + queue.len()));
-                    batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(request) => batch.push(request),
-                            Err(_) => break,
-                        }
-                    }
-                    // Unlike a count, a change is sent even if its socket stopped waiting:
-                    // the process's own record already holds it, and Redis should match.
-                    in_flight.push(self.send(batch));
-                }
-            }
-        }
-        while in_flight.next().await.is_some() {}
+impl batch::Sender for ChangeBatches {
+    type Request = Request;
+
+    /// Unlike a count, a change is sent even if its socket stopped waiting: the process's own
+    /// record already holds it, and Redis should match.
+    fn still_wanted(&self, _: &Request) -> bool {
+        true
     }
 
     /// Sends one batch and answers each of its requests.

@@ -37,14 +37,9 @@ impl Application {
         let metrics = Arc::new(Metrics::new(settings.color.as_str()));
         let max_connections = connection_limit(settings.max_connections)
             .context("failed to read or raise the open-file limit")?;
-        let store = Store::connect(
-            &settings.redis_url,
-            settings.redis_timeout,
-            settings.session_ttl,
-            metrics.clone(),
-        )
-        .await
-        .context("failed to create the redis client")?;
+        let store = Store::connect(&settings.redis_url, settings.redis_timeout, metrics.clone())
+            .await
+            .context("failed to create the redis client")?;
         let subscriber = Store::subscriber(&settings.redis_url, settings.redis_timeout)
             .await
             .context("failed to create the redis pub/sub client")?;

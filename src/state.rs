@@ -40,6 +40,9 @@ pub struct AppState {
     /// Sockets accepted or being upgraded; bounded by `max_connections`.
     slots: AtomicUsize,
     next_conn_id: AtomicU64,
+    /// Random per process: with a connection id, makes writer tokens unique in the fleet even
+    /// when `INSTANCE_ID` is reused by a restarted process.
+    token_nonce: String,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             sessions: TaskTracker::new(),
             slots: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
+            token_nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         }
     }
 
@@ -83,6 +87,11 @@ impl AppState {
 
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The writer token of connection `conn_id` (see [`crate::counter`]).
+    pub fn writer_token(&self, conn_id: u64) -> String {
+        format!("{}:{conn_id}", self.token_nonce)
     }
 
     /// Reserves room for one socket, or `None` at `max_connections`.

@@ -1,5 +1,6 @@
-//! Redis access (fred): the connection, its failure policy, and Lua script calls. The
-//! per-session counter, the hot path, batches its script calls in [`crate::counter`].
+//! Redis access (fred): the connection, its failure policy, and Lua script calls. What is
+//! stored under which key belongs to the module of each concern ([`crate::counter`],
+//! [`crate::registry`], [`crate::heartbeat`], [`crate::fanout`]).
 //!
 //! Every command goes through [`Store::redis`], a handle that fails fast while the connection
 //! is down, never retries a command that may have run (a retried `INCR` would skip a number)
@@ -32,12 +33,6 @@ pub enum StoreError {
     Unexpected(String),
 }
 
-/// Read the session counter (nil for a new session) and slide its TTL.
-const FETCH_LUA: &str = r"
-local v = redis.call('HGET', KEYS[1], 'n')
-if v then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return v";
-
 /// The shared Redis connection of one process.
 ///
 /// Cloning is cheap: every clone talks over the same multiplexed connection.
@@ -45,8 +40,6 @@ return v";
 pub struct Store {
     /// Commands go through this: fail fast, one attempt, bounded wait.
     redis: WithOptions<Client>,
-    fetch: Script,
-    session_ttl_ms: i64,
     /// Every call is timed and its failures counted here, by operation.
     metrics: Arc<Metrics>,
 }
@@ -58,7 +51,6 @@ impl Store {
     pub async fn connect(
         url: &str,
         timeout: Duration,
-        session_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         let client =
@@ -71,8 +63,6 @@ impl Store {
         };
         Ok(Store {
             redis: client.with_options(&options),
-            fetch: Script::from_lua(FETCH_LUA),
-            session_ttl_ms: session_ttl.as_millis() as i64,
             metrics,
         })
     }
@@ -105,17 +95,6 @@ impl Store {
 
     pub fn is_connected(&self) -> bool {
         self.redis.is_connected()
-    }
-
-    /// The current counter of a session, `None` when Redis does not know it.
-    pub async fn fetch_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
-        self.run(
-            "fetch_session",
-            &self.fetch,
-            session_key(session),
-            self.session_ttl_ms,
-        )
-        .await
     }
 
     /// Runs a Lua script by its hash, loading it first when Redis does not have it (after a
@@ -211,10 +190,6 @@ impl Store {
 /// A non-blocking custom command, which fred pipelines.
 fn command(name: &'static str) -> CustomCommand {
     CustomCommand::new_static(name, ClusterHash::FirstKey, false)
-}
-
-pub fn session_key(session: &str) -> String {
-    format!("{KEY_PREFIX}session:{session}")
 }
 
 /// `retry_first`: whether the first connection retries by the reconnect policy (see

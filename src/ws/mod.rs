@@ -1,5 +1,5 @@
 //! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, capacity,
-//! draining, Redis), then hands the socket to [`session`].
+//! draining, the claim on the session in Redis), then hands the socket to [`session`].
 
 mod rate_limit;
 pub mod session;
@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{http::ApiError, protocol::validate_session_id, state::SharedState};
+use crate::{counter::Claim, http::ApiError, protocol::validate_session_id, state::SharedState};
 
 /// Buffers sized on purpose: tungstenite's 128 KiB defaults cost ~100 KB per socket and much
 /// throughput. Frames here are tiny; the read buffer grows for a large frame when needed.
@@ -30,19 +30,8 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    match prepare(&app, &params, &headers).await {
-        Ok(ready) => {
-            let ws = match ws {
-                Ok(ws) => ws,
-                Err(rejection) => {
-                    app.metrics.rejected("not_websocket");
-                    return ApiError::BadRequest(format!(
-                        "not a WebSocket upgrade: {}",
-                        rejection.body_text()
-                    ))
-                    .into_response();
-                }
-            };
+    match prepare(&app, &params, &headers, ws).await {
+        Ok((ready, ws)) => {
             let max = app.settings.max_message_bytes;
             let tracker_token = app.sessions.token();
             ws.read_buffer_size(READ_BUFFER_BYTES)
@@ -61,24 +50,31 @@ pub async fn upgrade(
 /// What the checks before the upgrade established.
 pub struct Accepted {
     pub session: Arc<str>,
-    pub count: u64,
-    pub resumed: bool,
+    pub conn_id: u64,
+    /// This socket's writer token for its session (see [`crate::counter`]).
+    pub token: String,
+    pub claim: Claim,
     pub slot: crate::state::ConnectionSlot,
     /// `x-request-id` of the upgrade request (set by nginx or by our request-id layer).
     pub request_id: String,
 }
 
+/// The checks, in the order docs/PROTOCOL.md lists them. Redis comes last, and only for a real
+/// upgrade: the claim fences the session's older sockets, which a stray GET must not do.
 async fn prepare(
     app: &SharedState,
     params: &[(String, String)],
     headers: &HeaderMap,
-) -> Result<Accepted, ApiError> {
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(Accepted, WebSocketUpgrade), ApiError> {
     if app.is_draining() {
         app.metrics.rejected("draining");
         return Err(ApiError::Unavailable("draining".into()));
     }
     check_origin(app, headers)?;
     let session = session_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
+    let last_count =
+        last_count_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
         tracing::warn!(
@@ -87,22 +83,54 @@ async fn prepare(
         );
         ApiError::Unavailable("at capacity".into())
     })?;
-    let existing = app.store.fetch_session(&session).await.map_err(|error| {
-        app.metrics.rejected("redis_unavailable");
-        tracing::warn!(%error, "refusing upgrade: redis unavailable");
-        ApiError::Unavailable("redis unavailable".into())
+    let ws = ws.map_err(|rejection| {
+        app.metrics.rejected("not_websocket");
+        ApiError::BadRequest(format!(
+            "not a WebSocket upgrade: {}",
+            rejection.body_text()
+        ))
     })?;
-    Ok(Accepted {
+    let conn_id = app.next_conn_id();
+    let token = app.writer_token(conn_id);
+    let claim = app
+        .counter
+        .claim(&session, &token, last_count)
+        .await
+        .map_err(|error| {
+            app.metrics.rejected("redis_unavailable");
+            tracing::warn!(%error, "refusing upgrade: redis unavailable");
+            ApiError::Unavailable("redis unavailable".into())
+        })?;
+    let accepted = Accepted {
         session: session.into(),
-        count: existing.unwrap_or(0),
-        resumed: existing.is_some(),
+        conn_id,
+        token,
+        claim,
         slot,
         request_id: headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
-    })
+    };
+    Ok((accepted, ws))
+}
+
+/// `last_count`: the last count a resuming client was told; the session continues at least
+/// from it. Absent or empty: 0.
+fn last_count_param(params: &[(String, String)]) -> Result<u64, ApiError> {
+    match params
+        .iter()
+        .find(|(k, v)| k == "last_count" && !v.is_empty())
+    {
+        None => Ok(0),
+        Some((_, v)) => v.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid last_count: {v:?} is not a whole number from 0 to {}",
+                u64::MAX
+            ))
+        }),
+    }
 }
 
 /// `session_uuid` (or its alias `session_id`): absent or empty makes a new UUIDv4.
@@ -167,5 +195,21 @@ mod tests {
             assert!(uuid::Uuid::parse_str(&made).is_ok(), "{made}");
         }
         assert!(session_param(&params(&[("session_uuid", "bad id")])).is_err());
+    }
+
+    #[test]
+    fn last_count_is_a_whole_number_and_defaults_to_zero() {
+        assert_eq!(last_count_param(&params(&[])).unwrap(), 0);
+        assert_eq!(last_count_param(&params(&[("last_count", "")])).unwrap(), 0);
+        assert_eq!(
+            last_count_param(&params(&[("last_count", "42")])).unwrap(),
+            42
+        );
+        for bad in ["-1", "1.5", "x", "18446744073709551616"] {
+            assert!(
+                last_count_param(&params(&[("last_count", bad)])).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::{rate_limit::TokenBucket, Accepted};
 use crate::{
-    counter::counter_key,
+    counter::{Counted, SessionCounter},
     fanout::Fanned,
     protocol::{close_code, Bye, CountReply, ErrorFrame, Welcome},
     state::SharedState,
@@ -27,9 +27,7 @@ use crate::{
 
 const DRAIN_REASON: &str = "server shutting down";
 const PING_TIMEOUT_REASON: &str = "ping timeout";
-
-/// Attempts in doubt remembered per socket (see `Session::unsure`).
-const MAX_UNSURE: usize = 16;
+const FENCED_REASON: &str = "session resumed elsewhere";
 
 /// How a socket's loop ended.
 enum End {
@@ -50,22 +48,14 @@ struct Gone;
 struct Session {
     app: SharedState,
     conn_id: u64,
-    /// The session's counter key, built once for all of this socket's messages.
-    key: fred::types::Key,
-    /// Last counter value this socket knows (welcome or last reply): the `bye` total.
-    count: u64,
-    /// Messages of this socket so far; with the instance and connection ids, names each
-    /// increment attempt uniquely in the fleet.
-    seq: u64,
-    /// Attempts answered `unavailable` since the last counted message. Redis may still have
-    /// run them, so the next increment carries them and counts nothing twice.
-    unsure: Vec<String>,
+    /// This socket's side of the session counter; its count is the `bye` total.
+    counter: SessionCounter,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
 
 pub async fn run(socket: WebSocket, app: SharedState, accepted: Accepted) {
-    let conn_id = app.next_conn_id();
+    let conn_id = accepted.conn_id;
     // The upgrade's request id links nginx's access log to this socket's events.
     let span = tracing::info_span!(
         "conn",
@@ -81,11 +71,12 @@ pub async fn run(socket: WebSocket, app: SharedState, accepted: Accepted) {
 async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, conn_id: u64) {
     let Accepted {
         session,
-        count,
-        resumed,
+        token,
+        claim,
         slot: _slot,
         ..
     } = accepted;
+    let (count, resumed) = (claim.count, claim.existed);
     // Subscribe before announcing presence so that nothing published after the welcome is lost.
     let fanout = app.fanout.subscribe(conn_id);
     // A socket that subscribed after the drain was told on the rings sees its flag here.
@@ -97,14 +88,16 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     if let Err(error) = app.registry.add_connection(conn_id, session.clone()).await {
         tracing::warn!(%error, "registering the connection failed; the next lease renewal repairs it");
     }
-    tracing::info!(count, resumed, "connection opened");
+    tracing::info!(
+        count,
+        resumed,
+        repaired = claim.repaired,
+        "connection opened"
+    );
 
     let mut s = Session {
         conn_id,
-        key: counter_key(&session),
-        count,
-        seq: 0,
-        unsure: Vec::new(),
+        counter: app.counter.for_socket(&session, &token, claim),
         bucket: app
             .settings
             .rate_limit
@@ -117,6 +110,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         count,
         resumed,
         instance: app.registry.instance_id().to_string(),
+        repaired: claim.repaired,
     };
     let end = match s.send_json(&mut socket, &welcome).await {
         Ok(()) if drain_at_once => End::Drain,
@@ -148,7 +142,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     if let Err(error) = app.registry.remove_connection(s.conn_id).await {
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
-    tracing::info!(code, reason, total = s.count, "connection closed");
+    tracing::info!(code, reason, total = s.counter.count(), "connection closed");
 }
 
 impl Session {
@@ -157,12 +151,13 @@ impl Session {
         let dead_after = ping_every * 2;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + ping_every;
-        // One timer for both pings and silence: it fires at the next ping or when the peer
-        // has been silent for two intervals, whichever comes first. It is not reset per
+        // One timer for pings, silence and the session's TTL: it fires at the next ping, when
+        // the peer has been silent for two intervals, or when the session's TTL needs renewing,
+        // whichever comes first. It is not reset per
         // frame (that would touch the timer wheel on every message): when it fires for a
         // peer heard from since, it is just armed again.
         let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            next_ping
+            next_ping.min(self.counter.touch_due())
         )));
         // Lives across loop turns instead of being made anew on each: a pending receive holds
         // a waiter in its ring's list, and making and dropping it each turn took that
@@ -229,7 +224,13 @@ impl Session {
                             return End::Peer(1006);
                         }
                     }
-                    let wake = next_ping.min(last_heard + dead_after);
+                    // An open socket keeps its session alive, however long it is idle.
+                    if now >= self.counter.touch_due() {
+                        if let Err(error) = self.counter.touch().await {
+                            tracing::debug!(%error, "renewing the session's TTL failed; retried in half a TTL");
+                        }
+                    }
+                    let wake = next_ping.min(last_heard + dead_after).min(self.counter.touch_due());
                     timer.as_mut().reset(tokio::time::Instant::from_std(wake));
                 }
             }
@@ -252,32 +253,15 @@ impl Session {
                 ));
             }
         }
-        self.seq += 1;
-        let op = format!(
-            "{}:{}:{}",
-            self.app.registry.instance_id(),
-            self.conn_id,
-            self.seq
-        );
         // A small future (a channel send and a oneshot): the Redis call itself runs in the
         // counter's batching task, not in this socket's state machine.
-        let counted = self
-            .app
-            .counter
-            .increment(&self.key, op.clone(), self.unsure.clone())
-            .await;
-        let sent = match counted {
-            Ok(count) => {
-                self.count = count;
-                self.unsure.clear();
-                self.send_json(socket, &CountReply { count }).await
+        let sent = match self.counter.increment().await {
+            Ok(Counted::Count(count)) => self.send_json(socket, &CountReply { count }).await,
+            Ok(Counted::Fenced) => {
+                tracing::info!("a newer socket resumed the session; closing this one");
+                return Some(End::Close(close_code::POLICY_VIOLATION, FENCED_REASON));
             }
             Err(error) => {
-                // Bounded: a socket whose frames keep failing only needs its recent attempts.
-                if self.unsure.len() == MAX_UNSURE {
-                    self.unsure.remove(0);
-                }
-                self.unsure.push(op);
                 tracing::warn!(%error, "message not counted: redis unavailable");
                 self.send_json(socket, &ErrorFrame::unavailable()).await
             }
@@ -333,7 +317,7 @@ impl Session {
         }
         let bye = Bye {
             bye: true,
-            total: self.count,
+            total: self.counter.count(),
             // A jittered hint; the reconnects of one drain land over about a second.
             reconnect_after_ms: fastrand::u64(100..1100),
         };

@@ -6,9 +6,11 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod counting;
+mod exactly_once;
 mod faults;
 mod heartbeat;
 mod helpers;
 mod http;
+mod relay;
 mod shutdown;
 mod sockets;

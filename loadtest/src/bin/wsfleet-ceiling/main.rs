@@ -205,6 +205,7 @@ async fn socket(
         count: counter.load(Ordering::SeqCst),
         resumed,
         instance: INSTANCE.to_string(),
+        repaired: false,
     };
     if send_json(&mut ws, &welcome).await.is_err() {
         return;

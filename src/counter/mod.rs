@@ -1,0 +1,323 @@
+//! The per-session message counter: its key, the claim a new socket makes on its session,
+//! and the per-socket handle that counts each text frame exactly once.
+//!
+//! Guarantees (docs/PROTOCOL.md, "Resuming without gaps or repeats"; SPEC "Robustness"):
+//! - **One writer per session.** A socket's upgrade claims the session with a writer token
+//!   unique in the fleet; an older socket's increments are refused from then on, even one
+//!   already on its way to Redis, and that socket is closed. The welcome count is exact.
+//! - **Counts never go back.** Every increment carries the highest count its socket has told
+//!   the client, and Redis continues above it if it lost the session; a resuming client may
+//!   pass `last_count` to the claim. An open socket keeps its session's TTL alive.
+//! - **No count twice for one frame.** A frame answered `unavailable` may still have been run
+//!   by Redis later (a timeout); the socket's next attempt says which attempts are in doubt,
+//!   and a resend of a frame that was counted after all gets that count again.
+//!
+//! Increments go to Redis in batches (src/batch.rs): a socket's task holds no fred future of
+//! its own, and a busy instance makes one script call per batch instead of one per message.
+//! Each message is still counted atomically and in the order its socket sent it (a socket has
+//! at most one message in flight). Every wait is bounded by `--redis-timeout`: a caller stops
+//! waiting after it, and its request is then not sent if it has not been yet.
+
+mod scripts;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use fred::types::{scripts::Script, Key, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    batch,
+    metrics::{Metrics, OperationLabel},
+    store::{Store, StoreError, KEY_PREFIX},
+};
+
+/// Bounds of the batching task; see src/batch.rs. The queue only fills up with more sockets
+/// than this sending at once (each has at most one message in flight); 256 messages take Redis
+/// about 1 ms.
+const LIMITS: batch::Limits = batch::Limits {
+    queue: 8192,
+    max_batch: 256,
+    max_in_flight: 4,
+};
+
+/// The session's key in Redis.
+pub fn session_key(session: &str) -> String {
+    format!("{KEY_PREFIX}session:{session}")
+}
+
+/// What a socket learns when it claims its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The count the socket starts from (the welcome's `count`).
+    pub count: u64,
+    /// Redis held a counter for the session.
+    pub existed: bool,
+    /// The client's `last_count` raised the counter.
+    pub repaired: bool,
+}
+
+/// The answer to one increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted (or recognised as the resend of an attempt counted late): the new count.
+    Count(u64),
+    /// A newer socket claimed the session; nothing was counted.
+    Fenced,
+}
+
+/// The process's counter: claims sessions, and counts through one batching task. Cloning is
+/// cheap (a channel sender and a store handle).
+#[derive(Clone)]
+pub struct Counter {
+    store: Store,
+    requests: mpsc::Sender<Request>,
+    claim: Script,
+    ttl_ms: i64,
+    /// How long a caller waits for its count before answering `unavailable`.
+    timeout: Duration,
+}
+
+impl Counter {
+    /// Starts the batching task. It ends when the last `Counter` clone is dropped, after
+    /// answering everything already queued.
+    pub fn start(
+        store: Store,
+        metrics: Arc<Metrics>,
+        session_ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let ttl_ms = session_ttl.as_millis().try_into().unwrap_or(i64::MAX);
+        let sender = IncrementBatches {
+            store: store.clone(),
+            metrics,
+            script: Script::from_lua(scripts::INCREMENT_BATCH_LUA),
+            ttl_ms,
+        };
+        Counter {
+            store,
+            requests: batch::start(sender, LIMITS),
+            claim: Script::from_lua(scripts::CLAIM_LUA),
+            ttl_ms,
+            timeout,
+        }
+    }
+
+    /// Claims `session` for a new socket whose writer token is `token` (unique in the fleet),
+    /// fencing every older socket of it, and reads where it starts (see [`Claim`]).
+    pub async fn claim(
+        &self,
+        session: &str,
+        token: &str,
+        last_count: u64,
+    ) -> Result<Claim, StoreError> {
+        let answer: Vec<i64> = self
+            .store
+            .run(
+                "claim",
+                &self.claim,
+                session_key(session),
+                vec![
+                    Value::from(token),
+                    Value::from(self.ttl_ms),
+                    Value::from(last_count.min(i64::MAX as u64) as i64),
+                ],
+            )
+            .await?;
+        match answer[..] {
+            [existed, count, repaired] if count >= 0 => Ok(Claim {
+                count: count as u64,
+                existed: existed == 1,
+                repaired: repaired == 1,
+            }),
+            _ => Err(StoreError::Unexpected(format!("claim answered {answer:?}"))),
+        }
+    }
+
+    /// The handle a socket counts its frames with, after it claimed `session` with `token`
+    /// and was told `claim`.
+    pub fn for_socket(&self, session: &str, token: &str, claim: Claim) -> SessionCounter {
+        SessionCounter {
+            counter: self.clone(),
+            key: Key::from(session_key(session)),
+            token: Value::from(token),
+            seq: 0,
+            first_unsure: 0,
+            count: claim.count,
+            touched: Instant::now(),
+        }
+    }
+}
+
+/// One socket's side of its session's counter. Owned by the socket's task.
+pub struct SessionCounter {
+    counter: Counter,
+    key: Key,
+    /// This socket's writer token (see `scripts::CLAIM_LUA`); a cheap clone per message.
+    token: Value,
+    /// Attempts made so far; numbers each attempt within the socket.
+    seq: u64,
+    /// The first attempt answered `unavailable` since the last count (0: none). Redis may
+    /// still have run it and those after it, so the next attempt carries it.
+    first_unsure: u64,
+    /// The highest count this socket has told its client: the floor below which the counter
+    /// never goes, and the `bye` total.
+    count: u64,
+    /// When Redis last renewed the session's TTL on this socket's behalf.
+    touched: Instant,
+}
+
+impl SessionCounter {
+    /// Counts one frame. An error means `unavailable`: not counted as far as the client can
+    /// know, and safe to resend (on this socket, or on a new one after a reconnect).
+    pub async fn increment(&mut self) -> Result<Counted, StoreError> {
+        self.seq += 1;
+        let (key, token) = (self.key.clone(), self.token.clone());
+        let (seq, first_unsure, floor) = (self.seq, self.first_unsure, self.count);
+        let result = batch::call(
+            &self.counter.requests,
+            self.counter.timeout,
+            "counter",
+            |reply| Request {
+                key,
+                token,
+                seq,
+                first_unsure,
+                floor,
+                reply,
+            },
+        )
+        .await;
+        match result {
+            Ok(Counted::Count(n)) => {
+                self.count = self.count.max(n);
+                self.first_unsure = 0;
+                self.touched = Instant::now();
+            }
+            Ok(Counted::Fenced) => {}
+            Err(_) if self.first_unsure == 0 => self.first_unsure = self.seq,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// The highest count this socket has told its client.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// When the session's TTL next needs renewing for this open socket: half a TTL after the
+    /// last renewal, so an idle socket's session never expires under it.
+    pub fn touch_due(&self) -> Instant {
+        self.touched + Duration::from_millis(self.counter.ttl_ms as u64 / 2)
+    }
+
+    /// Renews the session's TTL. Rare (every half TTL of idleness), so it is a plain command
+    /// rather than a batch; boxed to keep fred's large future out of the socket's task.
+    pub async fn touch(&mut self) -> Result<(), StoreError> {
+        use fred::interfaces::KeysInterface;
+        self.touched = Instant::now();
+        let store = &self.counter.store;
+        let call = store
+            .redis()
+            .pexpire::<i64, _>(self.key.clone(), self.counter.ttl_ms, None);
+        Box::pin(store.timed("touch", call)).await.map(drop)
+    }
+}
+
+/// One message to count.
+struct Request {
+    key: Key,
+    token: Value,
+    seq: u64,
+    first_unsure: u64,
+    floor: u64,
+    reply: oneshot::Sender<Result<Counted, StoreError>>,
+}
+
+/// Sends increments as one `INCREMENT_BATCH_LUA` call per batch.
+struct IncrementBatches {
+    store: Store,
+    metrics: Arc<Metrics>,
+    script: Script,
+    ttl_ms: i64,
+}
+
+const INCREMENT: OperationLabel = OperationLabel {
+    operation: "increment",
+};
+
+impl batch::Sender for IncrementBatches {
+    type Request = Request;
+
+    /// A caller that stopped waiting has answered `unavailable` already; not sending its
+    /// message keeps it from being counted late.
+    fn still_wanted(&self, request: &Request) -> bool {
+        !request.reply.is_closed()
+    }
+
+    async fn send(&self, batch: Vec<Request>) {
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut args = Vec::with_capacity(1 + 4 * batch.len());
+        args.push(Value::from(self.ttl_ms));
+        let mut replies = Vec::with_capacity(batch.len());
+        for request in batch {
+            keys.push(request.key);
+            args.push(request.token);
+            args.push(Value::from(request.seq as i64));
+            args.push(Value::from(request.first_unsure as i64));
+            args.push(Value::from(request.floor.min(i64::MAX as u64) as i64));
+            replies.push(request.reply);
+        }
+        let started = Instant::now();
+        let result: Result<Value, StoreError> =
+            self.store.run_untimed(&self.script, keys, args).await;
+        // One observation per batch; errors count once per message, so that
+        // `redis_errors{operation="increment"}` still means messages answered `unavailable`.
+        self.metrics
+            .redis_duration
+            .get_or_create(&INCREMENT)
+            .observe(started.elapsed().as_secs_f64());
+        let counts = match result {
+            Ok(Value::Array(counts)) if counts.len() == replies.len() => counts,
+            Ok(other) => {
+                let error = StoreError::Unexpected(format!("increment batch answered {other:?}"));
+                return self.fail(replies, error);
+            }
+            Err(error) => return self.fail(replies, error),
+        };
+        for (reply, count) in replies.into_iter().zip(counts) {
+            let result = match count {
+                Value::Integer(n) if n > 0 => Ok(Counted::Count(n as u64)),
+                Value::Integer(scripts::FENCED) => Ok(Counted::Fenced),
+                // Nobody waits for it: the socket moved on when it answered `unavailable`.
+                Value::Integer(scripts::STALE) => {
+                    Err(StoreError::Unexpected("a late attempt was refused".into()))
+                }
+                other => {
+                    self.metrics.redis_errors.get_or_create(&INCREMENT).inc();
+                    Err(StoreError::Unexpected(format!(
+                        "increment answered {other:?}"
+                    )))
+                }
+            };
+            // A caller that gave up meanwhile has dropped its receiver; nothing to do.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl IncrementBatches {
+    /// Answers every request of a batch that failed as a whole.
+    fn fail(&self, replies: Vec<oneshot::Sender<Result<Counted, StoreError>>>, error: StoreError) {
+        self.metrics
+            .redis_errors
+            .get_or_create(&INCREMENT)
+            .inc_by(replies.len() as u64);
+        for reply in replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
