@@ -316,7 +316,30 @@ async fn scenario(
     );
     send_and_expect(browser, "send", 15).await;
 
+    // Redis loses every session: the page's resume passes `last_count`, so the count goes on
+    // from what the page was told instead of starting again at 0.
+    let inspect = redis.client().await;
+    let _: String = fred::interfaces::ClientLike::custom(
+        &inspect,
+        fred::types::CustomCommand::new_static("FLUSHALL", None, false),
+        Vec::<String>::new(),
+    )
+    .await
+    .unwrap();
+    click(browser, "reconnect").await;
+    let page = wait_for(
+        browser,
+        "the page resumed after Redis lost the session",
+        |p| p.state == "open" && p.lines_with("(repaired)") == 1,
+    )
+    .await;
+    assert_eq!(
+        page.count, "15",
+        "the count carries over a Redis that lost it"
+    );
+    send_and_expect(browser, "send", 16).await;
+
     let page = read_page(browser).await;
-    assert_eq!(page.connects(), 5, "{}", page.log);
+    assert_eq!(page.connects(), 6, "{}", page.log);
     save_screenshot(browser, "test-page.png").await;
 }
