@@ -6,6 +6,7 @@
 //! - [`startup`]: builds a node (Redis, listener) and runs it until a shutdown signal.
 //! - [`shutdown`]: the signal future and the drain sequence.
 //! - [`state`]: what every handler and socket shares.
+//! - [`error`]: the JSON error of every HTTP answer.
 //! - [`http`]: router and operator endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
 //!   `/broadcast`, `/test/`).
 //! - [`ws`]: the WebSocket upgrade and one socket's session loop.
@@ -23,6 +24,7 @@
 pub mod batch;
 pub mod config;
 pub mod counter;
+pub mod error;
 pub mod fanout;
 pub mod heartbeat;
 pub mod http;

@@ -22,7 +22,10 @@ use fred::{
 };
 use serde::{Deserialize, Serialize};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
+    metrics::Metrics,
     registry_writes::{Change, ConnectionWrites},
     store::{Store, StoreError, KEY_PREFIX},
 };
@@ -172,6 +175,40 @@ impl Registry {
             .expect("registry lock poisoned")
             .remove(&conn_id);
         self.writes.apply(Change::Remove { conn_id }).await
+    }
+
+    /// Renews this instance's lease every `period` and refreshes the fleet count, until
+    /// `cancel`. A failure is logged once per outage; the next tick tries again.
+    pub async fn keep_lease(&self, period: Duration, metrics: &Metrics, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(period);
+        let mut redis_up = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {
+                    let result = match self.renew().await {
+                        Ok(()) => self.snapshot().await.map(drop),
+                        Err(error) => Err(error),
+                    };
+                    match result {
+                        Ok(()) => {
+                            if !redis_up {
+                                tracing::info!("redis reachable again; registry renewed");
+                            }
+                            redis_up = true;
+                            metrics.fleet_connections.set(self.fleet_connections() as i64);
+                        }
+                        Err(error) => {
+                            if redis_up {
+                                tracing::warn!(%error, "registry lease renewal failed");
+                            }
+                            redis_up = false;
+                        }
+                    }
+                    metrics.redis_available.set(i64::from(redis_up));
+                }
+            }
+        }
     }
 
     /// Renews this instance's lease and repairs its connection hash when Redis disagrees with

@@ -107,7 +107,16 @@ impl Application {
 
         // Background work lives until the very end of the drain; see shutdown::drain.
         let background = CancellationToken::new();
-        let lease = tokio::spawn(keep_lease(state.clone(), background.clone()));
+        let lease = tokio::spawn({
+            let (state, cancel) = (state.clone(), background.clone());
+            async move {
+                let period = state.settings.lease_period;
+                state
+                    .registry
+                    .keep_lease(period, &state.metrics, cancel)
+                    .await
+            }
+        });
         let subscriber = tokio::spawn(fanout::run_subscriber(
             self.subscriber,
             state.store.clone(),
@@ -164,39 +173,6 @@ impl Application {
             "shutdown complete"
         );
         Ok(())
-    }
-}
-
-/// Renews this instance's registry lease every lease period and refreshes the fleet count.
-async fn keep_lease(state: SharedState, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(state.settings.lease_period);
-    let mut redis_up = true;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {
-                let result = match state.registry.renew().await {
-                    Ok(()) => state.registry.snapshot().await.map(drop),
-                    Err(error) => Err(error),
-                };
-                match result {
-                    Ok(()) => {
-                        if !redis_up {
-                            tracing::info!("redis reachable again; registry renewed");
-                        }
-                        redis_up = true;
-                        state.metrics.fleet_connections.set(state.registry.fleet_connections() as i64);
-                    }
-                    Err(error) => {
-                        if redis_up {
-                            tracing::warn!(%error, "registry lease renewal failed");
-                        }
-                        redis_up = false;
-                    }
-                }
-                state.metrics.redis_available.set(i64::from(redis_up));
-            }
-        }
     }
 }
 

@@ -7,9 +7,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{cpu::CpuUse, plot::PlotData, stats::Totals};
+use crate::{cpu::CpuUse, stats::Totals};
 
+mod plot_data;
 mod sections;
+pub use plot_data::{Bin, PlotData};
 pub use sections::{Disruption, FanOut, ResumeSummary};
 
 /// How long a phase took.

@@ -2,7 +2,6 @@
 //! `/status`, `POST /broadcast`, the `/test/` page).
 
 mod broadcast;
-mod error;
 
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use tower_http::{
     trace::{DefaultOnFailure, TraceLayer},
 };
 
-pub use error::ApiError;
+pub use crate::error::ApiError;
 
 use crate::{state::SharedState, ws};
 

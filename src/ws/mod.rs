@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{counter::Claim, http::ApiError, protocol::validate_session_id, state::SharedState};
+use crate::{counter::Claim, error::ApiError, protocol::validate_session_id, state::SharedState};
 
 /// Buffers sized on purpose: tungstenite's 128 KiB defaults cost ~100 KB per socket and much
 /// throughput. Frames here are tiny; the read buffer grows for a large frame when needed.

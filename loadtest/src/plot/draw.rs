@@ -7,7 +7,7 @@ use plotters::{
     prelude::*,
 };
 
-use super::Bin;
+use crate::report::Bin;
 use crate::{report::Report, series::SecondPoint};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;

@@ -18,10 +18,10 @@ use tokio::{
 };
 
 use super::{
-    parent::GRACE,
     plan::Slice,
     protocol::{ParentLine, WorkerLine},
     watcher::{shorten, watch_worker, Event},
+    GRACE,
 };
 use crate::{live::Snapshot, progress::Progress, stats::Totals};
 

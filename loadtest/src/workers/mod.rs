@@ -36,6 +36,12 @@
 //! - [`fleet`]: the worker processes as the parent sees them.
 //! - [`watcher`]: one task per worker process, between its pipes and the parent.
 
+use std::time::Duration;
+
+/// How long past `--timeout` the parent waits for results: a worker stops its sockets at
+/// the timeout, then closes each (at most 2 s) and sends its totals.
+pub const GRACE: Duration = Duration::from_secs(15);
+
 pub mod child;
 mod fleet;
 pub mod parent;

@@ -26,10 +26,6 @@ use crate::{
     series,
 };
 
-/// How long past `--timeout` the parent waits for results: a worker stops its sockets at
-/// the timeout, then closes each (at most 2 s) and sends its totals.
-pub const GRACE: Duration = Duration::from_secs(15);
-
 /// The run was stopped by Ctrl-C; every worker was killed. Not a result: no report.
 #[derive(Debug)]
 pub struct Interrupted {
@@ -48,7 +44,7 @@ impl std::error::Error for Interrupted {}
 pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
     let common = scenario.common();
     let started = Instant::now();
-    let give_up = started + common.timeout + GRACE;
+    let give_up = started + common.timeout + super::GRACE;
     let progress = Progress::new(!common.no_progress, common.connections as u64);
     let latest = Arc::new(Mutex::new(vec![Snapshot::default(); workers]));
     let ticker = {

@@ -1,4 +1,5 @@
-//! The JSON error every HTTP route answers with: `{"error": "<short reason>"}`.
+//! The JSON error every HTTP route, and the WebSocket upgrade before it upgrades, answers
+//! with: `{"error": "<short reason>"}`. Its own module because both `http` and `ws` use it.
 
 use axum::{
     http::{header, StatusCode},
