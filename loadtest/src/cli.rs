@@ -8,7 +8,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use wsfleet::config::{parse_duration, Secret};
 
-use crate::workers::plan::{Slice, Workers};
+use crate::{
+    scenario::smoke::SmokeArgs,
+    workers::plan::{Slice, Workers},
+};
 
 /// Load tester for wsfleet: opens many WebSockets to one or more URLs and measures counts,
 /// latency and throughput. Past one process's open-file limit it spreads itself over worker
@@ -21,12 +24,21 @@ use crate::workers::plan::{Slice, Workers};
 /// broadcast missed, a failing --during command, or a worker process dying) but no count was
 /// wrong, 3 when the run could not start (a bad option, or a limit of this machine, named).
 ///
-/// Also `wsfleet-loadtest smoke --help`: the one-instance smoke test `make promote` runs.
+/// Also `wsfleet-loadtest smoke`: the one-instance smoke test `make promote` runs.
 #[derive(Debug, Parser)]
 #[command(name = "wsfleet-loadtest", version)]
 pub struct Cli {
     #[command(subcommand)]
-    pub scenario: Scenario,
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Smoke test of one instance, contacted directly: /readyz, a counted round trip, a
+    /// broadcast received. What `make promote` runs before moving traffic.
+    Smoke(SmokeArgs),
+    #[command(flatten)]
+    Load(Box<Scenario>),
 }
 
 #[derive(Debug, Subcommand)]

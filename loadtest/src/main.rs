@@ -73,16 +73,12 @@ use anyhow::{bail, Result};
 use clap::Parser;
 
 use crate::{
-    cli::{Cli, Scenario},
+    cli::{Cli, Command, Scenario},
     workers::parent::Interrupted,
 };
 
 fn main() -> ExitCode {
-    // `smoke` has options of its own, unlike the load scenarios (see scenario::smoke).
-    if std::env::args_os().nth(1).is_some_and(|a| a == "smoke") {
-        return scenario::smoke::main_with_args(std::env::args_os().skip(1));
-    }
-    let mut cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -90,8 +86,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 3 } else { 0 });
         }
     };
-    cli.scenario.settle_random_defaults();
-    match run(&cli) {
+    let mut scenario = match cli.command {
+        // `smoke` has options of its own, unlike the load scenarios (see scenario::smoke).
+        Command::Smoke(args) => return scenario::smoke::main(&args),
+        Command::Load(scenario) => *scenario,
+    };
+    scenario.settle_random_defaults();
+    match run(&scenario) {
         Ok(code) => ExitCode::from(code),
         Err(error) if error.is::<Interrupted>() => {
             eprintln!("wsfleet-loadtest: {error}");
@@ -106,16 +107,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<u8> {
-    let common = cli.scenario.common();
-    check_options(&cli.scenario)?;
+fn run(scenario: &Scenario) -> Result<u8> {
+    let common = scenario.common();
+    check_options(scenario)?;
     if let Some(slice) = common.worker_slice {
-        return workers::child::run(&cli.scenario, slice);
+        return workers::child::run(scenario, slice);
     }
     let plan = limits::plan(common)?;
     eprintln!(
         "wsfleet-loadtest: {} with {} sockets to {} in {} process(es) (open-file limit {} each)",
-        cli.scenario.name(),
+        scenario.name(),
         common.connections,
         common.urls_label(),
         plan.workers,
@@ -125,9 +126,9 @@ fn run(cli: &Cli) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         if plan.workers == 1 {
-            scenario::run(&cli.scenario).await
+            scenario::run(scenario).await
         } else {
-            workers::parent::run(&cli.scenario, plan.workers).await
+            workers::parent::run(scenario, plan.workers).await
         }
     });
     // Do not wait for stray tasks (there should be none); the report is complete.
@@ -194,7 +195,10 @@ mod tests {
     fn check(args: &[&str]) -> Result<()> {
         let mut argv = vec!["wsfleet-loadtest"];
         argv.extend_from_slice(args);
-        check_options(&Cli::try_parse_from(argv).unwrap().scenario)
+        let Command::Load(scenario) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not a load scenario");
+        };
+        check_options(&scenario)
     }
 
     #[test]

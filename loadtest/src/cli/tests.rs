@@ -1,5 +1,29 @@
 use super::*;
 
+/// The load scenario a command line parses to, as `cli.scenario`.
+struct LoadCli {
+    scenario: Scenario,
+}
+
+fn load_cli<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(args: I) -> LoadCli {
+    match Cli::try_parse_from(args).unwrap().command {
+        Command::Load(scenario) => LoadCli {
+            scenario: *scenario,
+        },
+        other => panic!("not a load scenario: {other:?}"),
+    }
+}
+
+#[test]
+fn smoke_is_a_subcommand_of_its_own() {
+    let cli = Cli::try_parse_from(["lt", "smoke", "--token", "t"]).unwrap();
+    let Command::Smoke(args) = cli.command else {
+        panic!("not smoke: {cli:?}");
+    };
+    assert_eq!(args.token, "t");
+    assert_eq!(args.http, "http://127.0.0.1:8000");
+}
+
 #[test]
 fn named_pids_parse_and_reject_garbage() {
     assert_eq!(parse_named_pid("server=42"), Ok(("server".into(), 42)));
@@ -10,7 +34,7 @@ fn named_pids_parse_and_reject_garbage() {
 
 #[test]
 fn subcommands_parse_with_shared_options() {
-    let cli = Cli::try_parse_from([
+    let cli = load_cli([
         "wsfleet-loadtest",
         "closed-loop",
         "-n",
@@ -21,8 +45,7 @@ fn subcommands_parse_with_shared_options() {
         "20s",
         "--sample-pid",
         "server=1",
-    ])
-    .unwrap();
+    ]);
     let Scenario::ClosedLoop { common, messages } = &cli.scenario else {
         panic!("wrong scenario: {:?}", cli.scenario);
     };
@@ -37,7 +60,7 @@ fn subcommands_parse_with_shared_options() {
 
 #[test]
 fn fan_out_resume_and_during_parse() {
-    let cli = Cli::try_parse_from([
+    let cli = load_cli([
         "wsfleet-loadtest",
         "fan-out",
         "--token",
@@ -50,8 +73,7 @@ fn fan_out_resume_and_during_parse() {
         "kill -TERM 1234",
         "--during-after",
         "2s",
-    ])
-    .unwrap();
+    ]);
     let Scenario::FanOut {
         common,
         token,
@@ -71,7 +93,7 @@ fn fan_out_resume_and_during_parse() {
     assert_eq!(common.during_after, Duration::from_secs(2));
 
     // Several servers that share no channel (bench ceilings): each broadcast goes to each.
-    let cli = Cli::try_parse_from([
+    let cli = load_cli([
         "wsfleet-loadtest",
         "fan-out",
         "--token",
@@ -80,8 +102,7 @@ fn fan_out_resume_and_during_parse() {
         "http://127.0.0.1:1/broadcast",
         "--broadcast-url",
         "http://127.0.0.1:2/broadcast",
-    ])
-    .unwrap();
+    ]);
     let Scenario::FanOut { broadcast_urls, .. } = &cli.scenario else {
         panic!("wrong scenario: {:?}", cli.scenario);
     };
@@ -93,8 +114,7 @@ fn fan_out_resume_and_during_parse() {
         ]
     );
 
-    let cli =
-        Cli::try_parse_from(["wsfleet-loadtest", "resume", "-m", "9", "--resumes", "2"]).unwrap();
+    let cli = load_cli(["wsfleet-loadtest", "resume", "-m", "9", "--resumes", "2"]);
     assert!(matches!(
         cli.scenario,
         Scenario::Resume {
@@ -109,7 +129,7 @@ fn fan_out_resume_and_during_parse() {
 #[test]
 fn resume_and_during_runs_get_a_session_prefix_and_fan_out_a_run_id() {
     let settled = |args: &[&str]| {
-        let mut cli = Cli::try_parse_from(args).unwrap();
+        let mut cli = load_cli(args);
         cli.scenario.settle_random_defaults();
         cli.scenario
     };
@@ -131,7 +151,7 @@ fn resume_and_during_runs_get_a_session_prefix_and_fan_out_a_run_id() {
 
 #[test]
 fn urls_repeat_and_source_addresses_are_a_list() {
-    let cli = Cli::try_parse_from([
+    let cli = load_cli([
         "wsfleet-loadtest",
         "hold",
         "--url",
@@ -145,8 +165,7 @@ fn urls_repeat_and_source_addresses_are_a_list() {
         "--worker-slice",
         "10:5",
         "--no-progress",
-    ])
-    .unwrap();
+    ]);
     let common = cli.scenario.common();
     assert_eq!(common.urls.len(), 2);
     assert_eq!(

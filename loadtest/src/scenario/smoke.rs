@@ -17,13 +17,9 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Parser;
+use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    time::Instant,
-};
+use tokio::{net::TcpStream, time::Instant};
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{protocol::frame::coding::CloseCode, protocol::CloseFrame, Message},
@@ -34,8 +30,7 @@ use wsfleet::{config::parse_duration, protocol::ServerFrame};
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Smoke test of one wsfleet instance: /readyz, a counted round trip, a broadcast received.
-#[derive(Debug, Parser)]
-#[command(name = "wsfleet-loadtest smoke")]
+#[derive(Debug, Args)]
 pub struct SmokeArgs {
     /// The instance's WebSocket endpoint (ws:// only).
     #[arg(
@@ -63,9 +58,8 @@ pub struct SmokeArgs {
     pub step_timeout: Duration,
 }
 
-/// Entry point for `wsfleet-loadtest smoke …`: `args` starts with the word `smoke`.
-pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let args = SmokeArgs::parse_from(args);
+/// Entry point for `wsfleet-loadtest smoke …`.
+pub fn main(args: &SmokeArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,7 +70,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(&args)) {
+    match runtime.block_on(run(args)) {
         Ok(summary) => {
             println!("smoke: ok: {summary}");
             ExitCode::SUCCESS
@@ -93,10 +87,17 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
     if !args.url.starts_with("ws://") {
         bail!("--url must be a ws:// URL, got {:?}", args.url);
     }
-    let base = Base::parse(&args.http)?;
+    let base = base_url(&args.http)?;
     let step = args.step_timeout;
+    let http = reqwest::Client::builder()
+        .timeout(step)
+        .build()
+        .context("building the HTTP client")?;
 
-    let (status, body) = bounded(step, "GET /readyz", base.request("GET", "/readyz", None)).await?;
+    let (status, body) = bounded(step, "GET /readyz", async {
+        answer(http.get(format!("{base}/readyz")).send().await?).await
+    })
+    .await?;
     if status != 200 {
         bail!("GET /readyz answered {status}: {}", body.trim());
     }
@@ -135,16 +136,18 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
     }
 
     let tag = nonce();
-    let body = serde_json::json!({ "message": { "smoke": tag } }).to_string();
+    let body = serde_json::json!({ "message": { "smoke": tag } });
     let sent = Instant::now();
-    let (status, answer) = bounded(
-        step,
-        "POST /broadcast",
-        base.request("POST", "/broadcast", Some((&args.token, &body))),
-    )
+    let (status, answered) = bounded(step, "POST /broadcast", async {
+        let request = http
+            .post(format!("{base}/broadcast"))
+            .bearer_auth(&args.token)
+            .json(&body);
+        answer(request.send().await?).await
+    })
     .await?;
     if status != 202 {
-        bail!("POST /broadcast answered {status}: {}", answer.trim());
+        bail!("POST /broadcast answered {status}: {}", answered.trim());
     }
     bounded(args.broadcast_timeout, "the broadcast to arrive", async {
         loop {
@@ -218,86 +221,25 @@ pub(crate) fn nonce() -> String {
     format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
-/// `http://host:port` of the instance. The smoke test speaks just enough HTTP/1.1 itself (one
-/// request per connection, `Connection: close`) to need no HTTP client dependency.
-#[derive(Debug)]
-struct Base {
-    host: String,
-    port: u16,
+/// `--http` as a base URL without a trailing slash: `http://host[:port]`, no path.
+fn base_url(url: &str) -> Result<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("--http must be an http:// URL, got {url:?}"))?;
+    let authority = rest.trim_end_matches('/');
+    if authority.contains('/') {
+        bail!("--http must be a base URL without a path, got {url:?}");
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        bail!("--http has no host: {url:?}");
+    }
+    Ok(url.trim_end_matches('/'))
 }
 
-impl Base {
-    fn parse(url: &str) -> Result<Base> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("--http must be an http:// URL, got {url:?}"))?;
-        let authority = rest.trim_end_matches('/');
-        if authority.contains('/') {
-            bail!("--http must be a base URL without a path, got {url:?}");
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse()
-                    .map_err(|_| anyhow!("bad port in --http {url:?}"))?,
-            ),
-            None => (authority, 80),
-        };
-        if host.is_empty() {
-            bail!("--http has no host: {url:?}");
-        }
-        Ok(Base {
-            host: host.to_string(),
-            port,
-        })
-    }
-
-    /// One request; returns the status code and the body as text. `auth_body` is the bearer
-    /// token and a JSON body.
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        auth_body: Option<(&str, &str)>,
-    ) -> Result<(u16, String)> {
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .with_context(|| format!("connecting to {}:{}", self.host, self.port))?;
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n",
-            self.host, self.port
-        );
-        match auth_body {
-            Some((token, body)) => request.push_str(&format!(
-                "Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            )),
-            None => request.push_str("\r\n"),
-        }
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        parse_response(&response)
-    }
-}
-
-/// Status code and body of a `Connection: close` response (the body is whatever follows the
-/// headers; our endpoints answer small JSON bodies, so chunked encoding needs no decoding for
-/// an error message).
-fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let status = text
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", text.lines().next()))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+/// The status code and body text of a response.
+async fn answer(response: reqwest::Response) -> Result<(u16, String)> {
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 #[cfg(test)]
@@ -305,25 +247,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_urls_parse_and_bad_ones_are_refused() {
-        let base = Base::parse("http://127.0.0.1:8001/").unwrap();
-        assert_eq!((base.host.as_str(), base.port), ("127.0.0.1", 8001));
-        assert_eq!(Base::parse("http://localhost").unwrap().port, 80);
-        assert!(Base::parse("https://127.0.0.1:1").is_err());
-        assert!(Base::parse("http://127.0.0.1:1/readyz").is_err());
-        assert!(Base::parse("http://127.0.0.1:x").is_err());
-    }
-
-    #[test]
-    fn responses_give_their_status_and_body() {
-        let raw = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(raw).unwrap(), (202, "{}".to_string()));
-        assert!(parse_response(b"garbage").is_err());
+    fn base_urls_are_checked() {
+        assert_eq!(
+            base_url("http://127.0.0.1:8001/").unwrap(),
+            "http://127.0.0.1:8001"
+        );
+        assert_eq!(base_url("http://localhost").unwrap(), "http://localhost");
+        for bad in [
+            "https://127.0.0.1:1",
+            "http://127.0.0.1:1/readyz",
+            "http://",
+            "http://:80",
+        ] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn smoke_options_parse_with_defaults() {
-        let args = SmokeArgs::try_parse_from([
+        #[derive(clap::Parser)]
+        struct Smoke {
+            #[command(flatten)]
+            args: SmokeArgs,
+        }
+        let args = <Smoke as clap::Parser>::try_parse_from([
             "smoke",
             "--url",
             "ws://127.0.0.1:9/ws/chat/",
@@ -332,7 +279,8 @@ mod tests {
             "--token",
             "t",
         ])
-        .unwrap();
+        .unwrap()
+        .args;
         assert_eq!(args.broadcast_timeout, Duration::from_secs(5));
         assert_eq!(args.token, "t");
     }

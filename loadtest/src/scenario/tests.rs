@@ -10,15 +10,17 @@ use std::time::Duration;
 use clap::Parser;
 
 use self::fake::{serve, Fake};
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 
 async fn run(url: &str, args: &[&str]) -> crate::report::Report {
     let mut argv = vec!["wsfleet-loadtest"];
     argv.extend_from_slice(args);
     argv.extend_from_slice(&["--url", url, "--timeout", "20s", "--no-progress"]);
-    let mut cli = Cli::try_parse_from(argv).unwrap();
-    cli.scenario.settle_random_defaults();
-    super::run(&cli.scenario).await.unwrap()
+    let Command::Load(mut scenario) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a load scenario");
+    };
+    scenario.settle_random_defaults();
+    super::run(&scenario).await.unwrap()
 }
 
 #[tokio::test]
