@@ -6,7 +6,7 @@
 #
 # Starts everything it needs on loopback ports of its own, in its own run directory
 # (.run/bench), so a `make up` fleet is never touched: redis-server, wsfleet instances,
-# wsfleet-ceiling instances (loadtest/src/bin/wsfleet-ceiling.rs: the same protocol without
+# wsfleet-ceiling instances (ceiling/src/main.rs: the same protocol without
 # Redis) and nginx (scripts/lib-fleet.sh and nginx/ templates, limits raised). Pairs
 # (wsfleet, ceiling) run alternately BENCH_REPEATS times and are reported as medians and ratios.
 # Each section writes docs/benchmarks/sections/NN-SECTION.md; docs/benchmarks/results.md is
@@ -391,8 +391,8 @@ need_tool redis-cli redis-tools
 need_tool nginx nginx
 need_tool curl curl
 need_tool jq jq
-build_release wsfleet wsfleet-loadtest
-[ -x "$CEILING_BIN" ] || die "$CEILING_BIN is missing: cargo build --release -p wsfleet-loadtest"
+build_release wsfleet wsfleet-loadtest wsfleet-ceiling
+[ -x "$CEILING_BIN" ] || die "$CEILING_BIN is missing: cargo build --release -p wsfleet-ceiling"
 
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make test: everything, as CI runs it.
-#   1. cargo build (dev profile) of the server and the load tester: the fleet's end-to-end test
-#      (tests/fleet) drives the real make targets with these binaries (SKIP_BUILD=1), and
-#      tests/half_open.rs runs the load tester as its clients, because a
+#   1. cargo build (dev profile) of the server, the load tester and the bench ceiling: the
+#      fleet's end-to-end test (tests/fleet) drives the real make targets with these binaries
+#      (SKIP_BUILD=1), tests/half_open.rs runs the load tester as its clients, and
+#      ceiling/tests runs the load tester against the ceiling, because a
 #      cargo build inside `cargo test` would wait forever for the build lock cargo test holds.
 #      The dev profile shares every compiled dependency with cargo test; release would not;
 #   2. the static checks of compose/ (scripts/check-compose.sh) and of the Prometheus config and
@@ -24,8 +25,8 @@ need_tool curl curl
 ensure_package chromium chromium
 ensure_package chromedriver chromium-driver
 ensure_package ip iproute2
-step "cargo build -p wsfleet -p wsfleet-loadtest (for the fleet and half-open tests)"
-cargo build -p wsfleet -p wsfleet-loadtest
+step "cargo build -p wsfleet -p wsfleet-loadtest -p wsfleet-ceiling (for the fleet, half-open and ceiling tests)"
+cargo build -p wsfleet -p wsfleet-loadtest -p wsfleet-ceiling
 bash "$ROOT_DIR/scripts/check-compose.sh"
 step "observability/check.sh (promtool check config, check rules, test rules)"
 bash "$ROOT_DIR/observability/check.sh"

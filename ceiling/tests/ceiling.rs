@@ -1,6 +1,9 @@
 //! The bench ceiling (`wsfleet-ceiling`) speaks the protocol well enough that the real load
 //! tester, unchanged, runs against it and verifies every count: both binaries as built, on a
 //! loopback port the ceiling picks itself, stopped by pid when the test ends.
+//!
+//! The load tester is another package of the workspace: its binary is taken from the same
+//! target directory, so build it first (`make test` does: scripts/test.sh).
 
 use std::{
     io::{BufRead, BufReader},
@@ -57,10 +60,26 @@ impl Ceiling {
     }
 }
 
+/// The load tester beside this test's own binary (target/<profile>/deps/ceiling-…).
+fn loadtest_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("wsfleet-loadtest");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p wsfleet-loadtest)",
+        path.display()
+    );
+    path
+}
+
 /// Runs wsfleet-loadtest with `args` against `url`; returns its exit code and JSON report.
 fn loadtest(url: &str, args: &[&str], json: &Path) -> (i32, serde_json::Value) {
     let started = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_wsfleet-loadtest"))
+    let status = Command::new(loadtest_binary())
         .args(args)
         .args(["--url", url, "--timeout", "30s", "--json"])
         .arg(json)
