@@ -8,7 +8,9 @@
 //! Counters are kept per session (a map looked up once per socket; an atomic per message), so
 //! `--session-prefix` reruns and resumed sessions continue their counts as they would on the
 //! fleet. Buffers are 4 KiB for reading and writing: tungstenite's 128 KiB defaults cost ~3x in
-//! throughput and ~100 KB per socket on this machine, and wsfleet itself uses 4 KiB.
+//! throughput and ~100 KB per socket on this machine. (wsfleet reads into 512 bytes and writes
+//! unbuffered, src/ws/mod.rs, to keep idle sockets small; the ceiling keeps 4 KiB, which is no
+//! slower, so the ratio does not flatter wsfleet.)
 //!
 //! With `--fan-out` it also takes `POST /broadcast` and hands each broadcast to every socket of
 //! the process ([`broadcast`]): the ceiling of the bench's fan-out section. Without it, a
