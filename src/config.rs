@@ -130,6 +130,16 @@ pub struct Config {
     /// Longest wait for any one Redis command before it counts as unavailable.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     pub redis_timeout: Duration,
+
+    /// Plain HTTP: a request's headers must arrive within this (from the accept, or from its
+    /// first byte on a kept-alive connection), else the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_http_timeout)]
+    pub http_header_timeout: Duration,
+
+    /// Plain HTTP: a kept-alive connection waiting this long for its next request is closed.
+    /// Upgraded WebSockets are not affected.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_http_timeout)]
+    pub http_idle_timeout: Duration,
 }
 
 /// Validated configuration, with real types, ready for [`crate::startup::Application::build`].
@@ -154,6 +164,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub lease_period: Duration,
     pub redis_timeout: Duration,
+    pub http_header_timeout: Duration,
+    pub http_idle_timeout: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -226,6 +238,8 @@ impl Config {
             log_format: self.log_format,
             lease_period: self.lease_period,
             redis_timeout: self.redis_timeout,
+            http_header_timeout: self.http_header_timeout,
+            http_idle_timeout: self.http_idle_timeout,
         })
     }
 }
@@ -273,6 +287,18 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Longest `HTTP_HEADER_TIMEOUT` / `HTTP_IDLE_TIMEOUT`: a longer wait protects nothing, and the
+/// bound keeps hyper's `now + timeout` far from overflowing.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn parse_http_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d > MAX_HTTP_TIMEOUT {
+        return Err(format!("{s:?} is longer than the most allowed, 1h"));
     }
     Ok(d)
 }

@@ -3,6 +3,7 @@
 
 mod broadcast;
 mod error;
+pub mod serve;
 
 use std::time::Duration;
 
