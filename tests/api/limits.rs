@@ -17,12 +17,7 @@ use crate::helpers::{get_json, spawn_app, Client, RedisServer, PATIENCE};
 /// timeout so that a test can tell which of the two closed a connection.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-const LIMIT_ARGS: [&str; 4] = [
-    "--http-header-timeout",
-    "1s",
-    "--http-idle-timeout",
-    "3s",
-];
+const LIMIT_ARGS: [&str; 4] = ["--http-header-timeout", "1s", "--http-idle-timeout", "3s"];
 
 /// Timers fire a little early or late against the test's own clock; no more than this.
 const SLACK: Duration = Duration::from_millis(150);
@@ -55,7 +50,10 @@ async fn read_response(stream: &mut TcpStream) -> String {
                 }
             }
             let n = stream.read(&mut buf).await.expect("reading the response");
-            assert!(n > 0, "connection closed before a full response: {received:?}");
+            assert!(
+                n > 0,
+                "connection closed before a full response: {received:?}"
+            );
             received.extend_from_slice(&buf[..n]);
         }
     };
