@@ -1,5 +1,5 @@
 //! The HTTP side: the router and the operator endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/status`, `POST /broadcast`, the `/test/` page).
+//! `/status`, `POST /broadcast`, the `/test/` page); [`serve`] runs it on the listener.
 
 mod broadcast;
 mod error;
