@@ -65,7 +65,12 @@ pub struct Config {
     pub bind_addr: SocketAddr,
 
     /// Redis server holding counters, the registry and the pub/sub channel.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// Name of this instance in the registry (default: unique per process).
@@ -130,6 +135,16 @@ pub struct Config {
     /// Longest wait for any one Redis command before it counts as unavailable.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     pub redis_timeout: Duration,
+
+    /// Plain HTTP: a request's headers must arrive within this (from the accept, or from its
+    /// first byte on a kept-alive connection), else the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_http_timeout)]
+    pub http_header_timeout: Duration,
+
+    /// Plain HTTP: a kept-alive connection waiting this long for its next request is closed.
+    /// Upgraded WebSockets are not affected.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_http_timeout)]
+    pub http_idle_timeout: Duration,
 }
 
 /// Validated configuration, with real types, ready for [`crate::startup::Application::build`].
@@ -154,10 +169,13 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub lease_period: Duration,
     pub redis_timeout: Duration,
+    pub http_header_timeout: Duration,
+    pub http_idle_timeout: Duration,
 }
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// `url` has its password replaced by `***` (see [`redact_password`]).
     #[error("invalid REDIS_URL {url:?}: {reason}")]
     RedisUrl { url: String, reason: String },
     #[error(
@@ -177,13 +195,13 @@ impl Config {
         // rather than fail to connect later.
         if !self.redis_url.starts_with("redis://") {
             return Err(ConfigError::RedisUrl {
-                url: self.redis_url,
+                url: redact_password(&self.redis_url),
                 reason: "only redis://host:port[/db] URLs are supported".into(),
             });
         }
         fred::types::config::Config::from_url(&self.redis_url).map_err(|e| {
             ConfigError::RedisUrl {
-                url: self.redis_url.clone(),
+                url: redact_password(&self.redis_url),
                 reason: e.details().to_string(),
             }
         })?;
@@ -226,7 +244,27 @@ impl Config {
             log_format: self.log_format,
             lease_period: self.lease_period,
             redis_timeout: self.redis_timeout,
+            http_header_timeout: self.http_header_timeout,
+            http_idle_timeout: self.http_idle_timeout,
         })
+    }
+}
+
+/// The URL with the password of its userinfo replaced by `***` (`redis://user:***@host`), for
+/// error messages. Whatever stands before the last `@` is taken as the userinfo, so a password
+/// holding `/`, `?` or `@` is hidden whole; a userinfo without `:` is a user name and is kept.
+fn redact_password(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let (userinfo, host) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}{user}:***{host}"),
+        None => url.to_string(),
     }
 }
 
@@ -277,6 +315,18 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Longest `HTTP_HEADER_TIMEOUT` / `HTTP_IDLE_TIMEOUT`: a longer wait protects nothing, and the
+/// bound keeps hyper's `now + timeout` far from overflowing.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn parse_http_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d > MAX_HTTP_TIMEOUT {
+        return Err(format!("{s:?} is longer than the most allowed, 1h"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +368,8 @@ mod tests {
         assert_eq!(s.drain_spread, Duration::from_secs(2));
         assert_eq!(s.max_message_bytes, 65536);
         assert_eq!(s.rate_limit, Some(100));
+        assert_eq!(s.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(s.http_idle_timeout, Duration::from_secs(60));
         assert!(s.broadcast_token.is_none());
         assert!(!s.instance_id.is_empty());
     }
@@ -335,11 +387,44 @@ mod tests {
             (&["--instance-id", "a b"], "instance-id"),
             (&["--broadcast-token", ""], "BROADCAST_TOKEN"),
             (&["--max-connections", "0"], "max-connections"),
+            (&["--http-header-timeout", "0"], "greater than zero"),
+            (
+                &["--http-idle-timeout", "2h"],
+                "longer than the most allowed",
+            ),
+            (
+                &["--http-header-timeout", "10000000000000000000"],
+                "longer than",
+            ),
         ];
         for (args, needle) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_redis_url_error_does_not_show_the_password() {
+        let cases = [
+            (
+                "redis://user:hunter2@localhost:notaport",
+                "redis://user:***@localhost:notaport",
+            ),
+            ("redis://:hunter2@[::1:6379/0", "redis://:***@[::1:6379/0"),
+            ("rediss://user:hunter2@host", "rediss://user:***@host"),
+            ("redis://u:hun/t@er2@host:x", "redis://u:***@host:x"),
+            ("user:hunter2@host", "user:***@host"),
+        ];
+        for (url, shown) in cases {
+            let err = parse(&["--redis-url", url]).expect_err(url);
+            assert!(
+                !err.contains("hunter2") && !err.contains("hun/t"),
+                "{url}: {err}"
+            );
+            assert!(err.contains(shown), "{url}: {err}");
+        }
+        assert_eq!(redact_password("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_password("redis://user@host"), "redis://user@host");
     }
 
     #[test]

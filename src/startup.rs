@@ -134,17 +134,23 @@ impl Application {
         ));
 
         let http_stop = CancellationToken::new();
-        let server = axum::serve(self.listener, http::app(state.clone()))
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { server.await });
+        let limits = http::serve::Limits {
+            header_timeout: settings.http_header_timeout,
+            idle_timeout: settings.http_idle_timeout,
+        };
+        let mut server = tokio::spawn(http::serve::serve(
+            self.listener,
+            http::app(state.clone()),
+            limits,
+            http_stop.clone(),
+        ));
 
         tokio::select! {
             _ = shutdown => {}
             result = &mut server => {
                 background.cancel();
                 return match result {
-                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
-                    Ok(Err(error)) => Err(error).context("the HTTP server failed"),
+                    Ok(()) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
                     Err(error) => Err(error).context("the HTTP server task panicked"),
                 };
             }

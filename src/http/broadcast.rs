@@ -36,7 +36,7 @@ pub async fn publish(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if !bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
         return Err(ApiError::Unauthorized);
@@ -81,4 +81,13 @@ pub async fn publish(
         StatusCode::ACCEPTED,
         Json(json!({ "instances": instances, "connections": connections })),
     ))
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive and
+/// may be followed by more than one space (RFC 7235 section 2.1); the token is taken as is.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }

@@ -1,7 +1,8 @@
 //! The HTTP side: the router and the operator endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/status`, `POST /broadcast`, the `/test/` page).
+//! `/status`, `POST /broadcast`, the `/test/` page); [`serve`] runs it on the listener.
 
 mod broadcast;
+pub mod serve;
 
 use std::time::Duration;
 

@@ -65,7 +65,7 @@ async fn malformed_upgrade_requests_get_a_4xx_and_no_socket() {
             "POST /ws/chat/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_string(),
             " 405 ",
         ),
-        ("headers over the limit", upgrade(&huge_header), " 400 "),
+        ("headers over the limit", upgrade(&huge_header), " 431 "),
         (
             "not HTTP at all",
             "\x16\x03\x01 hello\r\n\r\n".to_string(),

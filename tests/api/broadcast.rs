@@ -5,12 +5,17 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app, Client, RedisServer};
 
 async fn post(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    post_with(url, token.map(|t| format!("Bearer {t}")).as_deref(), body).await
+}
+
+/// POSTs with `authorization` as the whole Authorization header value.
+async fn post_with(url: &str, authorization: Option<&str>, body: Vec<u8>) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
         .body(body);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
@@ -121,6 +126,20 @@ async fn broadcast_refuses_bad_requests_with_the_documented_status() {
         if expected != 202 {
             assert!(answer["error"].is_string(), "{what}: {answer}");
         }
+    }
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    let schemes = [
+        ("bearer s3cret", 202),
+        ("BEARER s3cret", 202),
+        ("Bearer   s3cret", 202),
+        ("Bearer S3CRET", 401),
+        ("Basic s3cret", 401),
+        ("Bearers3cret", 401),
+    ];
+    for (authorization, expected) in schemes {
+        let (status, answer) =
+            post_with(&url, Some(authorization), br#"{"message":1}"#.to_vec()).await;
+        assert_eq!(status, expected, "{authorization:?}: {answer}");
     }
     // The token in the query string is not a token.
     let (status, _) = post(

@@ -11,6 +11,7 @@ mod faults;
 mod heartbeat;
 mod helpers;
 mod http;
+mod limits;
 mod relay;
 mod shutdown;
 mod sockets;
