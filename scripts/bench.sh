@@ -2,7 +2,7 @@
 # scripts/bench.sh (make bench): measures wsfleet against its ceilings and writes the record.
 #
 #   scripts/bench.sh [all|SECTION...]      SECTION: closed-loop redis startup sigterm
-#                                          nginx-closed nginx-open hold fan-out promote
+#                                          nginx-closed nginx-open hold fan-out promote faults
 #
 # Starts everything it needs on loopback ports of its own, in its own run directory
 # (.run/bench), so a `make up` fleet is never touched: redis-server, wsfleet instances,
@@ -54,10 +54,12 @@ source "$ROOT_DIR/scripts/lib-fleet.sh"
 source "$ROOT_DIR/scripts/lib-bench.sh"
 # shellcheck source-path=SCRIPTDIR source=lib-bench-capacity.sh
 source "$ROOT_DIR/scripts/lib-bench-capacity.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-bench-faults.sh
+source "$ROOT_DIR/scripts/lib-bench-faults.sh"
 
 CEILING_BIN="$(dirname "$LOADTEST_BIN")/wsfleet-ceiling"
 RESULTS_DIR="$ROOT_DIR/docs/benchmarks"
-ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote)
+ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote faults)
 
 # --- 1. closed loop, one instance, against the ceiling ---------------------------------------
 
