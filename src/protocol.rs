@@ -35,6 +35,13 @@ pub struct Welcome {
     pub count: u64,
     pub resumed: bool,
     pub instance: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub repaired: bool,
+}
+
+/// For `skip_serializing_if`: a `false` flag is left out of the frame.
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// The answer to every counted text frame.

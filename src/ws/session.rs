@@ -117,6 +117,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         count,
         resumed,
         instance: app.registry.instance_id().to_string(),
+        repaired: false,
     };
     let end = match s.send_json(&mut socket, &welcome).await {
         Ok(()) if drain_at_once => End::Drain,
