@@ -26,7 +26,7 @@ scale: ## grow or shrink the live colour to N instances (make scale N=4)
 promote: ## blue-green: build, start the other colour, smoke-test, switch nginx, drain the old
 	@bash scripts/promote.sh
 
-status: ## table of instances (colour, port, pid, ready, connections) and fleet totals (STATUS_JSON=1: raw)
+status: ## table of instances and fleet totals; exit 1 when the fleet is down (STATUS_JSON=1: raw)
 	@bash scripts/status.sh
 
 logs: ## follow every process's logs (prettier with jq)

@@ -3,9 +3,9 @@
 # no Docker engine (none runs where this project is built and tested).
 #   1. compose/compose.yaml parses: `docker compose config -q` when the docker CLI and its
 #      compose plugin exist, else python3 with PyYAML, else that check is reported skipped;
-#   2. it has the services the README promises (redis with append-only on, app_blue and
-#      app_green built from compose/Dockerfile, nginx on the shared template, prometheus,
-#      grafana), and every file or directory it references exists;
+#   2. it has the services the README promises (redis with append-only on and a memory
+#      bound, app_blue and app_green built from compose/Dockerfile, nginx on the shared
+#      template, prometheus, grafana), and every file or directory it references exists;
 #   3. compose/prometheus.yml passes promtool check config, when promtool is installed;
 #   4. compose/Dockerfile is multi-stage, builds the binary target `--bin wsfleet` of the
 #      package that defines it, and runs on a slim Debian image.
@@ -58,6 +58,8 @@ for name in ("redis", "app_blue", "app_green", "nginx", "prometheus", "grafana")
 redis_cmd = " ".join(services.get("redis", {}).get("command") or [])
 if "--appendonly yes" not in redis_cmd:
     problems.append("redis does not run with --appendonly yes")
+if "--maxmemory " not in redis_cmd or "--maxmemory-policy volatile-lru" not in redis_cmd:
+    problems.append("redis does not run with a --maxmemory and --maxmemory-policy volatile-lru")
 
 for colour in ("blue", "green"):
     svc = services.get(f"app_{colour}", {})

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The fleet on this machine: instances by colour, our own nginx in front of them, Redis.
-# Sourced (after lib.sh) by up, scale, promote, down, status and monitor. Never run.
+# Sourced (after lib.sh) by up, scale, promote, down, status and monitor. Never run. The
+# instances are here; nginx is in lib-nginx.sh and Redis in lib-redis.sh, both sourced below.
 #
 # Settings (environment; the Makefile passes PORT and N through):
 #   PORT=8080            nginx's public listener (127.0.0.1 is not assumed: it listens on all
@@ -9,6 +10,8 @@
 #                        below the ephemeral range, 32768 and up on Linux, where outgoing
 #                        connections take their local ports)
 #   REDIS_PORT=6379      our redis-server, when we start one; REDIS_URL= uses another Redis
+#   REDIS_MAXMEMORY=256mb  our redis-server's memory bound (maxmemory; see lib-redis.sh for the
+#                        eviction policy and the append-only file)
 #   READY_TIMEOUT=30     seconds to wait for an instance's /readyz, nginx, Redis
 #   DOWN_TIMEOUT=15      seconds to wait for a draining instance to exit before SIGKILL
 #   NGINX_LIMIT_CONN=1000  NGINX_LIMIT_RATE=200  NGINX_LIMIT_BURST=400
@@ -22,6 +25,7 @@ if [ -z "${PORT:-}" ]; then PORT="$(cat "$RUN_DIR/nginx/port" 2>/dev/null || ech
 : "${BASE_PORT:=8001}"
 : "${REDIS_PORT:=6379}"
 : "${REDIS_URL:=}"
+: "${REDIS_MAXMEMORY:=256mb}"
 : "${READY_TIMEOUT:=30}"
 : "${DOWN_TIMEOUT:=15}"
 : "${NGINX_LIMIT_CONN:=1000}"
@@ -246,15 +250,7 @@ wait_ready() {
 local_connections() {
     local body
     body="$(curl -fsS -m 2 "http://127.0.0.1:$(instance_port "$1")/status" 2>/dev/null || true)"
-    json_number "$body" local
-}
-
-# json_number JSON KEY: the first number that KEY holds in JSON (compact, as the server writes
-# it), or 0. No jq needed.
-json_number() {
-    local match
-    match="$(grep -o "\"$2\":[0-9]*" <<<"$1" | head -n 1 || true)"
-    printf '%s' "${match#*:}" | grep -E '^[0-9]+$' || printf '0'
+    json_number "$body" .connections.local
 }
 
 # stop_instances NAME...: SIGTERM every one (they drain in parallel: bye, close 1001, registry
@@ -292,188 +288,13 @@ stop_instances() {
     write_targets
 }
 
-# --- nginx ---------------------------------------------------------------------------------
-
-nginx_alive() {
-    # `nginx -t` leaves an empty pid file behind when no master runs: nothing to report.
-    if [ -f "$NGINX_PID" ] && [ ! -s "$NGINX_PID" ]; then rm -f "$NGINX_PID"; fi
-    pid_alive "$NGINX_PID" "$NGINX_CONF"
-}
-
-nginx_cmd() { nginx -p "$NGINX_DIR/" -c "$NGINX_CONF" -e "$NGINX_DIR/error.log" "$@"; }
-
-# render TEMPLATE OUT NAME=VALUE...: writes TEMPLATE with each ${NAME} replaced by VALUE; fails
-# if a ${WSFLEET_…} placeholder is left over. (The compose path renders the same template
-# with the nginx image's envsubst.)
-render() {
-    local template=$1 out=$2 text pair name value
-    shift 2
-    text="$(<"$template")"
-    # bash 5.2 would otherwise read "&" in a replacement as the matched text.
-    shopt -u patsub_replacement 2>/dev/null || true
-    for pair in "$@"; do
-        name=${pair%%=*}
-        value=${pair#*=}
-        text=${text//"\${$name}"/$value}
-    done
-    # shellcheck disable=SC2016 # a literal ${, not an expansion
-    if [[ "$text" == *'${WSFLEET_'* ]]; then
-        die "$(rel "$template"): placeholder left unrendered: $(grep -o '\${WSFLEET_[A-Z_]*}' <<<"$text" | head -n 1)"
-    fi
-    printf '%s\n' "$text" >"$out"
-}
-
-# write_nginx_config NAME...: renders nginx's configuration with NAME... (live instances) as
-# the upstream, checks it with nginx -t, and keeps the previous one if the check fails. Sets
-# CONFIG_ID to the new rendering's id.
-write_nginx_config() {
-    local name servers="" nofile user_line="" conns
-    for name in "$@"; do
-        servers+="server 127.0.0.1:$(instance_port "$name"); # $name $(instance_id "$name")"$'\n    '
-    done
-    [ -n "$servers" ] || die "no live instance to put behind nginx"
-    mkdir -p "$NGINX_DIR/temp"
-    nofile="$(ulimit -Hn)"
-    if [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ]; then nofile=65536; fi
-    conns=$((nofile > 16448 ? 16384 : nofile - 64))
-    if is_root; then user_line="user $(id -un) $(id -gn);"; fi
-    CONFIG_ID="$(date +%s)-$$-$RANDOM"
-    render "$ROOT_DIR/nginx/nginx-native.conf.template" "$NGINX_CONF" \
-        "WSFLEET_USER_LINE=$user_line" "WSFLEET_NGINX_DIR=$NGINX_DIR" \
-        "WSFLEET_NOFILE=$nofile" "WSFLEET_WORKER_CONNECTIONS=$conns"
-    if [ -f "$NGINX_DIR/wsfleet.conf" ]; then
-        cp "$NGINX_DIR/wsfleet.conf" "$NGINX_DIR/wsfleet.conf.prev"
-    fi
-    render "$ROOT_DIR/nginx/wsfleet.conf.template" "$NGINX_DIR/wsfleet.conf" \
-        "WSFLEET_LISTEN=$NGINX_LISTEN" "WSFLEET_UPSTREAM_SERVERS=${servers%$'\n    '}" \
-        "WSFLEET_LIMIT_CONN=$NGINX_LIMIT_CONN" "WSFLEET_LIMIT_RATE=$NGINX_LIMIT_RATE" \
-        "WSFLEET_LIMIT_BURST=$NGINX_LIMIT_BURST" "WSFLEET_ACCESS_LOG=$NGINX_DIR/access.log" \
-        "WSFLEET_CONFIG_ID=$CONFIG_ID"
-    local check
-    if ! check="$(nginx_cmd -t 2>&1)"; then
-        say "$check" >&2
-        if [ -f "$NGINX_DIR/wsfleet.conf.prev" ]; then
-            mv -f "$NGINX_DIR/wsfleet.conf.prev" "$NGINX_DIR/wsfleet.conf"
-        fi
-        say "nginx -t refused the new configuration (above); the previous one is kept" >&2
-        return 1
-    fi
-}
-
-# nginx_config_id: the config id the running nginx serves (from /nginx-health), or nothing.
-nginx_config_id() {
-    curl -sS -o /dev/null -D - -m 2 "http://127.0.0.1:$PORT/nginx-health" 2>/dev/null |
-        tr -d '\r' | sed -n 's/^[Xx]-[Ww]sfleet-[Cc]onfig: //p'
-}
-
-# nginx_serves ID: nginx answers with configuration ID (so new workers run it).
-nginx_serves() { [ "$(nginx_config_id)" = "$1" ]; }
-
-# nginx_orphans: nginx processes of ours whose master is gone (a SIGKILLed master leaves its
-# workers running, still serving the port). Call only when nginx_alive is false. They are
-# recognised by what they hold open: files under $NGINX_DIR (the logs), never by name alone.
-nginx_orphans() {
-    local pid fd
-    for pid in $(pgrep -x nginx || true); do
-        for fd in /proc/"$pid"/fd/*; do
-            if [[ "$(readlink "$fd" 2>/dev/null || true)" == "$NGINX_DIR/"* ]]; then
-                printf '%s\n' "$pid"
-                break
-            fi
-        done
-    done
-}
-
-# stop_nginx_orphans: SIGQUIT (then SIGKILL) the workers a dead master of ours left behind.
-stop_nginx_orphans() {
-    local orphans=() pid
-    mapfile -t orphans < <(nginx_orphans)
-    [ "${#orphans[@]}" -gt 0 ] || return 0
-    say "note: nginx processes ${orphans[*]} outlived their master (killed?); stopping them" >&2
-    kill -QUIT "${orphans[@]}" 2>/dev/null || true
-    # shellcheck disable=SC2317 # called by wait_until
-    orphans_gone() { for pid in "${orphans[@]}"; do gone "$pid" || return 1; done; }
-    if ! wait_until 10 "the orphaned nginx workers to exit" orphans_gone; then
-        kill -KILL "${orphans[@]}" 2>/dev/null || true
-    fi
-}
-
-# nginx_start: starts our nginx (its own master, in the foreground of its own session, so its
-# pid is ours to track) and waits until it serves the configuration just written.
-nginx_start() {
-    stop_nginx_orphans
-    if port_open "$PORT"; then
-        die "port $PORT is already in use by a process make up did not start: set PORT to a free port (make up PORT=8081)"
-    fi
-    echo "$PORT" >"$NGINX_DIR/port"
-    echo "$NGINX_ADDRESS" >"$NGINX_DIR/address"
-    step "starting nginx on :$PORT (config $(rel "$NGINX_CONF"), logs in $(rel "$NGINX_DIR")/)"
-    local log_start
-    log_start=$(($(wc -c <"$NGINX_DIR/error.log" 2>/dev/null || echo 0) + 1))
-    spawn "$NGINX_DIR/stderr.log" "$NGINX_PID" nginx -p "$NGINX_DIR/" -c "$NGINX_CONF" \
-        -e "$NGINX_DIR/error.log" -g 'daemon off;'
-    local pid
-    pid="$(<"$NGINX_PID")"
-    # shellcheck disable=SC2317 # called by wait_until
-    nginx_up() { gone "$pid" || nginx_serves "$CONFIG_ID"; }
-    if ! wait_until "$READY_TIMEOUT" "nginx to serve on :$PORT" nginx_up || gone "$pid"; then
-        tail -c "+$log_start" "$NGINX_DIR/error.log" 2>/dev/null | tail -n 10 >&2 || true
-        tail -n 5 "$NGINX_DIR/stderr.log" >&2 || true
-        gone "$pid" && rm -f "$NGINX_PID"
-        die "nginx did not start (its log is above)"
-    fi
-}
-
-# nginx_reload: graceful reload (SIGHUP to our master): new workers take the configuration
-# just written; old workers stop accepting and finish the connections they hold (upgraded
-# sockets stay up until their instance closes them). Waits until the new configuration serves.
-nginx_reload() {
-    local pid
-    pid="$(<"$NGINX_PID")"
-    step "reloading nginx gracefully (SIGHUP to master pid $pid)"
-    kill -HUP "$pid"
-    if ! wait_until 15 "nginx to serve the new configuration" nginx_serves "$CONFIG_ID"; then
-        tail -n 10 "$NGINX_DIR/error.log" >&2 || true
-        return 1
-    fi
-}
-
-# nginx_stop: graceful stop (SIGQUIT: stop accepting, finish open connections), then SIGTERM
-# (fast) after SECONDS, then SIGKILL.
-nginx_stop() {
-    local limit=${1:-15} pid
-    nginx_alive || return 0
-    pid="$(<"$NGINX_PID")"
-    kill -QUIT "$pid" 2>/dev/null || true
-    if ! wait_until "$limit" "nginx to exit" gone "$pid"; then
-        say "nginx still has open connections after ${limit}s; fast shutdown (SIGTERM)" >&2
-        kill -TERM "$pid" 2>/dev/null || true
-        if ! wait_until 5 "nginx to exit" gone "$pid"; then
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_until 5 "nginx to die" gone "$pid" || die "could not stop nginx (pid $pid)"
-        fi
-    fi
-    rm -f "$NGINX_PID"
-}
-
-# upstream_names: the instances the running nginx configuration sends traffic to.
-upstream_names() {
-    sed -n 's/^ *server 127\.0\.0\.1:[0-9]*; # \([a-z]*-[0-9]*\) .*/\1/p' "$NGINX_DIR/wsfleet.conf" 2>/dev/null || true
-}
-
-# --- Redis ---------------------------------------------------------------------------------
-
-# redis_alive: our redis-server runs (its title names the port it was given).
-redis_alive() {
-    local port
-    port="$(cat "$RUN_DIR/redis.port" 2>/dev/null || echo "?")"
-    pid_alive "$RUN_DIR/redis.pid" "redis-server 127.0.0.1:$port"
-}
-
-# --- summaries -----------------------------------------------------------------------------
-
 # broadcast_line PORT: the curl line for POST /broadcast to an instance on loopback.
 broadcast_line() {
     printf "curl -sS -X POST http://127.0.0.1:%s/broadcast -H \"Authorization: Bearer \$(cat %s)\" -H 'Content-Type: application/json' -d '{\"message\":\"hello\"}'" \
         "$1" "$(rel "$TOKEN_FILE")"
 }
+
+# shellcheck source-path=SCRIPTDIR source=lib-nginx.sh
+source "$ROOT_DIR/scripts/lib-nginx.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-redis.sh
+source "$ROOT_DIR/scripts/lib-redis.sh"

@@ -145,6 +145,21 @@ gone() {
     [ -z "$state" ] || [[ "$state" == Z* ]]
 }
 
+# file_size FILE: FILE's size in bytes, 0 when it does not exist (yet). A bare
+# `wc -c <FILE 2>/dev/null` still prints "No such file or directory": the shell opens FILE
+# before the 2> applies.
+file_size() {
+    if [ -f "$1" ]; then wc -c <"$1"; else printf '0'; fi
+}
+
+# json_number JSON FILTER: the number jq's FILTER (e.g. .connections.local) picks from JSON,
+# or 0 when JSON is empty or not JSON or holds no number there. Needs jq (ensure_package jq jq).
+json_number() {
+    local n
+    n="$(jq -r "($2) | numbers" <<<"$1" 2>/dev/null | head -n 1 || true)"
+    if [[ "$n" =~ ^[0-9]+$ ]]; then printf '%s' "$n"; else printf '0'; fi
+}
+
 # show_json: pretty-prints JSON from stdin with jq, else python3, else as it came.
 show_json() {
     if command -v jq >/dev/null 2>&1; then

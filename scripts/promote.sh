@@ -24,6 +24,7 @@ source "$ROOT_DIR/scripts/lib-fleet.sh"
 began=$SECONDS
 nginx_alive || die "the fleet is not up (no nginx of ours in $(rel "$RUN_DIR")): make up first"
 need_tool curl curl
+ensure_package jq jq
 OLD="$(live_color)"
 NEW="$(other_color "$OLD")"
 mapfile -t old_names < <(instances "$OLD")

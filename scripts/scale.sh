@@ -18,6 +18,7 @@ source "$ROOT_DIR/scripts/lib-fleet.sh"
 check_count "$N"
 nginx_alive || die "the fleet is not up (no nginx of ours in $(rel "$RUN_DIR")): make up first"
 need_tool curl curl
+ensure_package jq jq
 
 COLOR="$(live_color)"
 mapfile -t current < <(instances "$COLOR")

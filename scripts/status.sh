@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # make status: one line per instance we started (colour, instance id, port, pid, ready, local
-# connections), nginx and Redis, then the fleet as the registry sees it (GET /status).
-# Needs only curl (no jq). STATUS_JSON=1: the raw GET /status of the fleet (through nginx),
-# pretty-printed with jq or python3 when present. RUNTIME=docker: docker compose ps instead.
+# connections), nginx and Redis, then the fleet as the registry sees it (GET /status, read with
+# jq), then the fleet's health. STATUS_JSON=1: the raw GET /status of the fleet (through nginx).
+# RUNTIME=docker: docker compose ps instead.
+#
+# A health check: exit 0 when GET /readyz through nginx (http://127.0.0.1:PORT/readyz) answers
+# 200, that is nginx answers and reaches at least one ready instance (ready: it has Redis and
+# its pub/sub, and is not draining), so a client on :PORT is served; exit 1 otherwise (nginx
+# not running or not answering, or no ready instance behind it), with the reason on the last
+# line.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,6 +17,7 @@ if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.
 source "$ROOT_DIR/scripts/lib-fleet.sh"
 
 need_tool curl curl
+ensure_package jq jq
 if [ "${STATUS_JSON:-0}" = 1 ]; then
     body="$(curl -fsS -m 5 "http://127.0.0.1:$PORT/status" 2>/dev/null)" ||
         die "no answer from http://127.0.0.1:$PORT/status: is the fleet up? (make up)"
@@ -38,7 +45,7 @@ for name in "${names[@]}"; do
     [ "$code" = 200 ] && ready=yes
     # shellcheck disable=SC2059
     printf "$fmt" "${name%-*}" "$role" "$(instance_id "$name")" "$port" "$(instance_pid "$name")" \
-        "$ready" "$(json_number "$body" local)" "$in_nginx"
+        "$ready" "$(json_number "$body" .connections.local)" "$in_nginx"
 done
 [ "${#names[@]}" -gt 0 ] || say "(no wsfleet instance of ours is running)"
 
@@ -59,14 +66,26 @@ fi
 echo
 if [ -z "$status_body" ]; then
     say "fleet   unknown: no instance answers GET /status"
-    exit 0
+else
+    # The registry's view: every live instance of the fleet, whoever started it.
+    # shellcheck disable=SC2016 # a jq program, not a shell expansion
+    fleet="$(jq -r --arg live "$LIVE" '
+        [.instances[]?] as $all
+        | "\($all | length) instance(s) in the registry (blue \([$all[] | select(.color == "blue")] | length), green \([$all[] | select(.color == "green")] | length), draining \([$all[] | select(.draining)] | length)), \(.connections.fleet // 0) connection(s); live colour: \($live)"
+    ' <<<"$status_body" 2>/dev/null)" || fleet="unknown: GET /status did not answer JSON"
+    say "fleet   $fleet"
 fi
-# The registry's view: every live instance of the fleet, whoever started it.
-mapfile -t entries < <(grep -o '"id":"[^"]*","color":"[^"]*","connections":[0-9]*,"draining":[a-z]*' <<<"$status_body" || true)
-blue=0 green=0 draining=0
-for entry in "${entries[@]}"; do
-    [[ "$entry" == *'"color":"blue"'* ]] && blue=$((blue + 1))
-    [[ "$entry" == *'"color":"green"'* ]] && green=$((green + 1))
-    [[ "$entry" == *'"draining":true'* ]] && draining=$((draining + 1))
-done
-say "fleet   ${#entries[@]} instance(s) in the registry (blue $blue, green $green, draining $draining), $(json_number "$status_body" fleet) connection(s); live colour: $LIVE"
+
+# The health rule (above): /readyz through nginx.
+code="$(curl -s -o /dev/null -w '%{http_code}' -m 3 "http://127.0.0.1:$PORT/readyz" 2>/dev/null || true)"
+if [ "$code" = 200 ]; then
+    say "health  ok: http://127.0.0.1:$PORT/readyz answers 200 (nginx reaches a ready instance)"
+    exit 0
+elif ! nginx_alive; then
+    say "health  DOWN: no nginx of ours is running (make up starts the fleet)"
+elif [ -z "$code" ] || [ "$code" = 000 ]; then
+    say "health  DOWN: nginx does not answer on :$PORT"
+else
+    say "health  DOWN: http://127.0.0.1:$PORT/readyz answers $code: no ready instance behind nginx (see make logs)"
+fi
+exit 1

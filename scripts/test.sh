@@ -22,6 +22,7 @@ need_cargo
 ensure_package redis-server redis-server
 ensure_package nginx nginx
 need_tool curl curl
+ensure_package jq jq
 ensure_package chromium chromium
 ensure_package chromedriver chromium-driver
 ensure_package ip iproute2

@@ -5,6 +5,8 @@
 #   N=2                  instances of the live colour
 #   PORT=8080            nginx's public port; BASE_PORT=8001: the instances' first port
 #   REDIS_PORT=6379      our redis-server; REDIS_URL= an existing Redis instead (none started)
+#   REDIS_MAXMEMORY=256mb  our redis-server's memory bound (append-only file and eviction
+#                        policy: scripts/lib-redis.sh)
 #   BROADCAST_TOKEN=     the operator token (default: generated once, kept in $RUN_DIR/token)
 #   SKIP_BUILD=1         do not run cargo; use WSFLEET_BIN (default target/release/wsfleet)
 #   RUNTIME=docker       the same with docker compose (scripts/compose.sh)
@@ -24,6 +26,7 @@ source "$ROOT_DIR/scripts/lib-prometheus.sh"
 check_port PORT "$PORT"
 check_port REDIS_PORT "$REDIS_PORT"
 check_port BASE_PORT "$BASE_PORT"
+[ -n "$REDIS_URL" ] || check_redis_maxmemory
 mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 
@@ -55,7 +58,17 @@ EOF
 
 # --- already up? --------------------------------------------------------------------------
 mapfile -t running < <(instances "$COLOR")
-if nginx_alive && [ "${#running[@]}" -gt 0 ]; then
+redis_died=0
+if [ -z "$REDIS_URL" ] && [ "${#running[@]}" -gt 0 ] && [ -s "$RUN_DIR/redis.port" ] &&
+    [ "$(cat "$RUN_DIR/redis_url" 2>/dev/null)" = "redis://127.0.0.1:$(<"$RUN_DIR/redis.port")" ] &&
+    ! redis_alive; then
+    # Our redis-server died under running instances (killed, crashed): it is started again
+    # below, on the port they were given; its append-only file brings the counters back.
+    REDIS_PORT="$(<"$RUN_DIR/redis.port")"
+    redis_died=1
+    say "note: our redis-server (port $REDIS_PORT) is not running; starting it again"
+fi
+if nginx_alive && [ "${#running[@]}" -gt 0 ] && [ "$redis_died" = 0 ]; then
     say "the fleet is already up: nginx (pid $(<"$NGINX_PID")) on :$(<"$NGINX_DIR/port"), $COLOR x${#running[@]}; make down stops it."
     if [ "$(<"$NGINX_DIR/port")" != "$PORT" ]; then
         say "note: nginx listens on $(<"$NGINX_DIR/port"), not PORT=$PORT; make down first to move it."
@@ -74,6 +87,7 @@ fi
 
 # --- tools --------------------------------------------------------------------------------
 need_tool curl curl
+ensure_package jq jq
 ensure_package nginx nginx
 if [ -z "$REDIS_URL" ]; then
     ensure_package redis-server redis-server
@@ -84,8 +98,6 @@ fi
 build_release wsfleet
 
 # --- redis --------------------------------------------------------------------------------
-redis_answers() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; }
-
 if [ -n "$REDIS_URL" ]; then
     step "using REDIS_URL=$REDIS_URL (no redis-server of ours)"
     if command -v redis-cli >/dev/null 2>&1 &&
@@ -101,19 +113,7 @@ elif port_open "$REDIS_PORT"; then
     # Never join someone else's Redis silently: it may hold another fleet's registry.
     die "127.0.0.1:$REDIS_PORT is already in use by a process make up did not start: set REDIS_PORT to a free port, or REDIS_URL=redis://127.0.0.1:$REDIS_PORT to use that Redis"
 else
-    step "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $(rel "$RUN_DIR/redis")/)"
-    mkdir -p "$RUN_DIR/redis"
-    redis_log_start=$(($(wc -c <"$RUN_DIR/redis.log" 2>/dev/null || echo 0) + 1))
-    echo "$REDIS_PORT" >"$RUN_DIR/redis.port"
-    spawn "$RUN_DIR/redis.log" "$RUN_DIR/redis.pid" redis-server --bind 127.0.0.1 \
-        --port "$REDIS_PORT" --dir "$RUN_DIR/redis" --logfile "" --daemonize no
-    redis_pid="$(<"$RUN_DIR/redis.pid")"
-    redis_up() { gone "$redis_pid" || redis_answers "$REDIS_PORT"; } # stop early if it died
-    if ! wait_until "$READY_TIMEOUT" "redis-server to answer PING" redis_up || gone "$redis_pid"; then
-        tail -c "+$redis_log_start" "$RUN_DIR/redis.log" | tail -n 20 >&2 || true
-        gone "$redis_pid" && rm -f "$RUN_DIR/redis.pid"
-        die "redis-server did not start; its log is above ($(rel "$RUN_DIR/redis.log"))"
-    fi
+    redis_start
     redis_url="redis://127.0.0.1:$REDIS_PORT"
 fi
 echo "$redis_url" >"$RUN_DIR/redis_url"

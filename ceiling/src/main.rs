@@ -207,6 +207,7 @@ async fn socket(
         count: counter.load(Ordering::SeqCst),
         resumed,
         instance: INSTANCE.to_string(),
+        // The ceiling never loses a counter, so it never repairs one.
         repaired: false,
     };
     if send_json(&mut ws, &welcome).await.is_err() {

@@ -1,12 +1,17 @@
 //! One socket that keeps its session across reconnects: the client side of
 //! docs/PROTOCOL.md, "Resuming without gaps or repeats".
 //!
-//! When the server ends a socket (`bye` then close 1001 in a drain, a bare close 1001, or the
+//! When the server ends a socket (`bye` then close 1001 in a drain, a bare close 1001, close
+//! 1008 `session resumed elsewhere` when a newer socket of the session fenced it, or the
 //! connection lost) and the run follows such closes (`--during`), the link reconnects with the
-//! same `session_uuid`, judges the new welcome with [`wsfleet::protocol::judge_resume`] (the
-//! rule the fleet tests use too), and tells its caller how many of the frames in flight were
-//! counted, so the caller resends exactly the rest. Other closes (rate limit, protocol errors)
-//! are the client's fault or the server's refusal, and stay errors.
+//! same `session_uuid` and `last_count=<the last count it was told>`, judges the new welcome
+//! with [`wsfleet::protocol::judge_resume`] (the rule the fleet tests use too), and tells its
+//! caller how many of the frames in flight were counted, so the caller resends exactly the
+//! rest. `last_count` lets the server continue a counter Redis lost (a restart without its
+//! data, an eviction) instead of starting it again at 0; such a welcome says
+//! `"repaired": true` and is counted in the report, and is judged like any other. Other closes
+//! (rate limit, protocol errors) are the client's fault or the server's refusal, and stay
+//! errors.
 
 use std::time::Duration;
 
@@ -27,6 +32,11 @@ const RESUME_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Upper bound on the `reconnect_after_ms` hint obeyed (the server's is at most 1.1 s).
 const MAX_RECONNECT_HINT: Duration = Duration::from_secs(3);
+
+/// The reason of the close (1008) the server ends an older socket of a session with once a
+/// newer socket of the same session opened (docs/PROTOCOL.md). The client resumes from it
+/// like from a drain: whichever socket it still holds is the one to continue on.
+pub const RESUMED_ELSEWHERE: &str = "session resumed elsewhere";
 
 /// A socket, the counts it has seen, and where to reopen its session.
 pub struct Link {
@@ -99,9 +109,10 @@ impl Link {
     /// resume, with nothing in flight. The welcome must continue the count exactly.
     pub async fn reopen(&mut self, tally: &mut Tally, deadline: Instant) -> Result<(), String> {
         client::close(&mut self.socket, deadline).await;
+        let dial = self.session.resuming_from(self.check.acked());
         let conn = match tokio::time::timeout_at(
             deadline.min(Instant::now() + self.connect_timeout),
-            client::connect_one(&self.session),
+            client::connect_one(&dial),
         )
         .await
         {
@@ -125,15 +136,15 @@ impl Link {
         Ok(())
     }
 
-    /// Connects to the session again, with a short back-off, until `give_up`.
+    /// Connects to the session again (passing the last count it was told), with a short
+    /// back-off, until `give_up`.
     async fn reconnect(&self, give_up: Instant) -> Result<Conn, String> {
+        let dial = self.session.resuming_from(self.check.acked());
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt_until = give_up.min(Instant::now() + self.connect_timeout);
             let error =
-                match tokio::time::timeout_at(attempt_until, client::connect_one(&self.session))
-                    .await
-                {
+                match tokio::time::timeout_at(attempt_until, client::connect_one(&dial)).await {
                     Ok(Ok(conn)) => return Ok(conn),
                     Ok(Err(kind)) => kind,
                     Err(_) => "connect: timeout".to_string(),
@@ -147,9 +158,13 @@ impl Link {
     }
 
     /// Makes `conn` this link's socket and judges its welcome; returns how many of the
-    /// `pending` frames it says were counted.
+    /// `pending` frames it says were counted. A repaired welcome (the server raised a lost
+    /// counter to our `last_count`) is judged by the same rule: it is noted, not excused.
     fn take_over(&mut self, conn: Conn, pending: u64, tally: &mut Tally) -> u64 {
         let welcome = conn.welcome.count;
+        if conn.welcome.repaired {
+            tally.resumes.repaired += 1;
+        }
         let counted = match judge_resume(self.check.acked(), pending, welcome) {
             Resumption::Continues { counted } => counted,
             Resumption::Ahead { skipped } => {
@@ -170,10 +185,17 @@ impl Link {
 }
 
 /// The server ending a socket in a way a client resumes from: a drain's `bye` or close 1001,
-/// or the connection breaking (reset, ended without a close frame).
+/// close 1008 `session resumed elsewhere` (fenced by a newer socket of its session), or the
+/// connection breaking (reset, ended without a close frame). Other 1008s (rate limit, no pong)
+/// are not: they are this client's fault.
 pub fn is_server_close(event: &Event) -> bool {
-    matches!(event, Event::Frame(ServerFrame::Bye(_)) | Event::Failed(_))
-        || matches!(event, Event::Closed(code, _) if *code == wsfleet::protocol::close_code::GOING_AWAY)
+    use wsfleet::protocol::close_code::{GOING_AWAY, POLICY_VIOLATION};
+    match event {
+        Event::Frame(ServerFrame::Bye(_)) | Event::Failed(_) => true,
+        Event::Closed(code, _) if *code == GOING_AWAY => true,
+        Event::Closed(code, reason) => *code == POLICY_VIOLATION && reason == RESUMED_ELSEWHERE,
+        _ => false,
+    }
 }
 
 /// The error label for a socket that ended with `event` and did not come back.
@@ -205,9 +227,17 @@ mod tests {
         assert!(is_server_close(&Event::Failed(
             "read: io ConnectionReset".into()
         )));
+        assert!(is_server_close(&Event::Closed(
+            1008,
+            RESUMED_ELSEWHERE.into()
+        )));
         assert!(!is_server_close(&Event::Closed(
             1008,
             "rate limit exceeded".into()
+        )));
+        assert!(!is_server_close(&Event::Closed(
+            1011,
+            RESUMED_ELSEWHERE.into()
         )));
         assert!(!is_server_close(&Event::Unknown("binary frame")));
         assert_eq!(loss_kind(&bye), "server drained (bye)");

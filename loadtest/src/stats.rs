@@ -102,6 +102,11 @@ pub struct Resumes {
     pub resumes_ok: u64,
     /// Planned resumes that could not reconnect or whose welcome did not continue the count.
     pub resumes_failed: u64,
+    /// Welcomes that said `"repaired": true`: the server had lost the session's counter and
+    /// continued it from the `last_count` this client passed. Not a violation by itself; the
+    /// welcome's count is judged like any other.
+    #[serde(default)]
+    pub repaired: u64,
 }
 
 impl Resumes {
@@ -119,6 +124,7 @@ impl Resumes {
         self.counts_repeated += other.counts_repeated;
         self.resumes_ok += other.resumes_ok;
         self.resumes_failed += other.resumes_failed;
+        self.repaired += other.repaired;
     }
 }
 

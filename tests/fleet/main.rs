@@ -1,6 +1,7 @@
 //! The fleet end to end: the real `make` targets (`up`, `scale`, `promote`, `status`, `down`)
 //! with our own nginx, Redis and instances, while resuming WebSocket clients keep sending
-//! through nginx; and (reload.rs) nginx reloaded under load.
+//! through nginx; (reload.rs) nginx reloaded under load; and (redis.rs) `make up`'s Redis
+//! surviving a SIGKILL with its counts, and `make status` as a health check.
 //!
 //! Each test gets a private run directory (`RUN_DIR`) and free loopback ports (`PORT`,
 //! `REDIS_PORT`, `BASE_PORT`), so it never meets a developer's fleet or another test. The make
@@ -43,6 +44,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 mod clients;
 mod harness;
+mod redis;
 mod reload;
 use clients::*;
 use harness::*;

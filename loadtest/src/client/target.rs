@@ -109,10 +109,28 @@ pub struct Dial {
     pub source: Option<IpAddr>,
 }
 
+impl Dial {
+    /// The same dial for a client that resumes its session having been told count `acked`
+    /// last: `last_count=<acked>` asks the server to continue at least from there
+    /// (docs/PROTOCOL.md), so a counter Redis lost is repaired rather than restarted at 0.
+    pub fn resuming_from(&self, acked: u64) -> Dial {
+        Dial {
+            url: with_param(&self.url, "last_count", &acked.to_string()),
+            ..self.clone()
+        }
+    }
+}
+
 /// `url` asking for `session`.
 fn with_session(url: &str, session: &str) -> String {
+    with_param(url, "session_uuid", session)
+}
+
+/// `url` with `name=value` added to its query. Names and values here are ours (session ids
+/// are `[A-Za-z0-9_-]`, counts are digits), so nothing needs percent-encoding.
+fn with_param(url: &str, name: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}session_uuid={session}")
+    format!("{url}{sep}{name}={value}")
 }
 
 /// The host and port of a ws:// URL (port 80 when none is given).
@@ -164,6 +182,20 @@ mod tests {
         assert_eq!(
             target.dial_session(0, "made-1").url,
             "ws://127.0.0.1:8000/ws/chat/?x=1&session_uuid=made-1"
+        );
+    }
+
+    #[test]
+    fn a_resuming_dial_carries_the_last_count_it_was_told() {
+        let t = target(&["ws://a/ws/chat/"], &["127.0.0.2"]);
+        let session = t.dial_session(0, "lt-0");
+        let again = session.resuming_from(41);
+        assert_eq!(again.url, "ws://a/ws/chat/?session_uuid=lt-0&last_count=41");
+        assert_eq!((again.addr, again.source), (session.addr, session.source));
+        assert_eq!(
+            session.resuming_from(0).url,
+            "ws://a/ws/chat/?session_uuid=lt-0&last_count=0",
+            "a session told nothing yet still says so"
         );
     }
 

@@ -23,6 +23,8 @@ pub struct FanOut {
 pub struct ResumeSummary {
     pub resumes_ok: u64,
     pub resumes_failed: u64,
+    /// Welcomes the server repaired from our `last_count` (it had lost the counter).
+    pub repaired: u64,
 }
 
 impl ResumeSummary {
@@ -30,6 +32,7 @@ impl ResumeSummary {
         Self {
             resumes_ok: resumes.resumes_ok,
             resumes_failed: resumes.resumes_failed,
+            repaired: resumes.repaired,
         }
     }
 }
@@ -48,6 +51,8 @@ pub struct Disruption {
     /// Counter numbers never seen (gaps), and numbers seen twice (repeats).
     pub counts_lost: u64,
     pub counts_repeated: u64,
+    /// Welcomes the server repaired from our `last_count` (it had lost the counter).
+    pub repaired: u64,
 }
 
 impl Disruption {
@@ -60,6 +65,7 @@ impl Disruption {
             longest_gap_ms: resumes.longest_gap_us as f64 / 1000.0,
             counts_lost: resumes.counts_lost,
             counts_repeated: resumes.counts_repeated,
+            repaired: resumes.repaired,
         }
     }
 }
@@ -80,6 +86,7 @@ pub(super) fn rows(report: &Report, row: &mut impl FnMut(&str, String)) {
             "resumes ok / failed",
             format!("{} / {}", r.resumes_ok, r.resumes_failed),
         );
+        row("welcomes repaired", r.repaired.to_string());
     }
     if let Some(d) = &report.disruption {
         let exit = d
@@ -95,6 +102,7 @@ pub(super) fn rows(report: &Report, row: &mut impl FnMut(&str, String)) {
             "counts lost / repeated",
             format!("{} / {}", d.counts_lost, d.counts_repeated),
         );
+        row("welcomes repaired", d.repaired.to_string());
     }
 }
 
@@ -115,6 +123,7 @@ mod tests {
             longest_gap_us: 1_234_500,
             counts_repeated: 1,
             resumes_ok: 6,
+            repaired: 2,
             ..Resumes::default()
         };
         r.fan_out = Some(FanOut {
@@ -138,6 +147,7 @@ mod tests {
             "longest gap ms",
             "1234.5",
             "0 / 1",
+            "welcomes repaired",
         ] {
             assert!(table.contains(needle), "missing {needle:?} in\n{table}");
         }
@@ -147,5 +157,7 @@ mod tests {
         assert_eq!(json["disruption"]["reconnects"], 4);
         assert_eq!(json["disruption"]["exit_code"], 0);
         assert_eq!(json["disruption"]["counts_lost"], 0);
+        assert_eq!(json["disruption"]["repaired"], 2);
+        assert_eq!(json["resume"]["repaired"], 2);
     }
 }

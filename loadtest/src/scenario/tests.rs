@@ -1,9 +1,12 @@
 //! The scenarios end to end against a small in-process fake of the server (loopback only):
-//! it speaks the documented frames, keeps a counter per session across connections, and can
-//! be told to skip a number, to drain each session once (bye, close 1001), or to move a
-//! counter on behind a resuming client's back, all of which the checks must notice.
+//! it speaks the documented frames, keeps a counter per session across connections, honours
+//! a resuming client's `last_count`, and can be told to skip a number, to drain or fence each
+//! session once (bye + close 1001, close 1008), to lose counters (as Redis restarted without
+//! its data), or to move a counter on behind a resuming client's back; the checks must
+//! notice what is wrong and carry on through what is not.
 
 mod fake;
+mod resuming;
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use clap::Parser;
 use self::fake::{serve, Fake};
 use crate::cli::{Cli, Command};
 
+/// Runs the tool with `args` against `url`, in this process, and returns its report.
 async fn run(url: &str, args: &[&str]) -> crate::report::Report {
     let mut argv = vec!["wsfleet-loadtest"];
     argv.extend_from_slice(args);
@@ -130,155 +134,6 @@ async fn hold_can_warm_each_socket_up_with_counted_messages_first() {
         (r.count_violations, r.errors, r.connections.open_at_end),
         (0, 0, 2)
     );
-}
-
-#[tokio::test]
-async fn resume_reopens_every_session_and_each_welcome_continues_the_count() {
-    let url = serve(Fake::default()).await;
-    let r = run(&url, &["resume", "-n", "3", "-m", "10", "--resumes", "4"]).await;
-    let resume = r.resume.as_ref().unwrap();
-    assert_eq!((resume.resumes_ok, resume.resumes_failed), (12, 0), "{r:?}");
-    assert_eq!((r.messages.sent, r.messages.received), (30, 30), "{r:?}");
-    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
-    assert_eq!(r.connections.open_at_end, 3);
-    assert_eq!(r.exit_code(), 0);
-}
-
-#[tokio::test]
-async fn a_welcome_that_skips_a_number_fails_the_resume_and_the_run() {
-    let url = serve(Fake {
-        skew_resumes: 1,
-        ..Fake::default()
-    })
-    .await;
-    let r = run(&url, &["resume", "-n", "2", "-m", "6", "--resumes", "2"]).await;
-    let resume = r.resume.as_ref().unwrap();
-    assert_eq!((resume.resumes_ok, resume.resumes_failed), (0, 4), "{r:?}");
-    assert_eq!(r.count_violations, 4, "{r:?}");
-    assert_eq!(r.exit_code(), 1);
-}
-
-#[tokio::test]
-async fn with_during_a_drained_socket_resumes_resends_and_finishes_its_messages() {
-    let url = serve(Fake {
-        drain_after: Some(3),
-        ..Fake::default()
-    })
-    .await;
-    let r = run(
-        &url,
-        &[
-            "closed-loop",
-            "-n",
-            "4",
-            "-m",
-            "10",
-            "--during",
-            "true",
-            "--during-after",
-            "0s",
-        ],
-    )
-    .await;
-    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
-    // Each socket sent its fourth frame before reading the bye; the drain did not count it
-    // (the welcome said so), so it was sent again: one resend per socket.
-    assert_eq!((r.messages.sent, r.messages.received), (44, 40), "{r:?}");
-    assert_eq!(r.connections.open_at_end, 4);
-    let d = r.disruption.as_ref().unwrap();
-    assert_eq!(
-        (d.reconnects, d.counts_lost, d.counts_repeated),
-        (4, 0, 0),
-        "{d:?}"
-    );
-    assert!(
-        d.longest_gap_ms >= 20.0,
-        "the bye's reconnect hint is waited: {d:?}"
-    );
-    assert_eq!((d.command.as_str(), d.exit_code), ("true", Some(0)));
-    assert_eq!(r.exit_code(), 0);
-}
-
-#[tokio::test]
-async fn without_during_a_drained_socket_is_an_error() {
-    let url = serve(Fake {
-        drain_after: Some(2),
-        ..Fake::default()
-    })
-    .await;
-    let r = run(&url, &["closed-loop", "-n", "2", "-m", "5"]).await;
-    assert_eq!(r.error_kinds.get("server drained (bye)"), Some(&2), "{r:?}");
-    assert!(r.disruption.is_none());
-    assert_eq!(r.exit_code(), 2);
-}
-
-#[tokio::test]
-async fn a_resumed_counter_that_moved_on_is_counted_as_lost() {
-    // The frame in flight at the drain may explain one number more (rule 4); three cannot be.
-    let url = serve(Fake {
-        drain_after: Some(2),
-        skew_resumes: 3,
-        ..Fake::default()
-    })
-    .await;
-    let r = run(
-        &url,
-        &[
-            "hold",
-            "-n",
-            "2",
-            "--duration",
-            "200ms",
-            "--warmup-messages",
-            "4",
-            "--during",
-            "true",
-            "--during-after",
-            "0s",
-        ],
-    )
-    .await;
-    let d = r.disruption.as_ref().unwrap();
-    assert_eq!((d.reconnects, d.counts_lost), (2, 4), "{d:?}");
-    assert_eq!(r.count_violations, 2, "{r:?}");
-    assert_eq!(r.exit_code(), 1);
-}
-
-#[tokio::test]
-async fn open_loop_with_during_resumes_and_resends_what_the_drain_left_unanswered() {
-    let url = serve(Fake {
-        drain_after: Some(5),
-        ..Fake::default()
-    })
-    .await;
-    let r = run(
-        &url,
-        &[
-            "open-loop",
-            "-n",
-            "3",
-            "--rate",
-            "100",
-            "--duration",
-            "300ms",
-            "--during",
-            "true",
-            "--during-after",
-            "0s",
-        ],
-    )
-    .await;
-    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
-    assert_eq!(r.messages.received, 90, "{r:?}");
-    assert!(r.messages.sent >= 90, "{r:?}");
-    assert_eq!(r.connections.open_at_end, 3);
-    let d = r.disruption.as_ref().unwrap();
-    assert_eq!(
-        (d.reconnects, d.counts_lost, d.counts_repeated),
-        (3, 0, 0),
-        "{d:?}"
-    );
-    assert_eq!(r.latency_ms.as_ref().unwrap().samples, 90, "{r:?}");
 }
 
 #[tokio::test]

@@ -62,6 +62,7 @@ fn resumes_add_up_and_keep_the_longest_gap() {
     let mut b = Resumes {
         counts_lost: 1,
         resumes_ok: 2,
+        repaired: 1,
         ..Resumes::default()
     };
     b.reconnected(Duration::from_millis(20));
@@ -74,7 +75,7 @@ fn resumes_add_up_and_keep_the_longest_gap() {
     }
     let r = &totals.resumes;
     assert_eq!((r.reconnects, r.longest_gap_us), (3, 30_000));
-    assert_eq!((r.counts_lost, r.resumes_ok), (1, 2));
+    assert_eq!((r.counts_lost, r.resumes_ok, r.repaired), (1, 2, 1));
     let json = serde_json::to_string(r).unwrap();
     assert_eq!(serde_json::from_str::<Resumes>(&json).unwrap(), *r);
 }

@@ -1,6 +1,9 @@
 //! A small in-process fake of the server (loopback only): it speaks the documented frames,
-//! keeps a counter per session across connections, and can be told to skip a number, to
-//! drain each session once (bye, close 1001), or to move a counter on behind a resuming
+//! keeps a counter per session across connections, continues a resuming client at least from
+//! its `last_count` (saying `"repaired": true` when that raised the counter), and can be told
+//! to skip a number, to drain each session once (bye, close 1001), to fence each session once
+//! (close 1008 `session resumed elsewhere`), to lose a session's counter whenever it comes
+//! back (Redis restarted without its data), or to move a counter on behind a resuming
 //! client's back.
 
 use std::{
@@ -31,14 +34,44 @@ pub struct Fake {
     /// When a session comes back, count this many more for it first (another client's
     /// frames).
     pub skew_resumes: u64,
+    /// When a session comes back, its counter is gone (starts again at 0) unless the client's
+    /// `last_count` repairs it.
+    pub forget_on_resume: bool,
+    /// Close each session once with 1008 `session resumed elsewhere`, after this many replies
+    /// on its connection (as a newer socket of the session would make the server do).
+    pub fence_after: Option<u64>,
+    /// Ignore `last_count`, as a server from before the repair existed.
+    pub ignore_last_count: bool,
 }
 
-/// Counters by session and the sessions drained already, shared by every connection.
+/// Counters by session and the sessions drained or fenced already, shared by every
+/// connection.
 #[derive(Default)]
 struct Sessions {
     counts: HashMap<String, u64>,
-    drained: HashSet<String>,
+    ended: HashSet<String>,
     made: u64,
+}
+
+/// What the upgrade request asked for: `session_uuid` and `last_count` from its query.
+#[derive(Default)]
+struct Asked {
+    session: Option<String>,
+    last_count: Option<u64>,
+}
+
+impl Asked {
+    fn of(request: &Request) -> Asked {
+        let mut asked = Asked::default();
+        for pair in request.uri().query().unwrap_or("").split('&') {
+            match pair.split_once('=') {
+                Some(("session_uuid", id)) => asked.session = Some(id.to_string()),
+                Some(("last_count", n)) => asked.last_count = n.parse().ok(),
+                _ => {}
+            }
+        }
+        asked
+    }
 }
 
 /// Starts the fake on an ephemeral loopback port; returns its URL. It lives as long as the
@@ -56,35 +89,44 @@ pub async fn serve(fake: Fake) -> String {
 }
 
 async fn session(tcp: tokio::net::TcpStream, fake: Fake, sessions: Arc<Mutex<Sessions>>) {
-    let mut asked = None;
+    let mut asked = Asked::default();
     // The error type is tungstenite's (an HTTP response), fixed by its callback API.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
-        asked = request
-            .uri()
-            .query()
-            .and_then(|q| q.strip_prefix("session_uuid="))
-            .map(str::to_string);
+        asked = Asked::of(request);
         Ok(response)
     };
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
         return;
     };
-    let (id, mut count, resumed) = {
+    let (id, mut count, resumed, repaired) = {
         let mut s = sessions.lock().unwrap();
-        let id = asked.unwrap_or_else(|| {
+        let id = asked.session.unwrap_or_else(|| {
             s.made += 1;
             format!("made-{}", s.made)
         });
-        let resumed = s.counts.contains_key(&id);
+        let mut resumed = s.counts.contains_key(&id);
         let count = s.counts.entry(id.clone()).or_insert(fake.start);
+        if resumed && fake.forget_on_resume {
+            *count = 0;
+            resumed = false;
+        }
         if resumed {
             *count += fake.skew_resumes;
         }
-        (id, *count, resumed)
+        let repaired = match asked.last_count {
+            Some(n) if n > *count && !fake.ignore_last_count => {
+                *count = n;
+                true
+            }
+            _ => false,
+        };
+        (id, *count, resumed, repaired)
     };
+    // `repaired` only when true, as the server writes it.
+    let repaired = if repaired { r#","repaired":true"# } else { "" };
     let welcome = format!(
-        r#"{{"session_uuid":"{id}","count":{count},"resumed":{resumed},"instance":"fake"}}"#
+        r#"{{"session_uuid":"{id}","count":{count},"resumed":{resumed},"instance":"fake"{repaired}}}"#
     );
     if ws.send(Message::text(welcome)).await.is_err() {
         return;
@@ -106,8 +148,18 @@ async fn session(tcp: tokio::net::TcpStream, fake: Fake, sessions: Arc<Mutex<Ses
                     if ws.send(Message::text(reply)).await.is_err() {
                         return;
                     }
+                    let fence = fake.fence_after == Some(replies)
+                        && sessions.lock().unwrap().ended.insert(id.clone());
+                    if fence {
+                        let close = CloseFrame {
+                            code: CloseCode::Policy,
+                            reason: "session resumed elsewhere".into(),
+                        };
+                        let _ = ws.close(Some(close)).await;
+                        return;
+                    }
                     let drain = fake.drain_after == Some(replies)
-                        && sessions.lock().unwrap().drained.insert(id.clone());
+                        && sessions.lock().unwrap().ended.insert(id.clone());
                     if drain {
                         let bye = format!(
                             r#"{{"bye":true,"total":{count},"reconnect_after_ms":20}}"#
