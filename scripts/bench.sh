@@ -7,7 +7,7 @@
 # Starts everything it needs on loopback ports of its own, in its own run directory
 # (.run/bench), so a `make up` fleet is never touched: redis-server, wsfleet instances,
 # wsfleet-ceiling instances (ceiling/src/main.rs: the same protocol without
-# Redis) and nginx (scripts/lib-fleet.sh and nginx/ templates, limits raised). Pairs
+# Redis) and nginx (scripts/lib-nginx.sh and nginx/ templates, limits raised). Pairs
 # (wsfleet, ceiling) run alternately BENCH_REPEATS times and are reported as medians and ratios.
 # Each section writes docs/benchmarks/sections/NN-SECTION.md; docs/benchmarks/results.md is
 # assembled from all of them (the analysis is by hand in docs/BENCHMARKS.md). A section the load

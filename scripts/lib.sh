@@ -11,7 +11,7 @@
 #   nginx/                                        our nginx: nginx.conf, wsfleet.conf, pid, logs, temp
 #   token                                         BROADCAST_TOKEN, mode 600
 # A pid file is never trusted on its own: see `pid_alive`. The fleet's own helpers (instances,
-# nginx) are in lib-fleet.sh.
+# nginx, Redis) are in lib-fleet.sh, lib-nginx.sh and lib-redis.sh.
 
 set -euo pipefail
 

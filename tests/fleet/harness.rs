@@ -212,7 +212,7 @@ impl Fleet {
             .unwrap_or_else(|| panic!("no nginx pid in {}", path.display()))
     }
 
-    /// `nginx -s SIGNAL` for our nginx, the way scripts/lib-fleet.sh runs nginx (`nginx_cmd`:
+    /// `nginx -s SIGNAL` for our nginx, the way scripts/lib-nginx.sh runs nginx (`nginx_cmd`:
     /// its prefix, configuration and error log under the run directory).
     pub(crate) fn nginx_signal(&self, signal: &str) {
         let dir = self.run_dir.join("nginx");
