@@ -49,7 +49,7 @@ section_faults() {
         loadtest "$r" closed-loop --connections $n --messages $m --url "$(NGINX_URL)" \
             --during "$(fault_command "$fault") >$BENCH_OUT/$r-during.log 2>&1" --during-after 3s
         cmds+=("$LT_CMD")
-        md "| $fault | $(j "$r" .connections.ok) | $(j "$r" .messages.received) / $(j "$r" .messages.sent) | $(j "$r" .unavailable_replies) | $(j "$r" .count_violations) | $(j "$r" .disruption.counts_lost) / $(j "$r" .disruption.counts_repeated) | $(j "$r" .disruption.reconnects) ($(j "$r" .disruption.repaired)) | $(j "$r" .disruption.longest_gap_ms) | $(j "$r" .errors) |"
+        md "| $fault | $(j "$r" .connections.ok) | $(j "$r" .messages.received) / $(j "$r" .messages.sent) | $(j "$r" .messages.unavailable) | $(j "$r" .count_violations) | $(j "$r" .disruption.counts_lost) / $(j "$r" .disruption.counts_repeated) | $(j "$r" .disruption.reconnects) ($(j "$r" .disruption.repaired)) | $(j "$r" .disruption.longest_gap_ms) | $(j "$r" .errors) |"
         # The Redis a fault restarted by hand is the bench's Redis from now on.
         redis_alive || echo "$REDIS_PORT" >"$RUN_DIR/redis.port"
     done

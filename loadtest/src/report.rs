@@ -82,6 +82,8 @@ pub struct Connections {
 pub struct Messages {
     pub sent: u64,
     pub received: u64,
+    /// Frames answered `unavailable` and sent again (Redis did not answer in time).
+    pub unavailable: u64,
     pub run_seconds: f64,
     /// Replies received per second of the run phase.
     pub per_second: f64,
@@ -147,6 +149,7 @@ impl Report {
             messages: Messages {
                 sent: totals.sent,
                 received: totals.received,
+                unavailable: totals.unavailable,
                 run_seconds: run.seconds,
                 per_second: per_second(totals.received, run.seconds),
             },
@@ -203,6 +206,9 @@ impl Report {
             "messages sent / received",
             format!("{} / {}", m.sent, m.received),
         );
+        if m.unavailable > 0 {
+            row("answered unavailable, resent", m.unavailable.to_string());
+        }
         row(
             "messages/s",
             format!("{:.0} (run phase {:.2} s)", m.per_second, m.run_seconds),

@@ -30,6 +30,9 @@ pub struct Tally {
     pub sent: u64,
     /// Count replies received (error frames are counted in `errors`, not here).
     pub received: u64,
+    /// Frames answered `{"error":"unavailable","retry":true}` (Redis did not answer in time):
+    /// not counted, and sent again (docs/PROTOCOL.md, resuming rule 2). Not an error.
+    pub unavailable: u64,
     pub heartbeats: u64,
     pub count_violations: u64,
     /// Whether the socket was still open when the scenario ended with it.
@@ -183,6 +186,9 @@ pub struct Totals {
     pub connections_failed: u64,
     pub sent: u64,
     pub received: u64,
+    /// See [`Tally::unavailable`].
+    #[serde(default)]
+    pub unavailable: u64,
     pub count_violations: u64,
     pub open_at_end: u64,
     pub errors: BTreeMap<String, u64>,
@@ -204,6 +210,7 @@ impl Default for Totals {
             connections_failed: 0,
             sent: 0,
             received: 0,
+            unavailable: 0,
             count_violations: 0,
             open_at_end: 0,
             errors: BTreeMap::new(),
@@ -232,6 +239,7 @@ impl Totals {
     pub fn absorb(&mut self, tally: Tally) {
         self.sent += tally.sent;
         self.received += tally.received;
+        self.unavailable += tally.unavailable;
         self.count_violations += tally.count_violations;
         self.open_at_end += u64::from(tally.open_at_end);
         self.resumes.add(&tally.resumes);
@@ -256,6 +264,7 @@ impl Totals {
             connections_failed,
             sent,
             received,
+            unavailable,
             count_violations,
             open_at_end,
             errors,
@@ -270,6 +279,7 @@ impl Totals {
         self.connections_failed += connections_failed;
         self.sent += sent;
         self.received += received;
+        self.unavailable += unavailable;
         self.count_violations += count_violations;
         self.open_at_end += open_at_end;
         for (kind, n) in errors {

@@ -2,6 +2,8 @@
 //! message in flight, so throughput is sockets / round trip and the latency is the plain
 //! round trip (no queueing inside the client).
 
+use std::time::Duration;
+
 use futures_util::SinkExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -41,7 +43,8 @@ pub async fn run(
 /// Has `messages` frames counted, sending one at a time, each after the previous one's
 /// reply, checking every count. A socket the server ends is resumed when the link follows
 /// such closes, and the frame in flight is resent unless the welcome shows it was counted.
-/// Err ends the socket.
+/// A frame answered `unavailable` is sent again after [`UNAVAILABLE_BACKOFF`], as
+/// docs/PROTOCOL.md tells a client to. Err ends the socket.
 pub async fn exchange(
     link: &mut Link,
     messages: u64,
@@ -58,11 +61,18 @@ pub async fn exchange(
             Ok(()) => {
                 tally.sent += 1;
                 match await_reply(link, tally, sent_at).await {
-                    None => {
+                    Reply::Counted => {
                         done += 1;
                         continue;
                     }
-                    Some(lost) => lost,
+                    Reply::Unavailable => {
+                        if Instant::now() + UNAVAILABLE_BACKOFF >= deadline {
+                            return Err("answered unavailable until the deadline".into());
+                        }
+                        tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                        continue;
+                    }
+                    Reply::Lost(lost) => lost,
                 }
             }
         };
@@ -71,26 +81,45 @@ pub async fn exchange(
     Ok(())
 }
 
+/// How long a frame answered `unavailable` waits before it is sent again: long enough not to
+/// hammer a Redis that is coming back, short next to `--redis-timeout` (2 s).
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What became of a frame sent.
+enum Reply {
+    /// Counted, and the count checked.
+    Counted,
+    /// Answered `unavailable`: not counted as far as this client knows; send it again.
+    Unavailable,
+    /// The socket ended with this event before the answer came.
+    Lost(Event),
+}
+
 /// Reads until the answer to the frame sent at `sent_at`, counting what comes in between
-/// (heartbeats and broadcasts share the socket). `Some(event)`: the socket ended with it
-/// before the answer came.
-async fn await_reply(link: &mut Link, tally: &mut Tally, sent_at: Instant) -> Option<Event> {
+/// (heartbeats and broadcasts share the socket).
+async fn await_reply(link: &mut Link, tally: &mut Tally, sent_at: Instant) -> Reply {
     loop {
         match client::next_event(&mut link.socket).await {
             Event::Frame(ServerFrame::Count(reply)) => {
                 tally.record_latency(sent_at.elapsed());
                 tally.count_reply(&mut link.check, reply.count);
-                return None;
+                return Reply::Counted;
             }
-            // Answered but not counted (Redis unavailable): the reply to this frame, so the
-            // loop goes on, and the counter must not have moved.
+            // Not counted (Redis did not answer in time): the protocol's rule is to send it
+            // again; the server makes sure it is counted once (docs/PROTOCOL.md).
+            Event::Frame(ServerFrame::Error(e)) if e.error == "unavailable" && e.retry => {
+                tally.unavailable += 1;
+                return Reply::Unavailable;
+            }
+            // Any other error frame answers this frame too: the loop goes on, and the counter
+            // must not have moved.
             Event::Frame(ServerFrame::Error(e)) => {
                 tally.error(format!("error reply: {}", e.error));
-                return None;
+                return Reply::Counted;
             }
             Event::Frame(ServerFrame::Heartbeat(_)) => tally.heartbeats += 1,
             Event::Frame(ServerFrame::Broadcast(_)) => {}
-            other => return Some(other),
+            other => return Reply::Lost(other),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Fake {
     pub fence_after: Option<u64>,
     /// Ignore `last_count`, as a server from before the repair existed.
     pub ignore_last_count: bool,
+    /// Answer every this many-th text frame `{"error":"unavailable","retry":true}`, without
+    /// counting it (Redis did not answer in time).
+    pub unavailable_every: Option<u64>,
 }
 
 /// Counters by session and the sessions drained or fenced already, shared by every
@@ -132,12 +135,21 @@ async fn session(tcp: tokio::net::TcpStream, fake: Fake, sessions: Arc<Mutex<Ses
         return;
     }
     let mut replies = 0;
+    let mut frames = 0;
     let mut beat = tokio::time::interval(fake.heartbeat.unwrap_or(Duration::from_secs(3600)));
     beat.tick().await;
     loop {
         tokio::select! {
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(_))) => {
+                    frames += 1;
+                    if fake.unavailable_every.is_some_and(|k| frames % k == 0) {
+                        let reply = r#"{"error":"unavailable","retry":true}"#;
+                        if ws.send(Message::text(reply)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     count += 1;
                     if fake.skip_after == Some(replies) {
                         count += 1;

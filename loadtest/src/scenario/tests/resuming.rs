@@ -278,3 +278,19 @@ async fn open_loop_with_during_resumes_and_resends_what_the_drain_left_unanswere
     );
     assert_eq!(r.latency_ms.as_ref().unwrap().samples, 90, "{r:?}");
 }
+
+#[tokio::test]
+async fn a_frame_answered_unavailable_is_sent_again_and_is_no_error() {
+    let url = serve(Fake {
+        unavailable_every: Some(4),
+        ..Fake::default()
+    })
+    .await;
+    let r = run(&url, &["closed-loop", "-n", "3", "-m", "9"]).await;
+    assert_eq!((r.count_violations, r.errors), (0, 0), "{r:?}");
+    // Every socket had 9 counted in 11 frames: its 4th and 8th were refused and sent again.
+    assert_eq!(r.messages.received, 27, "{r:?}");
+    assert_eq!(r.messages.unavailable, 6, "{r:?}");
+    assert_eq!(r.messages.sent, 33, "{r:?}");
+    assert_eq!(r.exit_code(), 0);
+}
