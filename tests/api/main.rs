@@ -6,6 +6,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod counting;
+mod drain_deadline;
 mod faults;
 mod heartbeat;
 mod helpers;
