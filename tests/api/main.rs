@@ -12,4 +12,5 @@ mod heartbeat;
 mod helpers;
 mod http;
 mod shutdown;
+mod slow_consumers;
 mod sockets;
