@@ -109,6 +109,14 @@ pub struct Config {
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub max_message_bytes: u64,
 
+    /// Fan-out frames (heartbeats, broadcasts) a socket may fall behind before it is closed
+    /// 1013 as a slow consumer and released; rounded up to a power of two. The fan-out keeps
+    /// this many recent frames in memory.
+    // At least 16: a burst of a few broadcasts must not cut off a socket that reads. At most
+    // 16384: the rings then hold up to 16384 frames (1 GiB of 64 KiB broadcasts).
+    #[arg(long, env = "SEND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=16384))]
+    pub send_queue: u64,
+
     /// Messages per second per connection (burst of one second); above it, close 1008. 0 disables.
     #[arg(long, env = "RATE_LIMIT", default_value_t = 100)]
     pub rate_limit: u32,
@@ -161,6 +169,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     pub broadcast_token: Option<Secret>,
     pub max_message_bytes: usize,
+    /// `SEND_QUEUE`, a power of two (the fan-out rings' size).
+    pub send_queue: usize,
     /// `None`: no rate limit.
     pub rate_limit: Option<u32>,
     /// `None`: derived from the open-file limit at start-up.
@@ -238,6 +248,7 @@ impl Config {
             session_ttl: self.session_ttl,
             broadcast_token,
             max_message_bytes: self.max_message_bytes as usize,
+            send_queue: (self.send_queue as usize).next_power_of_two(),
             rate_limit: (self.rate_limit > 0).then_some(self.rate_limit),
             max_connections: self.max_connections.map(|n| n as usize),
             allowed_origins,
@@ -370,6 +381,7 @@ mod tests {
         assert_eq!(s.rate_limit, Some(100));
         assert_eq!(s.http_header_timeout, Duration::from_secs(10));
         assert_eq!(s.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.send_queue, 1024);
         assert!(s.broadcast_token.is_none());
         assert!(!s.instance_id.is_empty());
     }
@@ -396,6 +408,8 @@ mod tests {
                 &["--http-header-timeout", "10000000000000000000"],
                 "longer than",
             ),
+            (&["--send-queue", "15"], "send-queue"),
+            (&["--send-queue", "16385"], "send-queue"),
         ];
         for (args, needle) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));

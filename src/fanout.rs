@@ -13,10 +13,11 @@
 //! p99 in docs/BENCHMARKS.md). Operator broadcasts still go to every shard at once: their
 //! latency is the point.
 //!
-//! Slow-consumer policy: each ring holds [`FANOUT_BUFFER`] frames shared by its sockets. A
-//! socket whose reader falls more than that many frames behind is closed with 1013 ("try
-//! again later"): it cannot be caught up without unbounded memory, and resuming the session
-//! loses no count. Other sockets are never slowed down by it.
+//! Slow-consumer policy: each ring holds `SEND_QUEUE` frames (default 1024, a power of two)
+//! shared by its sockets. A socket that falls more than that many frames behind is closed with
+//! 1013 ("try again later") and released at once, also while its writes are stuck behind a
+//! full TCP send buffer (src/ws/slow.rs): it cannot be caught up without unbounded memory, and
+//! resuming the session loses no count. Other sockets are never slowed down by it.
 
 use std::{
     sync::{
@@ -39,9 +40,6 @@ use crate::{
     protocol::ChannelMessage,
     store::{Store, StoreError, KEY_PREFIX},
 };
-
-/// Frames buffered for the slowest local socket before it is cut off (see module docs).
-pub const FANOUT_BUFFER: usize = 256;
 
 /// Rings the local sockets are spread over (see module docs).
 pub const FANOUT_SHARDS: usize = 32;
@@ -94,10 +92,12 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// `heartbeat_spread`: see [`heartbeat_spread`].
-    pub fn new(heartbeat_spread: Duration) -> Self {
+    /// `heartbeat_spread`: see [`heartbeat_spread`]. `send_queue`: frames each ring holds,
+    /// the most a socket may fall behind (see the module docs).
+    pub fn new(heartbeat_spread: Duration, send_queue: usize) -> Self {
         let shards = (0..FANOUT_SHARDS)
-            .map(|_| broadcast::channel(FANOUT_BUFFER).0)
+            // At least 1: a ring of 0 panics (the configuration allows 16 and up).
+            .map(|_| broadcast::channel(send_queue.max(1)).0)
             .collect();
         Fanout {
             shards,
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn sockets_are_spread_over_the_shards_by_connection_id() {
-        let fanout = Fanout::new(Duration::ZERO);
+        let fanout = Fanout::new(Duration::ZERO, 16);
         let receivers: Vec<_> = (0..2 * FANOUT_SHARDS as u64)
             .map(|id| fanout.subscribe(id))
             .collect();

@@ -5,8 +5,23 @@
 //! by one script that also publishes, so "am I the leader" and "publish" cannot be split by a
 //! failover. Every instance runs the script once per interval; only the lease holder
 //! publishes. When it dies its lease expires within 2 intervals and the next instance to tick
-//! takes over, so the gap is under 3 intervals. The script also refuses to publish twice
-//! within 0.9 interval by Redis's clock, so a hand-over never doubles a beat.
+//! takes over, so the gap is under 3 intervals.
+//!
+//! Clocks: the pace of the beats is this process's monotonic clock (a tokio interval), never
+//! a wall clock. Redis's clock (`TIME`, and the lease's expiry) is only consulted at a
+//! hand-over, where it keeps a new leader from beating within 0.9 interval of the old one's
+//! last beat (`wsfleet:heartbeat:last`). A step of Redis's clock therefore cannot stop the
+//! beats:
+//! - the lease holder beats at every tick, whatever the stored last-beat time says (the
+//!   script once compared it with `TIME`; after a backward step `now - last` stayed below the
+//!   spacing for as long as the step, and the leader skipped every beat);
+//! - a last-beat time in the future means Redis's clock stepped back since: a lease that
+//!   clock keeps alive may belong to a dead leader (a backward step postpones every expiry by
+//!   the step), so a contender takes the lease over. It does not beat at that tick (the
+//!   holder may be alive and have just beaten), but at its next one, as the holder: one gap
+//!   under 2 intervals instead of no beats for as long as the step;
+//! - a forward step expires the lease early (a hand-over, as when a leader dies), and the
+//!   new leader sees the last beat long ago and beats.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,15 +36,26 @@ use crate::{
     store::{Store, StoreError, KEY_PREFIX},
 };
 
-/// Returns 0: another instance leads; 1: leading, too soon to beat; 2: published.
+/// Returns 0: another instance leads; 1: leading, no beat this tick; 2: published.
+///
+/// KEYS: leader, last beat. ARGV: instance, lease ms, channel, message, spacing ms. The
+/// holder publishes at every call (its own monotonic tick paces it); a taker checks the last
+/// beat by Redis's clock (see the module docs for why a future last beat is a clock step).
 const BEAT_LUA: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if now - last < tonumber(ARGV[5]) then return 1 end
+local stepped_back = last > now
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and not stepped_back then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if cur ~= ARGV[1] then
+  if cur then
+    redis.call('SET', KEYS[2], now, 'PX', ARGV[2])
+    return 1
+  end
+  if not stepped_back and now - last < tonumber(ARGV[5]) then return 1 end
+end
 redis.call('SET', KEYS[2], now, 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 2";

@@ -59,7 +59,10 @@ impl AppState {
             settings.session_ttl,
             settings.redis_timeout,
         );
-        let fanout = Arc::new(Fanout::new(heartbeat_spread(settings.heartbeat_interval)));
+        let fanout = Arc::new(Fanout::new(
+            heartbeat_spread(settings.heartbeat_interval),
+            settings.send_queue,
+        ));
         AppState {
             settings,
             counter,

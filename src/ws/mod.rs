@@ -3,6 +3,7 @@
 
 mod rate_limit;
 pub mod session;
+mod slow;
 
 use std::sync::Arc;
 

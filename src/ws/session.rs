@@ -17,7 +17,11 @@ use futures_util::SinkExt;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tracing::Instrument;
 
-use super::{rate_limit::TokenBucket, Accepted};
+use super::{
+    rate_limit::TokenBucket,
+    slow::{self, Forwarded},
+    Accepted,
+};
 use crate::{
     counter::{Counted, SessionCounter},
     fanout::Fanned,
@@ -38,6 +42,9 @@ enum End {
     Unresponsive,
     /// The drain asked this socket to go: `bye`, then 1001.
     Drain,
+    /// More than `SEND_QUEUE` fan-out frames behind: 1013, tried briefly, then released
+    /// (see [`super::slow`]).
+    Slow,
     /// The peer closed (with this code, 1005 when it gave none) or vanished (1006).
     Peer(u16),
 }
@@ -134,6 +141,10 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
             s.drain(&mut socket).await;
             (close_code::GOING_AWAY, DRAIN_REASON)
         }
+        End::Slow => {
+            slow::close(&mut socket).await;
+            (close_code::TRY_AGAIN_LATER, slow::REASON)
+        }
         End::Peer(1006) => (1006, "peer vanished"),
         End::Peer(code) => (code, "closed by the client"),
     };
@@ -195,22 +206,22 @@ impl Session {
                     }
                 }
                 (fanned, fanout) = fanout_next.as_mut() => {
-                    fanout_next.set(next_fanout(fanout));
                     match fanned {
+                        // A write stuck behind a full buffer still watches the ring.
                         Ok(Fanned::Frame(text)) => {
-                            if self.send(socket, Message::Text(text)).await.is_err() {
-                                return End::Peer(1006);
-                            }
+                            let settings = &self.app.settings;
+                            match slow::forward(socket, text, &fanout, settings.send_queue, self.write_timeout).await {
+                                Forwarded::Sent => self.app.metrics.messages_sent.inc(),
+                                Forwarded::Behind(behind) => return self.slow(behind),
+                                Forwarded::Gone => return End::Peer(1006),
+                            };
                         }
                         Ok(Fanned::Drain) => return End::Drain,
-                        Err(RecvError::Lagged(skipped)) => {
-                            self.app.metrics.slow_consumer_closes.inc();
-                            tracing::warn!(skipped, "slow consumer: fell behind the fan-out");
-                            return End::Close(close_code::TRY_AGAIN_LATER, "slow consumer: too far behind");
-                        }
+                        Err(RecvError::Lagged(skipped)) => return self.slow(skipped as usize),
                         // Only when the process is going away.
                         Err(RecvError::Closed) => return End::Drain,
                     }
+                    fanout_next.set(next_fanout(fanout));
                 }
                 () = timer.as_mut() => {
                     let now = Instant::now();
@@ -235,6 +246,12 @@ impl Session {
                 }
             }
         }
+    }
+
+    fn slow(&self, behind: usize) -> End {
+        self.app.metrics.slow_consumer_closes.inc();
+        tracing::warn!(behind, "slow consumer: fell behind the fan-out");
+        End::Slow
     }
 
     /// Counts one text frame and answers it. `Some` ends the socket.

@@ -169,3 +169,93 @@ async fn a_heartbeat_reaches_the_sockets_spread_over_a_quarter_interval_each_onc
         "heartbeat {common} took {spread:?} to reach every socket: longer than the interval"
     );
 }
+
+/// Milliseconds since the Unix epoch an hour from now: the last-beat time Redis's clock would
+/// have left behind had it been stepped back by an hour since (test and Redis share a clock).
+fn an_hour_ahead_ms() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_millis() as u64 + 3_600_000
+}
+
+/// The longest gap between consecutive beats, in ms.
+fn longest_gap(beats: &[chrono::DateTime<chrono::FixedOffset>]) -> i64 {
+    beats
+        .windows(2)
+        .map(|p| (p[1] - p[0]).num_milliseconds())
+        .max()
+        .unwrap_or(i64::MAX)
+}
+
+#[tokio::test]
+async fn a_backward_step_of_redis_clock_does_not_stop_the_heartbeats() {
+    let redis = RedisServer::start().await;
+    let interval = ["--heartbeat-interval", "300ms"];
+    let first = spawn_app(&redis, &interval).await;
+    let _second = spawn_app(&redis, &interval).await;
+    let mut client = Client::connect(&first.ws_url(None)).await;
+    let before = heartbeats(&mut client, Duration::from_millis(700)).await;
+    assert!(!before.is_empty(), "heartbeats flow before the step");
+
+    // Redis's clock stepped back by an hour: the last beat it recorded is an hour ahead.
+    let inspect = redis.client().await;
+    let _: () = inspect
+        .set(
+            "wsfleet:heartbeat:last",
+            an_hour_ahead_ms(),
+            Some(fred::types::Expiration::PX(3_600_000)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let after = heartbeats(&mut client, Duration::from_millis(3000)).await;
+    // 10 beats in 3 s; at most one of them lost to a hand-over at the step.
+    assert!(after.len() >= 7, "heartbeats after the step: {after:?}");
+    let longest = longest_gap(&after);
+    assert!(
+        longest <= 2 * 300 + 150,
+        "longest gap {longest} ms: {after:?}"
+    );
+    for pair in after.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!(gap >= 250, "two heartbeats {gap} ms apart: {after:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_leader_whose_lease_a_backward_clock_step_prolonged_is_replaced() {
+    let redis = RedisServer::start().await;
+    // A leader that died just after Redis's clock stepped back by an hour: its lease and its
+    // last beat both lie an hour ahead of Redis's clock now.
+    let inspect = redis.client().await;
+    let hour = Some(fred::types::Expiration::PX(3_600_000));
+    let _: () = inspect
+        .set(
+            "wsfleet:heartbeat:leader",
+            "ghost",
+            hour.clone(),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let _: () = inspect
+        .set(
+            "wsfleet:heartbeat:last",
+            an_hour_ahead_ms(),
+            hour,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+
+    let app = spawn_app(&redis, &["--heartbeat-interval", "300ms"]).await;
+    let mut client = Client::connect(&app.ws_url(None)).await;
+    let beats = heartbeats(&mut client, Duration::from_millis(2500)).await;
+    assert!(beats.len() >= 5, "heartbeats: {beats:?}");
+    let leader: Option<String> = inspect.get("wsfleet:heartbeat:leader").await.unwrap();
+    assert_eq!(leader.as_deref(), Some(app.instance.as_str()));
+}

@@ -6,6 +6,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod counting;
+mod drain_deadline;
 mod exactly_once;
 mod faults;
 mod heartbeat;
@@ -14,4 +15,5 @@ mod http;
 mod limits;
 mod relay;
 mod shutdown;
+mod slow_consumers;
 mod sockets;

@@ -23,6 +23,9 @@ pub const START_PATIENCE: Duration = Duration::from_secs(15);
 
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
+/// Linux numbers (x86-64 and arm64).
+pub const SIGCONT: i32 = 18;
+pub const SIGSTOP: i32 = 19;
 
 extern "C" {
     #[link_name = "kill"]
@@ -110,6 +113,11 @@ impl RedisServer {
             redis_ping(port).await.then_some(())
         })
         .await;
+    }
+
+    /// The server's pid, for signals (SIGSTOP makes it hang with its sockets open).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("redis-server is running").id() as i32
     }
 
     /// Kills the server (SIGKILL): like a crash, nothing is saved.
