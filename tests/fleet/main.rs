@@ -17,8 +17,8 @@
 use std::{
     collections::BTreeSet,
     fs::File,
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    net::TcpStream,
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -34,6 +34,7 @@ use tokio_tungstenite::{
     tungstenite::{protocol::WebSocketConfig, Message},
     MaybeTlsStream, WebSocketStream,
 };
+use wsfleet_testkit::{free_ports, send_signal, workspace_binary, SIGKILL};
 
 /// Each test runs a whole fleet; on two cores, one at a time.
 static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::const_new(());
