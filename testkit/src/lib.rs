@@ -1,22 +1,14 @@
-//! The integration-test harness of the workspace, shared by the test binaries of `wsfleet` and
-//! `wsfleet-loadtest`: free ports, a `redis-server` of the test's own ([`RedisServer`]), nodes
-//! of the real binary ([`ChildNode`], [`node_args`], [`node_command`], [`wait_ready`]), bounded
-//! waits, signals and the workspace's binaries. Everything started here is stopped by pid when
-//! its handle drops. Each test binary keeps a thin local module that re-exports these items
-//! under its own names and adds what needs the `wsfleet` library (in-process nodes, the
-//! WebSocket client of tests/api).
+//! The integration-test harness every test binary of the workspace shares (docs/DESIGN.md,
+//! "The test harness"): free ports, a `redis-server` of the test's own, nodes of the real
+//! binary, bounded waits, signals, the workspace's binaries and a real WebSocket client.
+//! Everything started here is stopped by pid when its handle drops.
 //!
-//! One port policy, for everything that binds a port by number (redis-server, child nodes,
-//! nginx, chromedriver): [`free_port`] / [`free_ports`] hand out ports below Linux's ephemeral
-//! range (32768 and up, /proc/sys/net/ipv4/ip_local_port_range). A port in that range can be
-//! taken at any moment, between the check here and the bind it is meant for, as the local end
-//! of one of the many outgoing connections a test makes (clients to nginx, nginx to the
-//! instances, nodes to Redis); a port below it cannot, so a port checked here is still free
-//! when it is bound, and a server restarted on the same port finds it free. Tests run in
-//! parallel threads: every call moves a shared cursor on, so two tests in one process never get
-//! the same port; the start depends on the pid, so two test processes rarely meet (and a port
-//! found taken is skipped). In-process nodes bind port 0.
+//! One port policy for everything that binds a port by number: [`free_ports`], below Linux's
+//! ephemeral range (32768 and up). A port in that range can be taken at any moment, between
+//! the check here and the bind, as the local end of one of the many outgoing connections a test
+//! makes; a port below it cannot. In-process nodes bind port 0.
 
+mod client;
 mod node;
 mod redis;
 
@@ -28,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use client::{client_config, refused_upgrade, Client, Socket, FRAME_PATIENCE};
 pub use node::{node_args, node_command, wait_ready, ChildNode};
 pub use redis::RedisServer;
 
@@ -47,7 +40,9 @@ pub fn free_port() -> u16 {
 }
 
 /// The first of `n` consecutive free loopback ports in 20000-31999 (a fleet: nginx, Redis and
-/// its instances).
+/// its instances). Tests run in parallel threads: every call moves a shared cursor on, so two
+/// tests in one process never get the same port; the start depends on the pid, so two test
+/// processes rarely meet (and a port found taken is skipped).
 pub fn free_ports(n: u16) -> u16 {
     let n = u32::from(n.max(1));
     let start = (std::process::id() % 400) * 29;

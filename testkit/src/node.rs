@@ -40,13 +40,8 @@ pub fn node_command(
     instance: Option<&str>,
     extra: &[&str],
 ) -> (Command, PathBuf) {
-    let mut args = node_args(redis, extra);
-    args.remove(0);
-    let at = args
-        .iter()
-        .position(|a| a == "--bind-addr")
-        .expect("node_args sets --bind-addr");
-    args[at + 1] = addr.to_string();
+    let bind = addr.to_string();
+    let args = node_args(redis, &[&["--bind-addr", bind.as_str()], extra].concat());
     let log = std::env::temp_dir().join(format!(
         "wsfleet-test-{}-{}-{}.log",
         instance.unwrap_or("node"),
@@ -56,7 +51,7 @@ pub fn node_command(
     let file = std::fs::File::create(&log).unwrap();
     let mut command = Command::new(workspace_binary("WSFLEET_BIN", "wsfleet"));
     command
-        .args(&args)
+        .args(&args[1..])
         .stdout(file.try_clone().unwrap())
         .stderr(file);
     if let Some(instance) = instance {

@@ -134,16 +134,16 @@ impl Drop for RedisServer {
 }
 
 /// PING over loopback, answered with +PONG. Blocking, but short: a refused connect returns at
-/// once, and a server that accepted answers within the read timeout or is not ready.
+/// once, and a server that accepted answers within the timeout or is not ready.
 fn ping(port: u16) -> bool {
     let patience = Duration::from_secs(1);
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), patience)
-    else {
-        return false;
+    let answer = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), patience)?;
+        stream.set_read_timeout(Some(patience))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut buf = [0u8; 16];
+        let n = stream.read(&mut buf)?;
+        Ok(buf[..n].starts_with(b"+PONG"))
     };
-    if stream.set_read_timeout(Some(patience)).is_err() || stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    answer().unwrap_or(false)
 }

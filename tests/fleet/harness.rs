@@ -2,8 +2,7 @@
 
 use super::*;
 
-/// Ports per fleet: nginx, Redis, then instances from BASE_PORT up (a scale-up and a
-/// promote start more; the scripts skip taken ones).
+/// Ports per fleet: nginx, Redis, the instances (a scale-up and a promote start more).
 const PORTS_PER_FLEET: u16 = 24;
 
 /// A port is free when nothing accepts connections on it.
@@ -317,5 +316,3 @@ impl Drop for Fleet {
         }
     }
 }
-
-pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;

@@ -30,11 +30,8 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tokio_tungstenite::{
-    tungstenite::{protocol::WebSocketConfig, Message},
-    MaybeTlsStream, WebSocketStream,
-};
-use wsfleet_testkit::{free_ports, send_signal, workspace_binary, SIGKILL};
+use tokio_tungstenite::tungstenite::Message;
+use wsfleet_testkit::{client_config, free_ports, send_signal, workspace_binary, Socket, SIGKILL};
 
 /// Each test runs a whole fleet; on two cores, one at a time.
 static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::const_new(());

@@ -75,7 +75,7 @@ impl Server {
         let child = command.spawn().expect("the wsfleet binary starts");
         let server = Server { port, child, log };
         wait_until(PATIENCE, &format!("wsfleet on {port} to be ready"), || {
-            http_status(port, "/readyz") == Some(200)
+            http_get(port, "/readyz").map(|(status, _)| status) == Some(200)
         });
         server
     }
@@ -116,11 +116,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-/// Status code of a plain GET, or None when nothing answered.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    http_get(port, path).map(|(status, _)| status)
 }
 
 /// A plain HTTP/1.1 GET (the server answers with a Content-Length and closes): status and
