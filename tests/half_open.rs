@@ -27,7 +27,7 @@
 mod common;
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -44,11 +44,9 @@ const CLIENTS: u64 = 5;
 async fn clients_whose_network_namespace_vanishes_are_closed_by_ping_timeout() {
     let net = PrivateNetwork::create();
     let redis = RedisServer::start().await;
-    let port = TcpListener::bind((net.host, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on the host-side address");
-    let addr = SocketAddr::from((net.host, port));
+    // The harness's port policy: a port nothing listens on (not even on 0.0.0.0), below
+    // the ephemeral range.
+    let addr = SocketAddr::from((net.host, common::free_port()));
     let ping = format!("{}ms", PING_INTERVAL.as_millis());
     let node = ChildNode::start_on(addr, &redis, "half-open", &["--ping-interval", &ping]).await;
 

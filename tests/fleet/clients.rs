@@ -3,12 +3,6 @@
 use super::*;
 use wsfleet::protocol::{judge_resume, Resumption};
 
-pub(crate) fn client_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-}
-
 /// Shared by the resuming clients and the test body.
 #[derive(Default)]
 pub(crate) struct Traffic {

@@ -2,20 +2,8 @@
 
 use super::*;
 
-/// The first port of a block of `PORTS_PER_FLEET` free loopback ports, below Linux's ephemeral
-/// range (32768 and up): a port in that range can be taken at any moment as the local end of
-/// one of the many connections a test makes (clients to nginx, nginx to the instances), and an
-/// instance would then fail to bind it.
-pub(crate) fn free_port_block() -> u16 {
-    const PORTS_PER_FLEET: u16 = 24;
-    let start = 20_000 + (std::process::id() % 500) as u16 * PORTS_PER_FLEET;
-    (0..50u16)
-        .map(|i| 20_000 + (start - 20_000 + i * PORTS_PER_FLEET) % 12_000)
-        .find(|&base| {
-            (base..base + PORTS_PER_FLEET).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        })
-        .expect("no block of free loopback ports in 20000-32000")
-}
+/// Ports per fleet: nginx, Redis, the instances (a scale-up and a promote start more).
+const PORTS_PER_FLEET: u16 = 24;
 
 /// A port is free when nothing accepts connections on it.
 pub(crate) fn port_is_free(port: u16) -> bool {
@@ -71,34 +59,15 @@ pub(crate) struct Fleet {
 impl Fleet {
     pub(crate) fn new(name: &str) -> Fleet {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        // <target>/debug/wsfleet, next to which `make test` builds the load tester.
-        let target = Path::new(env!("CARGO_BIN_EXE_wsfleet"))
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in a target directory")
-            .to_path_buf();
-        let bin = |var: &str, name: &str| {
-            std::env::var_os(var)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| target.join("debug").join(name))
-        };
-        let wsfleet_bin = bin("WSFLEET_BIN", "wsfleet");
-        let loadtest_bin = bin("LOADTEST_BIN", "wsfleet-loadtest");
-        for path in [&wsfleet_bin, &loadtest_bin] {
-            assert!(
-                path.is_file(),
-                "{} is missing: build the binaries first with \
-                 `cargo build -p wsfleet -p wsfleet-loadtest` (make test does)",
-                path.display()
-            );
-        }
+        let wsfleet_bin = workspace_binary("WSFLEET_BIN", "wsfleet");
+        let loadtest_bin = workspace_binary("LOADTEST_BIN", "wsfleet-loadtest");
         let run_dir =
             std::env::temp_dir().join(format!("wsfleet-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir).unwrap();
         // nginx, Redis, then the instances: the scripts take the first free ports from
         // BASE_PORT up, skipping taken ones.
-        let block = free_port_block();
+        let block = free_ports(PORTS_PER_FLEET);
         let (port, redis_port, base_port) = (block, block + 1, block + 2);
         Fleet {
             root,
@@ -334,9 +303,7 @@ impl Drop for Fleet {
             let ours =
                 line.contains(&run_dir) || line.contains(&format!("127.0.0.1:{}", self.redis_port));
             if !process_is_gone(*pid) && ours {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
+                send_signal(*pid as i32, SIGKILL);
             }
         }
         if std::thread::panicking() {
@@ -349,5 +316,3 @@ impl Drop for Fleet {
         }
     }
 }
-
-pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;

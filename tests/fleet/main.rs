@@ -18,8 +18,8 @@
 use std::{
     collections::BTreeSet,
     fs::File,
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    net::TcpStream,
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -31,10 +31,8 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tokio_tungstenite::{
-    tungstenite::{protocol::WebSocketConfig, Message},
-    MaybeTlsStream, WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::Message;
+use wsfleet_testkit::{client_config, free_ports, send_signal, workspace_binary, Socket, SIGKILL};
 
 /// Each test runs a whole fleet; on two cores, one at a time.
 static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::const_new(());

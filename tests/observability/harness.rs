@@ -1,8 +1,8 @@
-//! A real node on its own redis-server (tests/common), scraped once its labelled families
-//! have series.
+//! A real node on its own redis-server (the shared harness: tests/common, testkit/), scraped
+//! once its labelled families have series.
 
 use super::*;
-use crate::common::eventually_within;
+use crate::common::{eventually_within, node_args, wait_ready};
 
 // ------------------------------------------------------------------------------ the harness
 
@@ -13,22 +13,7 @@ use crate::common::eventually_within;
 /// series, so the node is made to close a socket, refuse an upgrade and see a Redis command
 /// fail before the scrape that is compared. Unlabelled metrics are always printed.
 pub(crate) async fn scrape_a_real_node(redis: &mut RedisServer) -> String {
-    let url = redis.url();
-    let args = [
-        "wsfleet",
-        "--bind-addr",
-        "127.0.0.1:0",
-        "--redis-url",
-        url.as_str(),
-        "--lease-period",
-        "500ms",
-        "--redis-timeout",
-        "500ms",
-        "--drain-spread",
-        "200ms",
-        "--shutdown-timeout",
-        "5s",
-    ];
+    let args = node_args(redis, &[]);
     let config = <Config as clap::Parser>::try_parse_from(args).unwrap();
     let app = Application::build(config.into_settings().unwrap())
         .await
@@ -44,10 +29,7 @@ pub(crate) async fn scrape_a_real_node(redis: &mut RedisServer) -> String {
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
-    eventually_within(PATIENCE, "the node to become ready", || async {
-        (status("/readyz").await == 200).then_some(())
-    })
-    .await;
+    wait_ready(addr).await;
 
     // wsfleet_upgrades_rejected_total{reason="bad_session"}
     assert_eq!(status("/ws/chat/?session_uuid=not%20valid!").await, 400);

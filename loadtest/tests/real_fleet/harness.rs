@@ -1,10 +1,12 @@
-//! The real parts: a `redis-server` of the test's own and `wsfleet` server processes on free
-//! loopback ports, each stopped by pid when its handle drops, and the load tester run as a
-//! process with a time limit.
+//! The real parts, from the workspace's shared harness (testkit/): a `redis-server` of the
+//! test's own and `wsfleet` server processes on free loopback ports, each stopped by pid when
+//! its handle drops; and, of this package's own, the load tester run as a process with a time
+//! limit.
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
+    ops::Deref,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -18,88 +20,15 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// The token every test server accepts for POST /broadcast.
 pub const TOKEN: &str = "lt-test-token";
 
-/// A free loopback port below Linux's ephemeral range (32768 and up): a server restarted on
-/// the same port must not find it taken as the local end of one of the test's own sockets.
-/// Tests run in parallel threads: each call moves a shared cursor on, so two tests never get
-/// the same port, and the start depends on the pid, so two test processes rarely meet.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static CURSOR: AtomicU16 = AtomicU16::new(0);
-    let start = (std::process::id() % 400) as u16 * 29;
-    (0..2_000)
-        .map(|_| 20_000 + (start + CURSOR.fetch_add(1, Ordering::Relaxed)) % 12_000)
-        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .expect("no free loopback port in 20000-32000")
-}
+pub use wsfleet_testkit::free_port;
+use wsfleet_testkit::{node_command, send_signal, wait_until, RedisServer, SIGKILL};
 
-/// Polls `check` every 50 ms until it holds or `PATIENCE` runs out.
-pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The `wsfleet` server binary of this build: next to the load tester's, or in
-/// $CARGO_TARGET_DIR/debug.
-pub fn wsfleet_bin() -> PathBuf {
-    let beside = Path::new(env!("CARGO_BIN_EXE_wsfleet-loadtest")).with_file_name("wsfleet");
-    let in_target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| PathBuf::from(dir).join("debug").join("wsfleet"));
-    [Some(beside), in_target_dir]
-        .into_iter()
-        .flatten()
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!("the wsfleet server binary is missing: run `cargo build -p wsfleet` first")
-        })
-}
-
-/// A `redis-server` on a free port, in a directory of its own, saving nothing.
-pub struct Redis {
-    pub port: u16,
-    dir: PathBuf,
-    child: Child,
-}
+/// A `redis-server` of the test's own (the shared [`RedisServer`], started without a runtime).
+pub struct Redis(RedisServer);
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("lt-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install it (apt-get install redis-server)");
-        let redis = Redis { port, dir, child };
-        wait_until("redis to answer PING", || {
-            redis.cli(&["PING"]).as_deref() == Some("PONG")
-        });
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One redis-cli command; its output, trimmed, when it succeeded.
-    pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let output = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        Redis(RedisServer::start_blocking())
     }
 
     /// The counter of one session, as the server keeps it.
@@ -110,11 +39,11 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Deref for Redis {
+    type Target = RedisServer;
+
+    fn deref(&self) -> &RedisServer {
+        &self.0
     }
 }
 
@@ -128,24 +57,25 @@ pub struct Server {
 impl Server {
     /// Starts a server on `port` and waits until /readyz answers 200.
     pub fn start(redis: &Redis, port: u16) -> Server {
-        let log =
-            std::env::temp_dir().join(format!("lt-wsfleet-{port}-{}.log", std::process::id()));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(wsfleet_bin())
-            .args(["--bind-addr", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", &redis.url()])
-            .args(["--broadcast-token", TOKEN])
+        let extra = [
+            "--broadcast-token",
+            TOKEN,
             // The closed loop sends as fast as replies come: far above the default 100/s.
-            .args(["--rate-limit", "0"])
-            .args(["--lease-period", "500ms", "--drain-spread", "300ms"])
-            .args(["--shutdown-timeout", "5s"])
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("the wsfleet binary starts");
+            "--rate-limit",
+            "0",
+            "--drain-spread",
+            "300ms",
+            // The server's default, which these tests were written against (the shared
+            // harness's nodes use 500ms).
+            "--redis-timeout",
+            "2s",
+        ];
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (mut command, log) = node_command(addr, redis, None, &extra);
+        let child = command.spawn().expect("the wsfleet binary starts");
         let server = Server { port, child, log };
-        wait_until(&format!("wsfleet on {port} to be ready"), || {
-            http_status(port, "/readyz") == Some(200)
+        wait_until(PATIENCE, &format!("wsfleet on {port} to be ready"), || {
+            http_get(port, "/readyz").map(|(status, _)| status) == Some(200)
         });
         server
     }
@@ -186,11 +116,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-/// Status code of a plain GET, or None when nothing answered.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    http_get(port, path).map(|(status, _)| status)
 }
 
 /// A plain HTTP/1.1 GET (the server answers with a Content-Length and closes): status and
@@ -263,9 +188,7 @@ pub fn finish_loadtest_watching(
             Err(_) if Instant::now() < give_up => watch(),
             Err(_) => {
                 // The pid is this test's own child, still unreaped (the thread waits for it).
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
+                send_signal(pid as i32, SIGKILL);
                 panic!("the load tester ran past {limit:?}");
             }
         }
