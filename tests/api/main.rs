@@ -10,5 +10,6 @@ mod faults;
 mod heartbeat;
 mod helpers;
 mod http;
+mod settings;
 mod shutdown;
 mod sockets;
