@@ -4,9 +4,10 @@
 //! (close codes, reject reasons, Redis operations), so the series count stays bounded.
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{
-        counter::Counter,
+        counter::{ConstCounter, Counter},
         family::Family,
         gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
@@ -218,6 +219,7 @@ impl Metrics {
                 color: color.to_string(),
             }),
         );
+        r.register_collector(Box::new(LogLinesDropped));
         Metrics { registry, ..m }
     }
 
@@ -242,6 +244,23 @@ impl Metrics {
     }
 }
 
+/// `wsfleet_log_lines_dropped_total`, read from the log writer at scrape time.
+#[derive(Debug)]
+struct LogLinesDropped;
+
+impl Collector for LogLinesDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(crate::telemetry::dropped_lines());
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because stdout did not keep up (logging never blocks the server)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +277,8 @@ mod tests {
             "# TYPE wsfleet_messages_received counter",
             "wsfleet_messages_received_total 1",
             "wsfleet_connections_closed_total{code=\"1001\"} 1",
+            "# TYPE wsfleet_log_lines_dropped counter",
+            "wsfleet_log_lines_dropped_total 0",
             "wsfleet_message_handling_seconds_bucket",
             "wsfleet_build_info{version=",
             ",commit=\"",

@@ -81,7 +81,7 @@ async fn prepare(
     let session = session_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
-        tracing::warn!(
+        crate::warn_throttled!(
             max_connections = app.max_connections,
             "connection limit reached; refusing upgrades (raise MAX_CONNECTIONS and the open-file limit, or add instances)"
         );
@@ -89,7 +89,7 @@ async fn prepare(
     })?;
     let existing = app.store.fetch_session(&session).await.map_err(|error| {
         app.metrics.rejected("redis_unavailable");
-        tracing::warn!(%error, "refusing upgrade: redis unavailable");
+        crate::warn_throttled!(%error, "refusing upgrade: redis unavailable");
         ApiError::Unavailable("redis unavailable".into())
     })?;
     Ok(Accepted {

@@ -278,7 +278,7 @@ impl Session {
                     self.unsure.remove(0);
                 }
                 self.unsure.push(op);
-                tracing::warn!(%error, "message not counted: redis unavailable");
+                crate::warn_throttled!(%error, "message not counted: redis unavailable");
                 self.send_json(socket, &ErrorFrame::unavailable()).await
             }
         };

@@ -10,6 +10,7 @@ mod faults;
 mod heartbeat;
 mod helpers;
 mod http;
+mod logging;
 mod settings;
 mod shutdown;
 mod sockets;

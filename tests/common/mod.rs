@@ -234,6 +234,31 @@ impl ChildNode {
         instance: &str,
         extra: &[&str],
     ) -> ChildNode {
+        ChildNode::launch(addr, redis, instance, extra, None).await
+    }
+
+    /// With `RUST_LOG=rust_log` and stdout a pipe that nobody reads (a stalled log shipper):
+    /// once the pipe's 64 KiB are full, every write to it blocks. The pipe stays open as long
+    /// as the node does (`child.stdout` is kept, never read).
+    pub async fn start_with_stalled_stdout(
+        redis: &RedisServer,
+        instance: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> ChildNode {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        ChildNode::launch(addr, redis, instance, extra, Some(rust_log)).await
+    }
+
+    /// `stalled_stdout_log`: `None`, stdout and stderr go to the log file; `Some(filter)`,
+    /// stdout is an unread pipe and `RUST_LOG` is `filter`.
+    async fn launch(
+        addr: SocketAddr,
+        redis: &RedisServer,
+        instance: &str,
+        extra: &[&str],
+        stalled_stdout_log: Option<&str>,
+    ) -> ChildNode {
         let mut args = node_args(redis, extra);
         args.remove(0);
         let at = args
@@ -247,10 +272,13 @@ impl ChildNode {
             std::process::id()
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsfleet"))
-            .args(&args)
-            .args(["--instance-id", instance])
-            .stdout(file.try_clone().unwrap())
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsfleet"));
+        command.args(&args).args(["--instance-id", instance]);
+        match stalled_stdout_log {
+            None => command.stdout(file.try_clone().unwrap()),
+            Some(filter) => command.env("RUST_LOG", filter).stdout(Stdio::piped()),
+        };
+        let child = command
             .stderr(file)
             .kill_on_drop(true)
             .spawn()
