@@ -11,6 +11,7 @@ mod heartbeat;
 mod helpers;
 mod http;
 mod logging;
+mod metrics;
 mod settings;
 mod shutdown;
 mod sockets;
