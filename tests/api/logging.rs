@@ -32,14 +32,25 @@ fn dropped_lines(exposition: &str) -> Option<u64> {
         .map(|v| v.trim().parse().expect("a counter value"))
 }
 
+/// Bound on the whole test: where logging blocks the runtime, the node hangs (it never answers
+/// `/readyz`, whose poll has no timeout of its own) and the test must fail, not hang.
+const TEST_PATIENCE: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn with_stdout_stalled_the_node_serves_counts_dropped_lines_and_exits_in_time() {
+    tokio::time::timeout(TEST_PATIENCE, stalled_stdout_scenario())
+        .await
+        .expect("the node hung with its stdout stalled");
+}
+
+async fn stalled_stdout_scenario() {
     let redis = RedisServer::start().await;
     let shutdown_timeout = Duration::from_secs(3);
     let mut node = ChildNode::start_with_stalled_stdout(
         &redis,
         "stalled",
-        &["--shutdown-timeout", "3s"],
+        // No rate limit: the frames below go out back to back.
+        &["--shutdown-timeout", "3s", "--rate-limit", "0"],
         "trace",
     )
     .await;
