@@ -6,6 +6,13 @@ use std::{fmt, net::SocketAddr, time::Duration};
 use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
+mod duration;
+pub use duration::parse_duration;
+use duration::{
+    parse_bounded, parse_positive, MAX_HTTP_TIMEOUT_SECS, MAX_INTERVAL_SECS,
+    MAX_LEASE_PERIOD_SECS, MAX_REDIS_TIMEOUT_SECS, MAX_SESSION_TTL_SECS, MAX_SHUTDOWN_SECS,
+};
+
 /// Deployment colour of an instance (blue-green).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Color {
@@ -81,24 +88,25 @@ pub struct Config {
     #[arg(long, env = "COLOR", value_enum, default_value_t = Color::Blue)]
     pub color: Color,
 
-    /// How often the fleet sends `{"ts": …}` to every socket.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    /// How often the fleet sends `{"ts": …}` to every socket (at most 1h).
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive::<MAX_INTERVAL_SECS>)]
     pub heartbeat_interval: Duration,
 
-    /// How often each socket is pinged; no pong for two intervals closes it.
-    #[arg(long, env = "PING_INTERVAL", default_value = "20s", value_parser = parse_positive_duration)]
+    /// How often each socket is pinged; no pong for two intervals closes it (at most 1h).
+    #[arg(long, env = "PING_INTERVAL", default_value = "20s", value_parser = parse_positive::<MAX_INTERVAL_SECS>)]
     pub ping_interval: Duration,
 
-    /// Longest time from SIGTERM/SIGINT to exit.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    /// Longest time from SIGTERM/SIGINT to exit (at most 1h).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive::<MAX_SHUTDOWN_SECS>)]
     pub shutdown_timeout: Duration,
 
-    /// Window over which a drain spreads its closes.
-    #[arg(long, env = "DRAIN_SPREAD", default_value = "2s", value_parser = parse_duration)]
+    /// Window over which a drain spreads its closes (less than half of SHUTDOWN_TIMEOUT).
+    #[arg(long, env = "DRAIN_SPREAD", default_value = "2s", value_parser = parse_bounded::<MAX_SHUTDOWN_SECS>)]
     pub drain_spread: Duration,
 
-    /// Idle time after which a session's counter is forgotten (renewed by every message).
-    #[arg(long, env = "SESSION_TTL", default_value = "24h", value_parser = parse_positive_duration)]
+    /// Idle time after which a session's counter is forgotten (renewed by every message; at
+    /// most 365 days).
+    #[arg(long, env = "SESSION_TTL", default_value = "24h", value_parser = parse_positive::<MAX_SESSION_TTL_SECS>)]
     pub session_ttl: Duration,
 
     /// Bearer token for `POST /broadcast`; unset, the endpoint refuses every request.
@@ -136,22 +144,22 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Registry lease: renewed this often, an instance that stops renewing leaves the fleet
-    /// within 3 periods.
-    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
+    /// within 3 periods (at most 10m).
+    #[arg(long, env = "LEASE_PERIOD", default_value = "5s", value_parser = parse_positive::<MAX_LEASE_PERIOD_SECS>)]
     pub lease_period: Duration,
 
-    /// Longest wait for any one Redis command before it counts as unavailable.
-    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    /// Longest wait for any one Redis command before it counts as unavailable (at most 1m).
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "2s", value_parser = parse_positive::<MAX_REDIS_TIMEOUT_SECS>)]
     pub redis_timeout: Duration,
 
     /// Plain HTTP: a request's headers must arrive within this (from the accept, or from its
     /// first byte on a kept-alive connection), else the connection is closed.
-    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_http_timeout)]
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive::<MAX_HTTP_TIMEOUT_SECS>)]
     pub http_header_timeout: Duration,
 
     /// Plain HTTP: a kept-alive connection waiting this long for its next request is closed.
     /// Upgraded WebSockets are not affected.
-    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_http_timeout)]
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive::<MAX_HTTP_TIMEOUT_SECS>)]
     pub http_idle_timeout: Duration,
 }
 
@@ -217,7 +225,9 @@ impl Config {
         })?;
         // The drain has to fit spread closes, registry clean-up and the fleet poll into the
         // shutdown budget, so the spread may use at most half of it.
-        if self.drain_spread * 2 >= self.shutdown_timeout {
+        // Checked: no panic whatever the two values (both are bounded by their parsers too).
+        let spread_twice = self.drain_spread.checked_mul(2);
+        if spread_twice.is_none_or(|twice| twice >= self.shutdown_timeout) {
             return Err(ConfigError::DrainSpread {
                 spread: self.drain_spread,
                 timeout: self.shutdown_timeout,
@@ -294,50 +304,6 @@ fn parse_instance_id(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds (`30`, `0.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 500ms or 30)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is out of range"))
-}
-
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("{s:?} must be greater than zero"));
-    }
-    Ok(d)
-}
-
-/// Longest `HTTP_HEADER_TIMEOUT` / `HTTP_IDLE_TIMEOUT`: a longer wait protects nothing, and the
-/// bound keeps hyper's `now + timeout` far from overflowing.
-const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
-
-fn parse_http_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_positive_duration(s)?;
-    if d > MAX_HTTP_TIMEOUT {
-        return Err(format!("{s:?} is longer than the most allowed, 1h"));
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,24 +313,6 @@ mod tests {
         argv.extend_from_slice(args);
         let config = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
         config.into_settings().map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn durations_accept_units_and_bare_seconds() {
-        let cases = [
-            ("30s", Duration::from_secs(30)),
-            ("500ms", Duration::from_millis(500)),
-            ("30", Duration::from_secs(30)),
-            ("0.25", Duration::from_millis(250)),
-            ("2m", Duration::from_secs(120)),
-            ("1h", Duration::from_secs(3600)),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(parse_duration(input), Ok(expected), "input {input:?}");
-        }
-        for bad in ["", "s", "10x", "-1", "1.2.3s", "ms10"] {
-            assert!(parse_duration(bad).is_err(), "input {bad:?} should fail");
-        }
     }
 
     #[test]
@@ -402,7 +350,7 @@ mod tests {
             (&["--http-header-timeout", "0"], "greater than zero"),
             (
                 &["--http-idle-timeout", "2h"],
-                "longer than the most allowed",
+                "largest allowed, 1h",
             ),
             (
                 &["--http-header-timeout", "10000000000000000000"],
@@ -439,6 +387,55 @@ mod tests {
         }
         assert_eq!(redact_password("redis://host:6379"), "redis://host:6379");
         assert_eq!(redact_password("redis://user@host"), "redis://user@host");
+    }
+
+    #[test]
+    fn every_duration_setting_refuses_values_past_its_maximum() {
+        const HUGE: &str = "10000000000000000000";
+        let cases: &[(&[&str], &str)] = &[
+            (&["--heartbeat-interval", HUGE], "largest allowed, 1h"),
+            (&["--ping-interval", HUGE], "largest allowed, 1h"),
+            (&["--ping-interval", "61m"], "largest allowed, 1h"),
+            (&["--shutdown-timeout", HUGE], "largest allowed, 1h"),
+            (&["--drain-spread", HUGE], "largest allowed, 1h"),
+            (
+                &["--drain-spread", "40m", "--shutdown-timeout", "1h"],
+                "DRAIN_SPREAD",
+            ),
+            (&["--session-ttl", HUGE], "largest allowed, 365d"),
+            (&["--session-ttl", "366days"], "largest allowed, 365d"),
+            (&["--lease-period", "11m"], "largest allowed, 10m"),
+            (&["--redis-timeout", HUGE], "largest allowed, 1m"),
+            (&["--redis-timeout", "1e400"], "not a duration"),
+            (
+                &["--ping-interval", "100000000000000000000000"],
+                "out of range",
+            ),
+        ];
+        for (args, needle) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        let s = parse(&[
+            "--ping-interval",
+            "1h",
+            "--shutdown-timeout",
+            "1h",
+            "--drain-spread",
+            "29m59s",
+            "--session-ttl",
+            "365days",
+            "--lease-period",
+            "1m30s",
+            "--redis-timeout",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(s.ping_interval, Duration::from_secs(3600));
+        assert_eq!(s.drain_spread, Duration::from_secs(29 * 60 + 59));
+        assert_eq!(s.session_ttl, Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(s.lease_period, Duration::from_secs(90));
+        assert_eq!(s.redis_timeout, Duration::from_secs(60));
     }
 
     #[test]

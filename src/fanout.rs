@@ -198,7 +198,7 @@ impl Fanout {
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "ignoring malformed fan-out message"),
+            Err(error) => crate::warn_throttled!(%error, "ignoring malformed fan-out message"),
         }
     }
 }

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use wsfleet::{config::Config, shutdown, startup::Application, telemetry};
@@ -14,11 +14,23 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return fail_config(&error.to_string()),
     };
-    telemetry::init(
+    let logs = telemetry::init(
         settings.log_format,
         &settings.instance_id,
         settings.color.as_str(),
     );
+    let code = run(settings).await;
+    logs.flush(LOG_FLUSH_PATIENCE);
+    code
+}
+
+/// Longest wait at exit for queued log lines to reach stdout. The drain keeps a margin of
+/// 700 ms before `SHUTDOWN_TIMEOUT` for its last steps (src/shutdown.rs); this takes at most
+/// 200 ms of it, so a stalled stdout cannot make the process overrun its deadline. A working
+/// stdout writes a queue of thousands of lines well within it.
+const LOG_FLUSH_PATIENCE: Duration = Duration::from_millis(200);
+
+async fn run(settings: wsfleet::config::Settings) -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {

@@ -1,12 +1,17 @@
 //! Prometheus metrics (prometheus-client), all named `wsfleet_…`.
 //!
 //! No label ever carries a connection or session id: label values come from small fixed sets
-//! (close codes, reject reasons, Redis operations), so the series count stays bounded.
+//! (close codes, reject reasons, Redis operations; `labels.rs` lists them), anything else
+//! counts as `other`, so the series count stays bounded whatever clients send. Every series of
+//! those sets exists at 0 from start-up.
+
+mod labels;
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{
-        counter::Counter,
+        counter::{ConstCounter, Counter},
         family::Family,
         gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
@@ -15,20 +20,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    pub code: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabel {
-    pub operation: &'static str,
-}
+pub use labels::{
+    CloseCodeValue, CodeLabel, OperationFamily, OperationLabel, ReasonLabel, CLOSE_CODES, OTHER,
+    REDIS_OPERATIONS, REJECT_REASONS,
+};
 
 /// Builds the histogram of one Redis operation: 50 µs to ~3.3 s, doubling.
 fn redis_histogram() -> Histogram {
@@ -55,8 +50,8 @@ pub struct Metrics {
     pub messages_received: Counter,
     pub messages_sent: Counter,
     pub message_duration: Histogram,
-    pub redis_errors: Family<OperationLabel, Counter>,
-    pub redis_duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
+    pub redis_errors: OperationFamily<Counter>,
+    pub redis_duration: OperationFamily<Histogram, fn() -> Histogram>,
     /// Seconds since a heartbeat last arrived through the channel; set at scrape time.
     pub heartbeat_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub heartbeats_received: Counter,
@@ -84,8 +79,8 @@ impl Metrics {
             messages_sent: Counter::default(),
             // 50 µs to ~3.3 s: a Redis round trip on loopback is ~100 µs, a stalled one seconds.
             message_duration: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
-            redis_errors: Family::default(),
-            redis_duration: Family::new_with_constructor(redis_histogram),
+            redis_errors: OperationFamily::new(Family::default()),
+            redis_duration: OperationFamily::new(Family::new_with_constructor(redis_histogram)),
             heartbeat_age: Gauge::default(),
             heartbeats_received: Counter::default(),
             startup_duration: Gauge::default(),
@@ -121,7 +116,7 @@ impl Metrics {
         );
         r.register(
             "connections_closed",
-            "WebSocket connections closed, by close code (1006: no close frame)",
+            "WebSocket connections closed, by close code (1006: no close frame; other: a code outside the known set)",
             m.connections_closed.clone(),
         );
         r.register(
@@ -148,13 +143,13 @@ impl Metrics {
         r.register(
             "redis_errors",
             "Redis commands that failed or timed out, by operation",
-            m.redis_errors.clone(),
+            m.redis_errors.family().clone(),
         );
         r.register_with_unit(
             "redis_command_duration",
             "Redis command round trips, by operation",
             Unit::Seconds,
-            m.redis_duration.clone(),
+            m.redis_duration.family().clone(),
         );
         r.register_with_unit(
             "heartbeat_age",
@@ -218,6 +213,18 @@ impl Metrics {
                 color: color.to_string(),
             }),
         );
+        r.register_collector(Box::new(LogLinesDropped));
+        // Every series known in advance exists from the start, at 0. Not the Redis duration
+        // histograms: a quantile of no observations is no data either way, and 12 empty
+        // histograms would add ~240 lines to every scrape.
+        let codes = CLOSE_CODES.iter().map(|&code| CloseCodeValue::Known(code));
+        for code in codes.chain([CloseCodeValue::Other]) {
+            let _ = m.connections_closed.get_or_create(&CodeLabel { code });
+        }
+        for reason in REJECT_REASONS.iter().chain([&OTHER]) {
+            let _ = m.upgrades_rejected.get_or_create(&ReasonLabel { reason });
+        }
+        m.redis_errors.create_all();
         Metrics { registry, ..m }
     }
 
@@ -229,16 +236,39 @@ impl Metrics {
         out
     }
 
+    /// Counts a refused upgrade; `reason` should be one of [`REJECT_REASONS`] (else `other`).
     pub fn rejected(&self, reason: &'static str) {
+        let reason = labels::known_or_other("upgrade reject reason", REJECT_REASONS, reason);
         self.upgrades_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
+    /// Counts a closed socket under its code, or `other` when it is not in [`CLOSE_CODES`]
+    /// (clients choose their close codes).
     pub fn closed(&self, code: u16) {
         self.connections_closed
-            .get_or_create(&CodeLabel { code })
+            .get_or_create(&CodeLabel {
+                code: CloseCodeValue::of(code),
+            })
             .inc();
+    }
+}
+
+/// `wsfleet_log_lines_dropped_total`, read from the log writer at scrape time.
+#[derive(Debug)]
+struct LogLinesDropped;
+
+impl Collector for LogLinesDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(crate::telemetry::dropped_lines());
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because stdout did not keep up (logging never blocks the server)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 
@@ -258,6 +288,12 @@ mod tests {
             "# TYPE wsfleet_messages_received counter",
             "wsfleet_messages_received_total 1",
             "wsfleet_connections_closed_total{code=\"1001\"} 1",
+            "wsfleet_connections_closed_total{code=\"1000\"} 0",
+            "wsfleet_connections_closed_total{code=\"other\"} 0",
+            "wsfleet_upgrades_rejected_total{reason=\"capacity\"} 0",
+            "wsfleet_redis_errors_total{operation=\"increment\"} 0",
+            "# TYPE wsfleet_log_lines_dropped counter",
+            "wsfleet_log_lines_dropped_total 0",
             "wsfleet_message_handling_seconds_bucket",
             "wsfleet_build_info{version=",
             ",commit=\"",

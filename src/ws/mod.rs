@@ -78,7 +78,7 @@ async fn prepare(
         last_count_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
-        tracing::warn!(
+        crate::warn_throttled!(
             max_connections = app.max_connections,
             "connection limit reached; refusing upgrades (raise MAX_CONNECTIONS and the open-file limit, or add instances)"
         );
@@ -99,7 +99,7 @@ async fn prepare(
         .await
         .map_err(|error| {
             app.metrics.rejected("redis_unavailable");
-            tracing::warn!(%error, "refusing upgrade: redis unavailable");
+            crate::warn_throttled!(%error, "refusing upgrade: redis unavailable");
             ApiError::Unavailable("redis unavailable".into())
         })?;
     let accepted = Accepted {

@@ -279,7 +279,7 @@ impl Session {
                 return Some(End::Close(close_code::POLICY_VIOLATION, FENCED_REASON));
             }
             Err(error) => {
-                tracing::warn!(%error, "message not counted: redis unavailable");
+                crate::warn_throttled!(%error, "message not counted: redis unavailable");
                 self.send_json(socket, &ErrorFrame::unavailable()).await
             }
         };

@@ -96,8 +96,39 @@ impl ChildNode {
         instance: &str,
         extra: &[&str],
     ) -> ChildNode {
+        ChildNode::launch(addr, redis, instance, extra, None).await
+    }
+
+    /// With `RUST_LOG=rust_log` and stdout a pipe that nobody reads (a stalled log shipper):
+    /// once the pipe's 64 KiB are full, every write to it blocks. The pipe stays open as long
+    /// as the node does (`child.stdout` is kept, never read).
+    pub async fn start_with_stalled_stdout(
+        redis: &RedisServer,
+        instance: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> ChildNode {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        ChildNode::launch(addr, redis, instance, extra, Some(rust_log)).await
+    }
+
+    /// `stalled_stdout_log`: `None`, stdout and stderr go to the log file; `Some(filter)`,
+    /// stdout is an unread pipe and `RUST_LOG` is `filter`.
+    async fn launch(
+        addr: SocketAddr,
+        redis: &RedisServer,
+        instance: &str,
+        extra: &[&str],
+        stalled_stdout_log: Option<&str>,
+    ) -> ChildNode {
         let (command, log) = node_command(addr, redis, Some(instance), extra);
-        let child = tokio::process::Command::from(command)
+        let mut command = tokio::process::Command::from(command);
+        if let Some(filter) = stalled_stdout_log {
+            command
+                .env("RUST_LOG", filter)
+                .stdout(std::process::Stdio::piped());
+        }
+        let child = command
             .kill_on_drop(true)
             .spawn()
             .expect("the wsfleet binary starts");

@@ -24,7 +24,11 @@ static TRACING: Once = Once::new();
 fn init_tracing() {
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            wsfleet::telemetry::init(wsfleet::config::LogFormat::Pretty, "test", "blue");
+            std::mem::forget(wsfleet::telemetry::init(
+                wsfleet::config::LogFormat::Pretty,
+                "test",
+                "blue",
+            ));
         }
     });
 }

@@ -3,7 +3,8 @@
 //! `observability/` fails here instead of leaving an empty panel or an alert that never fires.
 //!
 //! It starts a real node (in-process, on a `redis-server` of its own), makes it use every
-//! labelled family (prometheus-client prints a labelled family only once it has a series),
+//! labelled family (most exist at 0 from start-up; the Redis duration histograms only once
+//! observed),
 //! reads `GET /metrics`, and compares names with the `# TYPE` lines. A `# TYPE` line names a
 //! family; the series Prometheus stores are that name plus the suffixes of its type (`_total`
 //! for a counter, `_bucket`/`_count`/`_sum` for a histogram, `_info` for an info metric …),
