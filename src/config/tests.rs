@@ -1,0 +1,137 @@
+//! Configuration parsing: defaults, bounds and refusals.
+
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Settings, String> {
+    let mut argv = vec!["wsfleet"];
+    argv.extend_from_slice(args);
+    let config = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+    config.into_settings().map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let s = parse(&[]).unwrap();
+    assert_eq!(s.bind_addr.to_string(), "0.0.0.0:8000");
+    assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+    assert_eq!(s.color, Color::Blue);
+    assert_eq!(s.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(s.ping_interval, Duration::from_secs(20));
+    assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+    assert_eq!(s.drain_spread, Duration::from_secs(2));
+    assert_eq!(s.max_message_bytes, 65536);
+    assert_eq!(s.rate_limit, Some(100));
+    assert_eq!(s.http_header_timeout, Duration::from_secs(10));
+    assert_eq!(s.http_idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.send_queue, 1024);
+    assert!(s.broadcast_token.is_none());
+    assert!(!s.instance_id.is_empty());
+}
+
+#[test]
+fn bad_values_are_refused_with_a_reason() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bind-addr", "nope"], "bind-addr"),
+        (&["--color", "red"], "red"),
+        (&["--heartbeat-interval", "0"], "greater than zero"),
+        (&["--ping-interval", "fast"], "not a duration"),
+        (&["--max-message-bytes", "0"], "max-message-bytes"),
+        (&["--redis-url", "http://x"], "REDIS_URL"),
+        (&["--drain-spread", "6s"], "DRAIN_SPREAD"),
+        (&["--instance-id", "a b"], "instance-id"),
+        (&["--broadcast-token", ""], "BROADCAST_TOKEN"),
+        (&["--max-connections", "0"], "max-connections"),
+        (&["--http-header-timeout", "0"], "greater than zero"),
+        (&["--http-idle-timeout", "2h"], "largest allowed, 1h"),
+        (
+            &["--http-header-timeout", "10000000000000000000"],
+            "longer than",
+        ),
+        (&["--send-queue", "15"], "send-queue"),
+        (&["--send-queue", "16385"], "send-queue"),
+    ];
+    for (args, needle) in cases {
+        let err = parse(args).expect_err(&format!("{args:?} should fail"));
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_bad_redis_url_error_does_not_show_the_password() {
+    let cases = [
+        (
+            "redis://user:hunter2@localhost:notaport",
+            "redis://user:***@localhost:notaport",
+        ),
+        ("redis://:hunter2@[::1:6379/0", "redis://:***@[::1:6379/0"),
+        ("rediss://user:hunter2@host", "rediss://user:***@host"),
+        ("redis://u:hun/t@er2@host:x", "redis://u:***@host:x"),
+        ("user:hunter2@host", "user:***@host"),
+    ];
+    for (url, shown) in cases {
+        let err = parse(&["--redis-url", url]).expect_err(url);
+        assert!(
+            !err.contains("hunter2") && !err.contains("hun/t"),
+            "{url}: {err}"
+        );
+        assert!(err.contains(shown), "{url}: {err}");
+    }
+    assert_eq!(redact_password("redis://host:6379"), "redis://host:6379");
+    assert_eq!(redact_password("redis://user@host"), "redis://user@host");
+}
+
+#[test]
+fn every_duration_setting_refuses_values_past_its_maximum() {
+    const HUGE: &str = "10000000000000000000";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--heartbeat-interval", HUGE], "largest allowed, 1h"),
+        (&["--ping-interval", HUGE], "largest allowed, 1h"),
+        (&["--ping-interval", "61m"], "largest allowed, 1h"),
+        (&["--shutdown-timeout", HUGE], "largest allowed, 1h"),
+        (&["--drain-spread", HUGE], "largest allowed, 1h"),
+        (
+            &["--drain-spread", "40m", "--shutdown-timeout", "1h"],
+            "DRAIN_SPREAD",
+        ),
+        (&["--session-ttl", HUGE], "largest allowed, 365d"),
+        (&["--session-ttl", "366days"], "largest allowed, 365d"),
+        (&["--lease-period", "11m"], "largest allowed, 10m"),
+        (&["--redis-timeout", HUGE], "largest allowed, 1m"),
+        (&["--redis-timeout", "1e400"], "not a duration"),
+        (
+            &["--ping-interval", "100000000000000000000000"],
+            "out of range",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = parse(args).expect_err(&format!("{args:?} should fail"));
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let s = parse(&[
+        "--ping-interval",
+        "1h",
+        "--shutdown-timeout",
+        "1h",
+        "--drain-spread",
+        "29m59s",
+        "--session-ttl",
+        "365days",
+        "--lease-period",
+        "1m30s",
+        "--redis-timeout",
+        "1m",
+    ])
+    .unwrap();
+    assert_eq!(s.ping_interval, Duration::from_secs(3600));
+    assert_eq!(s.drain_spread, Duration::from_secs(29 * 60 + 59));
+    assert_eq!(s.session_ttl, Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(s.lease_period, Duration::from_secs(90));
+    assert_eq!(s.redis_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn secrets_do_not_show_in_debug_output() {
+    let s = parse(&["--broadcast-token", "hunter2"]).unwrap();
+    assert!(!format!("{s:?}").contains("hunter2"));
+    assert_eq!(s.broadcast_token.unwrap().expose(), "hunter2");
+}
