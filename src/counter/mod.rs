@@ -20,6 +20,9 @@
 
 mod scripts;
 
+/// The scripts, for tests that hold their rules against a real Redis and for the bench.
+pub use scripts::{CLAIM_LUA, INCREMENT_BATCH_LUA};
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -143,8 +146,7 @@ impl Counter {
             counter: self.clone(),
             key: Key::from(session_key(session)),
             token: Value::from(token),
-            seq: 0,
-            first_unsure: 0,
+            unsure: false,
             count: claim.count,
             touched: Instant::now(),
         }
@@ -157,11 +159,9 @@ pub struct SessionCounter {
     key: Key,
     /// This socket's writer token (see `scripts::CLAIM_LUA`); a cheap clone per message.
     token: Value,
-    /// Attempts made so far; numbers each attempt within the socket.
-    seq: u64,
-    /// The first attempt answered `unavailable` since the last count (0: none). Redis may
-    /// still have run it and those after it, so the next attempt carries it.
-    first_unsure: u64,
+    /// Whether an attempt was answered `unavailable` since the last count. Redis may still
+    /// have run it, so the next attempt says so (see `scripts::INCREMENT_BATCH_LUA`).
+    unsure: bool,
     /// The highest count this socket has told its client: the floor below which the counter
     /// never goes, and the `bye` total.
     count: u64,
@@ -173,9 +173,8 @@ impl SessionCounter {
     /// Counts one frame. An error means `unavailable`: not counted as far as the client can
     /// know, and safe to resend (on this socket, or on a new one after a reconnect).
     pub async fn increment(&mut self) -> Result<Counted, StoreError> {
-        self.seq += 1;
         let (key, token) = (self.key.clone(), self.token.clone());
-        let (seq, first_unsure, floor) = (self.seq, self.first_unsure, self.count);
+        let (unsure, floor) = (self.unsure, self.count);
         let result = batch::call(
             &self.counter.requests,
             self.counter.timeout,
@@ -183,8 +182,7 @@ impl SessionCounter {
             |reply| Request {
                 key,
                 token,
-                seq,
-                first_unsure,
+                unsure,
                 floor,
                 reply,
             },
@@ -193,12 +191,11 @@ impl SessionCounter {
         match result {
             Ok(Counted::Count(n)) => {
                 self.count = self.count.max(n);
-                self.first_unsure = 0;
+                self.unsure = false;
                 self.touched = Instant::now();
             }
             Ok(Counted::Fenced) => {}
-            Err(_) if self.first_unsure == 0 => self.first_unsure = self.seq,
-            Err(_) => {}
+            Err(_) => self.unsure = true,
         }
         result
     }
@@ -231,8 +228,7 @@ impl SessionCounter {
 struct Request {
     key: Key,
     token: Value,
-    seq: u64,
-    first_unsure: u64,
+    unsure: bool,
     floor: u64,
     reply: oneshot::Sender<Result<Counted, StoreError>>,
 }
@@ -260,14 +256,13 @@ impl batch::Sender for IncrementBatches {
 
     async fn send(&self, batch: Vec<Request>) {
         let mut keys = Vec::with_capacity(batch.len());
-        let mut args = Vec::with_capacity(1 + 4 * batch.len());
+        let mut args = Vec::with_capacity(1 + 3 * batch.len());
         args.push(Value::from(self.ttl_ms));
         let mut replies = Vec::with_capacity(batch.len());
         for request in batch {
             keys.push(request.key);
             args.push(request.token);
-            args.push(Value::from(request.seq as i64));
-            args.push(Value::from(request.first_unsure as i64));
+            args.push(Value::from(if request.unsure { "1" } else { "0" }));
             args.push(Value::from(request.floor.min(i64::MAX as u64) as i64));
             replies.push(request.reply);
         }

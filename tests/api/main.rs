@@ -5,6 +5,7 @@ mod broadcast;
 mod client;
 #[path = "../common/mod.rs"]
 mod common;
+mod counter_script;
 mod counting;
 mod drain_deadline;
 mod exactly_once;
