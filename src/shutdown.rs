@@ -7,7 +7,8 @@
 //! 4. its connections are removed from the registry;
 //! 5. it polls the fleet until no draining instance holds a connection (siblings stopped
 //!    with it) or the deadline comes;
-//! 6. it leaves the registry and returns, within `SHUTDOWN_TIMEOUT` of the signal.
+//! 6. it leaves the registry;
+//! 7. the HTTP server stops, and [`stop`] returns, within `SHUTDOWN_TIMEOUT` of the signal.
 
 use std::{
     sync::atomic::Ordering,
@@ -52,8 +53,34 @@ fn exit_deadline(state: &SharedState, signalled: Instant) -> Instant {
         .unwrap_or_else(|| signalled + Duration::from_secs(365 * 24 * 3600))
 }
 
+/// The HTTP server and its stop signal: stopped last, once the sockets are drained, so that
+/// `/readyz` keeps answering 503 (not connection refused) to load balancers meanwhile.
+pub struct Http {
+    pub stop: CancellationToken,
+    pub server: JoinHandle<()>,
+}
+
+/// Everything from the signal to the exit: the drain, then the HTTP server, within
+/// `SHUTDOWN_TIMEOUT` of `signalled`.
+pub async fn stop(state: &SharedState, signalled: Instant, background: Background, http: Http) {
+    drain(state, signalled, background).await;
+    http.stop.cancel();
+    let left = remaining(state, signalled);
+    if tokio::time::timeout(left, http.server).await.is_err() {
+        tracing::warn!("HTTP connections still open at the deadline; exiting anyway");
+    }
+    state
+        .metrics
+        .shutdown_duration
+        .set(signalled.elapsed().as_secs_f64());
+    tracing::info!(
+        elapsed_ms = signalled.elapsed().as_millis() as u64,
+        "shutdown complete"
+    );
+}
+
 /// Time left before the exit deadline.
-pub fn remaining(state: &SharedState, signalled: Instant) -> Duration {
+fn remaining(state: &SharedState, signalled: Instant) -> Duration {
     exit_deadline(state, signalled).saturating_duration_since(Instant::now())
 }
 
@@ -61,7 +88,7 @@ pub fn remaining(state: &SharedState, signalled: Instant) -> Duration {
 /// `EXIT_MARGIN` before the exit deadline, whatever Redis does: each Redis call has its own
 /// `--redis-timeout` too, but a drain that waits for several of them in turn once took 11.4 s
 /// of a 10 s `SHUTDOWN_TIMEOUT` with Redis SIGSTOPped.
-pub async fn drain(state: &SharedState, signalled: Instant, background: Background) {
+async fn drain(state: &SharedState, signalled: Instant, background: Background) {
     let exit = exit_deadline(state, signalled);
     let deadline = exit
         .checked_sub(EXIT_MARGIN)

@@ -155,29 +155,19 @@ impl Application {
                 };
             }
         }
-        let signalled = Instant::now();
-        shutdown::drain(
+        shutdown::stop(
             &state,
-            signalled,
+            Instant::now(),
             shutdown::Background {
                 cancel: background,
                 tasks: vec![lease, subscriber, heartbeat],
             },
+            shutdown::Http {
+                stop: http_stop,
+                server,
+            },
         )
         .await;
-        http_stop.cancel();
-        let left = shutdown::remaining(&state, signalled);
-        if tokio::time::timeout(left, server).await.is_err() {
-            tracing::warn!("HTTP connections still open at the deadline; exiting anyway");
-        }
-        state
-            .metrics
-            .shutdown_duration
-            .set(signalled.elapsed().as_secs_f64());
-        tracing::info!(
-            elapsed_ms = signalled.elapsed().as_millis() as u64,
-            "shutdown complete"
-        );
         Ok(())
     }
 }

@@ -13,30 +13,122 @@ use crate::helpers::RedisServer;
 
 const KEY: &str = "wsfleet:session:rules";
 
+/// Stored state (`w`, `n`), the attempt (token, in doubt, floor), and what must come of it.
+struct Case {
+    w: Option<&'static str>,
+    n: Option<i64>,
+    token: &'static str,
+    unsure: &'static str,
+    floor: i64,
+    answer: i64,
+    /// The counter afterwards.
+    after: i64,
+}
+
 #[tokio::test]
 async fn each_state_and_attempt_gets_the_documented_answer() {
     let redis = RedisServer::start().await;
     let client = redis.client().await;
-    // (stored w, stored n, attempt's token, unsure, floor) -> (answer, n afterwards)
-    let cases: &[(Option<&str>, Option<i64>, &str, &str, i64, i64, i64)] = &[
+    let cases = [
         // the writer counts on from n
-        (Some("me"), Some(5), "me", "0", 5, 6, 6),
+        Case {
+            w: Some("me"),
+            n: Some(5),
+            token: "me",
+            unsure: "0",
+            floor: 5,
+            answer: 6,
+            after: 6,
+        },
         // another socket claimed the session: refused, nothing counted
-        (Some("other"), Some(5), "me", "0", 5, -1, 5),
-        (Some("other"), Some(5), "me", "1", 5, -1, 5),
+        Case {
+            w: Some("other"),
+            n: Some(5),
+            token: "me",
+            unsure: "0",
+            floor: 5,
+            answer: -1,
+            after: 5,
+        },
+        Case {
+            w: Some("other"),
+            n: Some(5),
+            token: "me",
+            unsure: "1",
+            floor: 5,
+            answer: -1,
+            after: 5,
+        },
         // an attempt in doubt ran late (n above the floor): the resend gets its count again
-        (Some("me"), Some(6), "me", "1", 5, 6, 6),
+        Case {
+            w: Some("me"),
+            n: Some(6),
+            token: "me",
+            unsure: "1",
+            floor: 5,
+            answer: 6,
+            after: 6,
+        },
         // n above the floor and nothing in doubt: an old attempt after a later one, refused
-        (Some("me"), Some(6), "me", "0", 5, -2, 6),
+        Case {
+            w: Some("me"),
+            n: Some(6),
+            token: "me",
+            unsure: "0",
+            floor: 5,
+            answer: -2,
+            after: 6,
+        },
         // Redis went back (older dump): count on above the floor, not from n
-        (Some("me"), Some(3), "me", "0", 6, 7, 7),
+        Case {
+            w: Some("me"),
+            n: Some(3),
+            token: "me",
+            unsure: "0",
+            floor: 6,
+            answer: 7,
+            after: 7,
+        },
         // Redis lost the session: the socket claims it again above its floor
-        (None, None, "me", "0", 6, 7, 7),
-        (None, None, "me", "1", 6, 7, 7),
+        Case {
+            w: None,
+            n: None,
+            token: "me",
+            unsure: "0",
+            floor: 6,
+            answer: 7,
+            after: 7,
+        },
+        Case {
+            w: None,
+            n: None,
+            token: "me",
+            unsure: "1",
+            floor: 6,
+            answer: 7,
+            after: 7,
+        },
         // a new session's first message
-        (Some("me"), None, "me", "0", 0, 1, 1),
+        Case {
+            w: Some("me"),
+            n: None,
+            token: "me",
+            unsure: "0",
+            floor: 0,
+            answer: 1,
+            after: 1,
+        },
     ];
-    for &(w, n, token, unsure, floor, answer, after) in cases {
+    for Case {
+        w,
+        n,
+        token,
+        unsure,
+        floor,
+        answer,
+        after,
+    } in cases
+    {
         let _: i64 = client.del(KEY).await.unwrap();
         if let Some(w) = w {
             let _: i64 = client.hset(KEY, ("w", w)).await.unwrap();
