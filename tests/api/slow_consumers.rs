@@ -15,8 +15,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::helpers::{get_json, spawn_app, Client, RedisServer};
 
-/// Broadcasts sent; each is a frame of ~16 KB.
-const BROADCASTS: usize = 2000;
+/// Broadcasts sent; each is a frame of ~16 KB. The stalled sockets' kernel buffers take a few
+/// hundred of them (the server's send buffer grows to megabytes) before a write blocks; past
+/// that, SEND_QUEUE (16 here) more frames release them, well before the last broadcast.
+const BROADCASTS: usize = 800;
 
 /// A socket that reads its welcome and never reads again, with a small receive buffer so
 /// that the server's writes to it block soon.
@@ -40,9 +42,17 @@ async fn non_reader(addr: std::net::SocketAddr, url: &str) -> WebSocketStream<Tc
 async fn sockets_that_stop_reading_are_released_past_send_queue_while_the_broadcasts_go_on() {
     let redis = RedisServer::start().await;
     // Pings every 60 s: a ping timeout (two intervals) cannot be what closes anyone here.
+    // The smallest SEND_QUEUE, so that a loaded machine needs few broadcasts to show it.
     let app = spawn_app(
         &redis,
-        &["--ping-interval", "60s", "--broadcast-token", "t"],
+        &[
+            "--ping-interval",
+            "60s",
+            "--send-queue",
+            "16",
+            "--broadcast-token",
+            "t",
+        ],
     )
     .await;
     let url = app.ws_url(None);

@@ -164,11 +164,23 @@ async fn origins_outside_the_allowlist_are_refused_with_403() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
     let redis = RedisServer::start().await;
-    // Pings every second: the reading client's pong waits behind the megabytes of broadcasts
-    // queued before the ping on its socket; at 300 ms (a pong due within 600 ms) that wait
-    // alone could cut a client off that reads as fast as it can. The silent client is still
-    // cut off: its writes block for two intervals.
-    let app = spawn_app(&redis, &["--ping-interval", "1s", "--broadcast-token", "t"]).await;
+    // The silent client is cut off as a slow consumer: 16 frames behind (the smallest
+    // SEND_QUEUE) once its socket's buffers are full. Pings every 5 s: the reading client's
+    // pong waits behind the megabytes of broadcasts queued before the ping on its socket, and
+    // on a busy machine (CI's two cores, every test at once) 1 s pings cut off a client that
+    // reads as fast as it can.
+    let app = spawn_app(
+        &redis,
+        &[
+            "--ping-interval",
+            "5s",
+            "--send-queue",
+            "16",
+            "--broadcast-token",
+            "t",
+        ],
+    )
+    .await;
     let _slow = Client::connect(&app.ws_url(None)).await; // never reads again
     let mut fast = Client::connect(&app.ws_url(None)).await;
     let total = 600;
