@@ -57,7 +57,7 @@ write_nginx_config() {
         "WSFLEET_LISTEN=$NGINX_LISTEN" "WSFLEET_UPSTREAM_SERVERS=${servers%$'\n    '}" \
         "WSFLEET_LIMIT_CONN=$NGINX_LIMIT_CONN" "WSFLEET_LIMIT_RATE=$NGINX_LIMIT_RATE" \
         "WSFLEET_LIMIT_BURST=$NGINX_LIMIT_BURST" "WSFLEET_ACCESS_LOG=$NGINX_DIR/access.log" \
-        "WSFLEET_CONFIG_ID=$CONFIG_ID"
+        "WSFLEET_CONFIG_ID=$CONFIG_ID" "WSFLEET_STATUS_LISTEN=unix:$NGINX_DIR/status.sock"
     local check
     if ! check="$(nginx_cmd -t 2>&1)"; then
         say "$check" >&2
@@ -111,6 +111,9 @@ stop_nginx_orphans() {
 # pid is ours to track) and waits until it serves the configuration just written.
 nginx_start() {
     stop_nginx_orphans
+    # A master killed with SIGKILL leaves its status socket behind, and nginx will not bind a
+    # unix socket whose file exists. No nginx of ours runs here, so it is stale.
+    rm -f "$NGINX_DIR/status.sock"
     if port_open "$PORT"; then
         die "port $PORT is already in use by a process make up did not start: set PORT to a free port (make up PORT=8081)"
     fi

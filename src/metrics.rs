@@ -6,6 +6,7 @@
 //! those sets exists at 0 from start-up.
 
 mod labels;
+mod process;
 
 use prometheus_client::{
     collector::Collector,
@@ -214,6 +215,7 @@ impl Metrics {
             }),
         );
         r.register_collector(Box::new(LogLinesDropped));
+        r.register_collector(Box::new(process::ProcessMetrics));
         // Every series known in advance exists from the start, at 0. Not the Redis duration
         // histograms: a quantile of no observations is no data either way, and 12 empty
         // histograms would add ~240 lines to every scrape.

@@ -1,7 +1,7 @@
 //! Metric series stay bounded whatever clients send, and every series known in advance is
-//! there at 0 from start-up.
+//! there at 0 from start-up. The process metrics are the node's own, and plausible.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::{
@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::{
     Message,
 };
 
-use crate::helpers::{eventually, spawn_app, Client, RedisServer};
+use crate::helpers::{eventually, spawn_app, ws_url, ChildNode, Client, RedisServer, PATIENCE};
 
 async fn scrape(app: &crate::helpers::TestApp) -> String {
     reqwest::get(app.http("/metrics"))
@@ -126,4 +126,88 @@ async fn two_hundred_client_chosen_close_codes_create_no_new_series() {
     .await;
     let after = series(&text, "wsfleet_connections_closed_total");
     assert_eq!(after.len(), before, "{after:#?}");
+}
+
+/// The value of the unlabelled series `name` in `exposition`; panics when it is missing.
+fn value(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{exposition}"))
+}
+
+#[tokio::test]
+async fn a_node_reports_its_own_cpu_time_memory_and_file_descriptors() {
+    let redis = RedisServer::start().await;
+    let unix_now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let began = unix_now();
+    // A child process, so that the numbers are the node's and not the test runner's; no rate
+    // limit, so that one socket can make it work as fast as Redis answers.
+    let node = ChildNode::start(&redis, "process-metrics", &["--rate-limit", "0"]).await;
+    let url = format!("http://{}/metrics", node.addr);
+    let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };
+
+    let first = scrape().await;
+    let open = value(&first, "wsfleet_process_open_fds");
+    let max = value(&first, "wsfleet_process_max_fds");
+    assert!(open >= 1.0 && open <= max, "open {open}, max {max}");
+    // The limit the node raised its soft limit to, of which it keeps 64 (FD_RESERVE in
+    // src/startup.rs) for everything but client sockets.
+    assert_eq!(
+        max,
+        value(&first, "wsfleet_connections_max") + 64.0,
+        "{first}"
+    );
+    // A node's binary, stacks and heap: a few MiB; a GiB would be a wrong unit or a leak.
+    let rss = value(&first, "wsfleet_process_resident_memory_bytes");
+    assert!(
+        (1 << 20) as f64 <= rss && rss < (1 << 30) as f64,
+        "rss {rss}"
+    );
+    let start = value(&first, "wsfleet_process_start_time_seconds");
+    // /proc counts the start in clock ticks from a boot time in whole seconds: a second of slack.
+    assert!(
+        began - 1.0 <= start && start <= unix_now() + 1.0,
+        "start {start}, test {began}"
+    );
+
+    // Each socket is a file descriptor of the node.
+    const SOCKETS: usize = 20;
+    let mut clients = Vec::new();
+    for i in 0..SOCKETS {
+        let url = ws_url(node.addr, Some(&format!("process-metrics-{i}")));
+        clients.push(Client::connect(&url).await);
+    }
+    eventually("the node's open fds to count the sockets", || async {
+        let text = scrape().await;
+        let now = value(&text, "wsfleet_process_open_fds");
+        (now >= open + SOCKETS as f64 && now <= max).then_some(())
+    })
+    .await;
+
+    // CPU seconds grow with work: counted messages until the node has spent 50 ms (5 clock
+    // ticks) more than at the first scrape, within PATIENCE.
+    let cpu = value(&first, "wsfleet_process_cpu_seconds_total");
+    let deadline = Instant::now() + PATIENCE;
+    let mut messages = 0;
+    let grown = loop {
+        for client in &mut clients {
+            client.send("work").await;
+            client.next_reply().await;
+            messages += 1;
+        }
+        let now = value(&scrape().await, "wsfleet_process_cpu_seconds_total");
+        if now >= cpu + 0.05 || Instant::now() > deadline {
+            break now;
+        }
+    };
+    assert!(
+        grown >= cpu + 0.05,
+        "CPU seconds went from {cpu} to {grown} over {messages} messages"
+    );
 }

@@ -65,13 +65,24 @@ async fn clients_resuming_through_nginx_lose_no_count_across_scale_promote_and_s
     );
     fleet.expect_instances(2, "blue").await;
 
-    // /broadcast and /metrics are not on the public listener.
-    for (method, path) in [("POST", "/broadcast"), ("GET", "/metrics")] {
+    // /broadcast, /metrics and nginx's stub_status are not on the public listener.
+    for (method, path) in [
+        ("POST", "/broadcast"),
+        ("GET", "/metrics"),
+        ("GET", "/nginx_status"),
+    ] {
         let url = format!("http://127.0.0.1:{}{path}", fleet.port);
         let request = reqwest::Client::new().request(method.parse().unwrap(), &url);
         let status = request.send().await.unwrap().status().as_u16();
         assert_eq!(status, 404, "{method} {path} through nginx");
     }
+
+    // stub_status answers on its own socket in the run directory (docs/OBSERVABILITY.md#nginx).
+    let status_page = nginx_status(&fleet.run_dir.join("nginx/status.sock")).await;
+    assert!(
+        status_page.starts_with("HTTP/1.1 200") && status_page.contains("Active connections:"),
+        "{status_page}"
+    );
 
     let clients = 200;
     let traffic = Arc::new(Traffic::default());
@@ -235,4 +246,24 @@ async fn a_promote_whose_new_colour_fails_rolls_back_and_the_old_colour_keeps_se
     drop((socket, fresh));
 
     tokio::task::block_in_place(|| fleet.down_and_check_nothing_is_left());
+}
+
+/// The whole response to `GET /nginx_status` on nginx's status socket `path`.
+async fn nginx_status(path: &std::path::Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::UnixStream::connect(path).await?;
+        socket
+            .write_all(b"GET /nginx_status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        // HTTP/1.0: nginx closes the connection after the response.
+        socket.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    match tokio::time::timeout(PATIENCE, exchange).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => panic!("GET /nginx_status on {}: {error}", path.display()),
+        Err(_) => panic!("GET /nginx_status on {}: no answer in time", path.display()),
+    }
 }

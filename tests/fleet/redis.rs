@@ -1,7 +1,8 @@
 //! `make up`'s Redis and `make status` as a health check: Redis runs with the append-only file
 //! and a memory bound (scripts/lib-redis.sh), so a SIGKILLed redis-server that `make up` starts
 //! again still has every count; `make status` exits non-zero whenever no client on :PORT would
-//! be served (nothing running, or no ready instance behind nginx), and 0 when one would.
+//! be served (nothing running, or no ready instance behind nginx), and 0 when one would. A
+//! SIGKILLed nginx master is started again by `make up` too.
 
 use super::*;
 
@@ -128,6 +129,16 @@ async fn make_ups_redis_keeps_counts_through_a_sigkill_and_make_status_says_when
     );
     assert_eq!(send_and_count(&mut socket).await, 4);
     drop(socket);
+    expect_status(&mut fleet, true).await;
+
+    // nginx's master SIGKILLed too: its workers outlive it and its status socket stays behind,
+    // a file nginx will not bind over. make up stops the workers, removes the socket and
+    // starts nginx again, stub_status included.
+    assert!(send_signal(fleet.nginx_master_pid() as i32, SIGKILL));
+    let again = tokio::task::block_in_place(|| fleet.make("up", &[], limit));
+    again.assert_ok("make up after nginx was killed");
+    let status_page = nginx_status(&fleet.run_dir.join("nginx/status.sock")).await;
+    assert!(status_page.starts_with("HTTP/1.1 200"), "{status_page}");
     expect_status(&mut fleet, true).await;
 
     tokio::task::block_in_place(|| fleet.down_and_check_nothing_is_left());

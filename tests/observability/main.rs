@@ -59,6 +59,12 @@ async fn the_dashboard_and_the_alert_rules_only_query_metrics_wsfleet_exports() 
         "wsfleet_connections_active",
         "wsfleet_fleet_connections",
         "wsfleet_messages_received_total",
+        // The process metrics (src/metrics/process.rs), read from /proc at each scrape.
+        "wsfleet_process_cpu_seconds_total",
+        "wsfleet_process_resident_memory_bytes",
+        "wsfleet_process_open_fds",
+        "wsfleet_process_max_fds",
+        "wsfleet_process_start_time_seconds",
     ] {
         assert!(
             exported.contains(name),
