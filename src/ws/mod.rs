@@ -1,9 +1,12 @@
 //! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, capacity,
 //! draining, the claim on the session in Redis), then hands the socket to [`session`].
 
+mod close;
 mod rate_limit;
 pub mod session;
 mod slow;
+#[cfg(test)]
+mod socket_tests;
 
 use std::sync::Arc;
 

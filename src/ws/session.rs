@@ -1,62 +1,116 @@
 //! One socket's life: welcome, then a single task that `select!`s over the client's frames,
 //! the fan-out (which also carries the drain signal) and one timer (pings and silence),
-//! until one of them ends it. Every branch is polled at each wake-up of the task, so there
-//! are as few as there can be: each costs CPU on every message and every broadcast.
+//! until one of them ends it (the endings are in [`super::close`]). Every branch is polled at
+//! each wake-up of the task, so there are as few as there can be: each costs CPU on every
+//! message and every broadcast.
 //!
 //! One task per socket, no writer task: a reply is written before the next frame is read, so
 //! replies keep their order and a socket costs one task. Every write is bounded by two ping
 //! intervals; a peer that cannot take a frame for that long is dead anyway.
+//!
+//! The loop ([`Session`]) knows nothing of the network or of Redis: it takes any
+//! `Sink + Stream` of messages (axum's `WebSocket` in the server, channels in its tests, see
+//! src/ws/socket_tests.rs) and any [`Counting`] (the session counter in the server). Everything else
+//! a socket does (the registry, the open and close counts, its log span) is in [`run`].
 
-use std::{
-    pin::pin,
-    time::{Duration, Instant},
+use std::{future::Future, pin::pin, sync::Arc, time::Duration};
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::{
+    sync::broadcast::{error::RecvError, Receiver},
+    time::Instant,
 };
-
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
-use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tracing::Instrument;
 
 use super::{
+    close::{classify, End, FENCED_REASON},
     rate_limit::TokenBucket,
     slow::{self, Forwarded},
     Accepted,
 };
 use crate::{
+    config::Settings,
     counter::{Counted, SessionCounter},
-    fanout::Fanned,
-    protocol::{close_code, Bye, CountReply, ErrorFrame, Welcome},
+    fanout::{Fanned, Fanout},
+    metrics::Metrics,
+    protocol::{close_code, CountReply, ErrorFrame, Welcome},
     state::SharedState,
+    store::StoreError,
 };
 
-const DRAIN_REASON: &str = "server shutting down";
-const PING_TIMEOUT_REASON: &str = "ping timeout";
-const FENCED_REASON: &str = "session resumed elsewhere";
+/// What a socket's loop reads and writes: axum's `WebSocket`, or a pair of channels in tests.
+pub trait Socket:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+{
+}
 
-/// How a socket's loop ended.
-enum End {
-    /// Close the socket with this code and reason.
-    Close(u16, &'static str),
-    /// Nothing heard for two ping intervals: send the close frame (1008) but do not wait for
-    /// a reply from a peer that is most likely gone.
-    Unresponsive,
-    /// The drain asked this socket to go: `bye`, then 1001.
-    Drain,
-    /// More than `SEND_QUEUE` fan-out frames behind: 1013, tried briefly, then released
-    /// (see [`super::slow`]).
-    Slow,
-    /// The peer closed (with this code, 1005 when it gave none) or vanished (1006).
-    Peer(u16),
+impl<T> Socket for T where
+    T: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Unpin
+        + Send
+{
+}
+
+/// What a socket's loop needs of its session's counter ([`SessionCounter`] in the server).
+pub trait Counting: Send {
+    /// Counts one text frame (see [`SessionCounter::increment`]).
+    fn increment(&mut self) -> impl Future<Output = Result<Counted, StoreError>> + Send;
+    /// The highest count told to the client: the `bye` total.
+    fn count(&self) -> u64;
+    /// When the session's TTL next needs renewing.
+    fn touch_due(&self) -> Instant;
+    /// Renews the session's TTL.
+    fn touch(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl Counting for SessionCounter {
+    fn increment(&mut self) -> impl Future<Output = Result<Counted, StoreError>> + Send {
+        SessionCounter::increment(self)
+    }
+    fn count(&self) -> u64 {
+        SessionCounter::count(self)
+    }
+    fn touch_due(&self) -> Instant {
+        Instant::from_std(SessionCounter::touch_due(self))
+    }
+    fn touch(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        SessionCounter::touch(self)
+    }
+}
+
+/// The settings a socket's loop uses (a copy of the few it needs from [`Settings`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SocketSettings {
+    pub ping_interval: Duration,
+    pub send_queue: usize,
+    pub drain_spread: Duration,
+    pub rate_limit: Option<u32>,
+}
+
+impl From<&Settings> for SocketSettings {
+    fn from(s: &Settings) -> Self {
+        SocketSettings {
+            ping_interval: s.ping_interval,
+            send_queue: s.send_queue,
+            drain_spread: s.drain_spread,
+            rate_limit: s.rate_limit,
+        }
+    }
 }
 
 /// The socket was lost while writing to it.
-struct Gone;
+pub struct Gone;
 
-struct Session {
-    app: SharedState,
-    conn_id: u64,
+/// One socket's loop and what it needs: no Redis, no network of its own.
+pub struct Session<C> {
+    pub settings: SocketSettings,
+    /// Its drain flag is checked between frames.
+    pub fanout: Arc<Fanout>,
+    pub metrics: Arc<Metrics>,
     /// This socket's side of the session counter; its count is the `bye` total.
-    counter: SessionCounter,
+    pub counter: C,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
@@ -85,9 +139,9 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     } = accepted;
     let (count, resumed) = (claim.count, claim.existed);
     // Subscribe before announcing presence so that nothing published after the welcome is lost.
+    // A socket that subscribed after the drain was told on the rings sees the drain flag
+    // before its first frame (see `Session::serve`).
     let fanout = app.fanout.subscribe(conn_id);
-    // A socket that subscribed after the drain was told on the rings sees its flag here.
-    let drain_at_once = app.fanout.is_draining();
     app.metrics.connections_opened.inc();
     app.metrics.connections_active.inc();
     // A small future: the registry's writer task makes the Redis call (src/registry_writes.rs),
@@ -102,16 +156,12 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         "connection opened"
     );
 
-    let mut s = Session {
-        conn_id,
-        counter: app.counter.for_socket(&session, &token, claim),
-        bucket: app
-            .settings
-            .rate_limit
-            .map(|rate| TokenBucket::new(rate, Instant::now())),
-        write_timeout: app.settings.ping_interval * 2,
-        app: app.clone(),
-    };
+    let mut s = Session::new(
+        SocketSettings::from(&app.settings),
+        app.fanout.clone(),
+        app.metrics.clone(),
+        app.counter.for_socket(&session, &token, claim),
+    );
     let welcome = Welcome {
         session_uuid: session.to_string(),
         count,
@@ -119,46 +169,50 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         instance: app.registry.instance_id().to_string(),
         repaired: claim.repaired,
     };
-    let end = match s.send_json(&mut socket, &welcome).await {
-        Ok(()) if drain_at_once => End::Drain,
-        Ok(()) => s.serve(&mut socket, fanout).await,
-        Err(Gone) => End::Peer(1006),
-    };
-    let (code, reason) = match end {
-        End::Close(code, reason) => {
-            s.close(&mut socket, code, reason).await;
-            (code, reason)
-        }
-        End::Unresponsive => {
-            let frame = CloseFrame {
-                code: close_code::POLICY_VIOLATION,
-                reason: Utf8Bytes::from_static(PING_TIMEOUT_REASON),
-            };
-            let _ = s.send(&mut socket, Message::Close(Some(frame))).await;
-            (close_code::POLICY_VIOLATION, PING_TIMEOUT_REASON)
-        }
-        End::Drain => {
-            s.drain(&mut socket).await;
-            (close_code::GOING_AWAY, DRAIN_REASON)
-        }
-        End::Slow => {
-            slow::close(&mut socket).await;
-            (close_code::TRY_AGAIN_LATER, slow::REASON)
-        }
-        End::Peer(1006) => (1006, "peer vanished"),
-        End::Peer(code) => (code, "closed by the client"),
-    };
+    let (code, reason) = s.live(&mut socket, &welcome, fanout).await;
     app.metrics.closed(code);
     app.metrics.connections_active.dec();
-    if let Err(error) = app.registry.remove_connection(s.conn_id).await {
+    if let Err(error) = app.registry.remove_connection(conn_id).await {
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
     tracing::info!(code, reason, total = s.counter.count(), "connection closed");
 }
 
-impl Session {
-    async fn serve(&mut self, socket: &mut WebSocket, fanout: Receiver<Fanned>) -> End {
-        let ping_every = self.app.settings.ping_interval;
+impl<C: Counting> Session<C> {
+    pub fn new(
+        settings: SocketSettings,
+        fanout: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+        counter: C,
+    ) -> Self {
+        Session {
+            bucket: settings
+                .rate_limit
+                .map(|rate| TokenBucket::new(rate, Instant::now().into_std())),
+            write_timeout: settings.ping_interval * 2,
+            settings,
+            fanout,
+            metrics,
+            counter,
+        }
+    }
+
+    /// The welcome, the loop, then the ending: returns the close code and reason.
+    pub async fn live<S: Socket>(
+        &mut self,
+        socket: &mut S,
+        welcome: &Welcome,
+        fanout: Receiver<Fanned>,
+    ) -> (u16, &'static str) {
+        let end = match self.send_json(socket, welcome).await {
+            Ok(()) => self.serve(socket, fanout).await,
+            Err(Gone) => End::Peer(1006),
+        };
+        self.finish(socket, end).await
+    }
+
+    async fn serve<S: Socket>(&mut self, socket: &mut S, fanout: Receiver<Fanned>) -> End {
+        let ping_every = self.settings.ping_interval;
         let dead_after = ping_every * 2;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + ping_every;
@@ -167,22 +221,23 @@ impl Session {
         // whichever comes first. It is not reset per
         // frame (that would touch the timer wheel on every message): when it fires for a
         // peer heard from since, it is just armed again.
-        let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(
+        let mut timer = pin!(tokio::time::sleep_until(
             next_ping.min(self.counter.touch_due())
-        )));
+        ));
         // Lives across loop turns instead of being made anew on each: a pending receive holds
         // a waiter in its ring's list, and making and dropping it each turn took that
         // list's lock twice per message.
         let mut fanout_next = pin!(next_fanout(fanout));
         loop {
             // Between frames, before reading another: a socket whose client keeps sending
-            // would otherwise take its next frame before the drain on its ring.
-            if self.app.fanout.is_draining() {
+            // would otherwise take its next frame before the drain on its ring. Also the
+            // first thing a socket that subscribed after the drain began sees.
+            if self.fanout.is_draining() {
                 return End::Drain;
             }
             tokio::select! {
                 biased;
-                frame = socket.recv() => {
+                frame = socket.next() => {
                     let arrived = Instant::now();
                     last_heard = arrived;
                     match frame {
@@ -209,9 +264,8 @@ impl Session {
                     match fanned {
                         // A write stuck behind a full buffer still watches the ring.
                         Ok(Fanned::Frame(text)) => {
-                            let settings = &self.app.settings;
-                            match slow::forward(socket, text, &fanout, settings.send_queue, self.write_timeout).await {
-                                Forwarded::Sent => self.app.metrics.messages_sent.inc(),
+                            match slow::forward(socket, text, &fanout, self.settings.send_queue, self.write_timeout).await {
+                                Forwarded::Sent => self.metrics.messages_sent.inc(),
                                 Forwarded::Behind(behind) => return self.slow(behind),
                                 Forwarded::Gone => return End::Peer(1006),
                             };
@@ -242,28 +296,28 @@ impl Session {
                         }
                     }
                     let wake = next_ping.min(last_heard + dead_after).min(self.counter.touch_due());
-                    timer.as_mut().reset(tokio::time::Instant::from_std(wake));
+                    timer.as_mut().reset(wake);
                 }
             }
         }
     }
 
     fn slow(&self, behind: usize) -> End {
-        self.app.metrics.slow_consumer_closes.inc();
+        self.metrics.slow_consumer_closes.inc();
         tracing::warn!(behind, "slow consumer: fell behind the fan-out");
         End::Slow
     }
 
     /// Counts one text frame and answers it. `Some` ends the socket.
-    async fn on_text(
+    async fn on_text<S: Socket>(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut S,
         _text: Utf8Bytes,
         arrived: Instant,
     ) -> Option<End> {
-        self.app.metrics.messages_received.inc();
+        self.metrics.messages_received.inc();
         if let Some(bucket) = &mut self.bucket {
-            if !bucket.try_take(arrived) {
+            if !bucket.try_take(arrived.into_std()) {
                 return Some(End::Close(
                     close_code::POLICY_VIOLATION,
                     "rate limit exceeded",
@@ -283,64 +337,35 @@ impl Session {
                 self.send_json(socket, &ErrorFrame::unavailable()).await
             }
         };
-        self.app
-            .metrics
+        self.metrics
             .message_duration
             .observe(arrived.elapsed().as_secs_f64());
         sent.err().map(|Gone| End::Peer(1006))
     }
 
-    async fn send_json<T: serde::Serialize>(
+    pub(super) async fn send_json<S: Socket, T: serde::Serialize>(
         &self,
-        socket: &mut WebSocket,
+        socket: &mut S,
         frame: &T,
     ) -> Result<(), Gone> {
         let text = serde_json::to_string(frame).expect("frames serialize");
         self.send(socket, Message::Text(text.into())).await
     }
 
-    async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), Gone> {
+    pub(super) async fn send<S: Socket>(
+        &self,
+        socket: &mut S,
+        message: Message,
+    ) -> Result<(), Gone> {
         let counts = matches!(message, Message::Text(_));
         match tokio::time::timeout(self.write_timeout, socket.send(message)).await {
             Ok(Ok(())) => {
                 if counts {
-                    self.app.metrics.messages_sent.inc();
+                    self.metrics.messages_sent.inc();
                 }
                 Ok(())
             }
             _ => Err(Gone),
-        }
-    }
-
-    async fn close(&self, socket: &mut WebSocket, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        if self.send(socket, Message::Close(Some(frame))).await.is_ok() {
-            await_close_reply(socket).await;
-        }
-    }
-
-    /// Leaves in the drain window: a random moment within `DRAIN_SPREAD` so thousands of
-    /// sockets do not all reconnect at once, then `bye` and close 1001. No frame is read
-    /// any more: whatever the client sent after its last reply was not counted, and it
-    /// resends that after resuming.
-    async fn drain(&self, socket: &mut WebSocket) {
-        let spread = self.app.settings.drain_spread;
-        if !spread.is_zero() {
-            let delay = spread.mul_f64(fastrand::f64());
-            tokio::time::sleep(delay).await;
-        }
-        let bye = Bye {
-            bye: true,
-            total: self.counter.count(),
-            // A jittered hint; the reconnects of one drain land over about a second.
-            reconnect_after_ms: fastrand::u64(100..1100),
-        };
-        if self.send_json(socket, &bye).await.is_ok() {
-            self.close(socket, close_code::GOING_AWAY, DRAIN_REASON)
-                .await;
         }
     }
 }
@@ -351,37 +376,4 @@ async fn next_fanout(
 ) -> (Result<Fanned, RecvError>, Receiver<Fanned>) {
     let frame = fanout.recv().await;
     (frame, fanout)
-}
-
-/// Waits briefly for the peer's close frame so the close handshake completes cleanly.
-async fn await_close_reply(socket: &mut WebSocket) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// Maps a read error to how the socket ends.
-fn classify(error: axum::Error) -> End {
-    use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-    match error.into_inner().downcast::<WsError>() {
-        Ok(e) => match *e {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                End::Close(close_code::MESSAGE_TOO_BIG, "message too big")
-            }
-            WsError::Capacity(_) => End::Close(close_code::MESSAGE_TOO_BIG, "frame too big"),
-            WsError::Utf8(_) => {
-                End::Close(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")
-            }
-            // A peer that vanished without a close frame is gone, not misbehaving.
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Peer(1006),
-            WsError::Protocol(_) => End::Close(close_code::PROTOCOL_ERROR, "protocol error"),
-            _ => End::Peer(1006),
-        },
-        Err(_) => End::Peer(1006),
-    }
 }

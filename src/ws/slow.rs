@@ -14,16 +14,13 @@
 //! frame is then tried for [`SLOW_CLOSE_WAIT`] at most and the socket is dropped. The common
 //! case, a write that completes at once, costs no timer and no lock.
 
-use std::{
-    future::Future,
-    pin::pin,
-    task::Poll,
-    time::{Duration, Instant},
-};
+use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use tokio::sync::broadcast::Receiver;
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::SinkExt;
+use tokio::{sync::broadcast::Receiver, time::Instant};
 
+use super::{close::close_frame, session::Socket};
 use crate::{fanout::Fanned, protocol::close_code};
 
 /// The close reason of a slow consumer.
@@ -51,8 +48,8 @@ pub enum Forwarded {
 
 /// Writes `text` to `socket`; while the write is stuck, watches how far behind `ring` the
 /// socket is (see the module docs).
-pub async fn forward(
-    socket: &mut WebSocket,
+pub async fn forward<S: Socket>(
+    socket: &mut S,
     text: Utf8Bytes,
     ring: &Receiver<Fanned>,
     send_queue: usize,
@@ -85,10 +82,7 @@ pub async fn forward(
 }
 
 /// Tries the 1013 close frame for [`SLOW_CLOSE_WAIT`] at most; waits for no reply.
-pub async fn close(socket: &mut WebSocket) {
-    let frame = CloseFrame {
-        code: close_code::TRY_AGAIN_LATER,
-        reason: Utf8Bytes::from_static(REASON),
-    };
-    let _ = tokio::time::timeout(SLOW_CLOSE_WAIT, socket.send(Message::Close(Some(frame)))).await;
+pub async fn close<S: Socket>(socket: &mut S) {
+    let frame = close_frame(close_code::TRY_AGAIN_LATER, REASON);
+    let _ = tokio::time::timeout(SLOW_CLOSE_WAIT, socket.send(frame)).await;
 }
