@@ -141,8 +141,8 @@ section_fan_out() {
     section_end
 }
 
-# Frames a fan-out run delivered: its broadcasts, and the heartbeats.
-FRAMES_DELIVERED='(.fan_out.deliveries // 0) + (.heartbeats_per_socket.avg // 0) * .connections.ok'
+# us_per's divisor in a fan-out run: each frame delivered (its broadcasts, and the heartbeats).
+FRAMES_DELIVERED=frame
 
 # --- 9. promote during a closed-loop run -------------------------------------------------------
 

@@ -189,29 +189,30 @@ loadtest() {
     [ -f "$BENCH_OUT/$name.json" ] || say "    (no report: exit $LT_RC; see $(rel "$BENCH_OUT/$name.txt"))"
 }
 
-# j NAME EXPR: a value from report NAME (jq), "?" when the report or the value is missing.
-j() { jq -r "$2 // \"?\"" "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'; }
+# --- the reports' numbers -------------------------------------------------------------------
+# Computed by `wsfleet-loadtest summarize` (loadtest/src/summarize/) from the JSON reports the
+# runs wrote: "?" for a missing report or value, or arithmetic that fails.
+
+summarize() { "$LOADTEST_BIN" summarize "$@" 2>/dev/null || printf '?'; }
+# j NAME PATH [--floor]: a value from report NAME by dotted path (.latency_ms.p99); --floor
+# rounds it down.
+j() { summarize value "$BENCH_OUT/$1.json" "${@:2}"; }
 # cpu NAME WHO: percent of one core used by WHO (loadtest, other, machine, or a sampled name).
-cpu() {
-    jq -r --arg who "$2" '[.cpu[] | select(.name == $who or (.name | startswith($who + " ")))
-        | .percent_of_one_core] | first // "?" | if type == "number" then floor else . end' \
-        "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
-}
-# us_per NAME WHO [COUNT]: µs of CPU that WHO used (a sampled name, or every name starting with
-# WHO, e.g. blue- for all instances) per unit of COUNT, a jq expression on the report (default:
-# the replies received): CPU seconds ÷ count. Not percent ÷ rate: the CPU sample ends after the
-# sockets' closes, the run phase before them.
-us_per() {
-    jq -r --arg who "$2" "([.cpu[] | select(.name == \$who or (.name | startswith(\$who))) | .cpu_seconds] | add) as \$s
-        | (${3:-.messages.received // 0}) as \$n
-        | if (\$s != null) and (\$n > 0) then \$s / \$n * 1e6 * 10 | floor / 10 else \"?\" end" \
-        "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
-}
+cpu() { summarize cpu "$BENCH_OUT/$1.json" "$2"; }
+# us_per NAME WHO [PER]: µs of CPU that WHO used (a sampled name, or every name starting with
+# WHO, e.g. blue- for all instances) per reply received (PER reply, the default) or per frame
+# a fan-out run delivered (PER frame): CPU seconds ÷ count. Not percent ÷ rate: the CPU sample
+# ends after the sockets' closes, the run phase before them.
+us_per() { summarize us-per "$BENCH_OUT/$1.json" "$2" --per "${3:-reply}"; }
 # cpu_sum NAME PREFIX: summed percent of one core of every sampled name starting with PREFIX.
-cpu_sum() {
-    jq -r --arg p "$2" '[.cpu[] | select(.name | startswith($p)) | .percent_of_one_core] | add // 0 | floor' \
-        "$BENCH_OUT/$1.json" 2>/dev/null || printf '?'
-}
+cpu_sum() { summarize cpu-sum "$BENCH_OUT/$1.json" "$2"; }
+# median VALUE...: the median (mean of the middle two for an even count); "?" values ignored.
+median() { summarize median "$@"; }
+# calc FORMAT EXPR A [B [C]]: arithmetic (+ - * / and parentheses) on a, b, c, printed with
+# FORMAT (%.2f); "?" when an input is not a number or on a division by zero.
+calc() { summarize calc "$@"; }
+# verdict VALUE OP TARGET: "met" or "**not met**" (or "?" without a value).
+verdict() { summarize verdict "$@"; }
 
 # --- profiles -------------------------------------------------------------------------------
 
@@ -258,38 +259,8 @@ profile_md() {
     md '```' ""
 }
 
-# --- numbers --------------------------------------------------------------------------------
+# --- the clock and memory -------------------------------------------------------------------
 
-# median VALUE...: the median (mean of the middle two for an even count); "?" values ignored.
-median() {
-    printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk '
-        { v[NR] = $1 }
-        END { if (NR == 0) print "?"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-# calc FORMAT EXPR A [B [C]]: awk arithmetic on a, b, c, printed with FORMAT; "?" when an input
-# is not a number or the arithmetic fails (a division by zero).
-calc() {
-    local format=$1 expr=$2 x
-    shift 2
-    for x in "$@"; do
-        [[ "$x" =~ ^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$ ]] || {
-            printf '?'
-            return
-        }
-    done
-    awk -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { printf \"$format\", $expr }" 2>/dev/null || printf '?'
-}
-# verdict VALUE OP TARGET: "met" or "**not met**" (or "?" without a value).
-verdict() {
-    [[ "$1" =~ ^-?[0-9.]+$ ]] || {
-        printf '?'
-        return
-    }
-    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
-        ok = (op == ">=") ? v >= t : (op == "<") ? v < t : (op == "==") ? v == t : v <= t
-        printf "%s", ok ? "met" : "**not met**"
-    }'
-}
 now_us() { local t=${EPOCHREALTIME/./}; printf '%s' "$t"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 

@@ -104,7 +104,7 @@ fn check_fit(sockets: u64, soft: u64, hard: u64) -> Result<()> {
 
 /// Each (source address, destination) pair has its own ephemeral port range
 /// (`net.ipv4.ip_local_port_range`): the kernel only needs each 4-tuple to be unique, and
-/// with IP_BIND_ADDRESS_NO_PORT that holds for bound sockets too (see client.rs). Sockets
+/// with IP_BIND_ADDRESS_NO_PORT that holds for bound sockets too (see client/connect.rs). Sockets
 /// are spread evenly over the pairs, so the busiest pair must fit in the range.
 fn ensure_local_ports(sockets: u64, sources: usize, destinations: usize) -> Result<()> {
     // Not every system exposes it (containers, other OSes): then there is nothing to check.

@@ -64,6 +64,7 @@ mod report;
 mod scenario;
 mod series;
 mod stats;
+mod summarize;
 mod verify;
 mod workers;
 
@@ -89,6 +90,8 @@ fn main() -> ExitCode {
     let mut scenario = match cli.command {
         // `smoke` has options of its own, unlike the load scenarios (see scenario::smoke).
         Command::Smoke(args) => return scenario::smoke::main(&args),
+        // Reads reports, runs nothing (scripts/bench.sh's numbers).
+        Command::Summarize(args) => return summarize::main(&args),
         Command::Load(scenario) => *scenario,
     };
     scenario.settle_random_defaults();

@@ -10,6 +10,7 @@ use wsfleet::config::{parse_duration, Secret};
 
 use crate::{
     scenario::smoke::SmokeArgs,
+    summarize::SummarizeArgs,
     workers::plan::{Slice, Workers},
 };
 
@@ -24,7 +25,8 @@ use crate::{
 /// broadcast missed, a failing --during command, or a worker process dying) but no count was
 /// wrong, 3 when the run could not start (a bad option, or a limit of this machine, named).
 ///
-/// Also `wsfleet-loadtest smoke`: the one-instance smoke test `make promote` runs.
+/// Also `wsfleet-loadtest smoke`: the one-instance smoke test `make promote` runs; and
+/// `wsfleet-loadtest summarize`: the bench's numbers from these reports.
 #[derive(Debug, Parser)]
 #[command(name = "wsfleet-loadtest", version)]
 pub struct Cli {
@@ -37,6 +39,9 @@ pub enum Command {
     /// Smoke test of one instance, contacted directly: /readyz, a counted round trip, a
     /// broadcast received. What `make promote` runs before moving traffic.
     Smoke(SmokeArgs),
+    /// The numbers scripts/bench.sh writes, from the JSON reports of its runs (--json):
+    /// values, CPU, medians, ratios, verdicts; `?` for what a report lacks.
+    Summarize(SummarizeArgs),
     #[command(flatten)]
     Load(Box<Scenario>),
 }
