@@ -5,12 +5,12 @@
 
 # --- 2. Redis alone: redis-benchmark of the commands wsfleet sends ---------------------------
 
-# lua_of CONST: the text of a Lua script constant in src/ (r"…" raw string), as the server sends it.
+# lua_of CONST: the text of a counter script constant (r"…" raw string), as the server sends it.
 lua_of() {
     awk -v name="$1" '
         index($0, "const " name ": &str = r\"") { on = 1; sub(/.*= r"/, ""); if ($0 == "") next }
         on && /^[^"]*";$/ { sub(/";$/, ""); if ($0 != "") print; exit }
-        on { print }' "$ROOT_DIR"/src/*.rs
+        on { print }' "$ROOT_DIR"/src/counter/scripts.rs
 }
 
 # redis_run LABEL ARGS...: one redis-benchmark run; a table row with ops/s and Redis's own CPU
@@ -41,29 +41,33 @@ section_redis() {
     local inc sha
     inc="$(lua_of INCREMENT_BATCH_LUA)"
     sha="$(redis-cli -p "$REDIS_PORT" script load "$inc")"
-    [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "could not load INCREMENT_BATCH_LUA from src/counter.rs into Redis: $sha"
+    [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "could not load INCREMENT_BATCH_LUA from src/counter/scripts.rs into Redis: $sha"
     wait_for_quiet
     declare -gA REDIS_US=()
     md "Our redis-server alone (no wsfleet running), the commands and arguments wsfleet sends: the" \
-        "increment script (\`INCREMENT_BATCH_LUA\` of src/counter.rs, loaded with SCRIPT LOAD, sha \`${sha:0:12}…\`," \
-        "TTL and op ids as wsfleet passes them; wsfleet sends one call per batch of queued messages," \
+        "increment script (\`INCREMENT_BATCH_LUA\` of src/counter/scripts.rs, loaded with SCRIPT LOAD, sha \`${sha:0:12}…\`," \
+        "TTL, writer token, doubt flag and floor as wsfleet passes them, each call on a session of its own" \
+        "(redis-benchmark cannot count one session up; its steady state is measured by" \
+        "scripts/bench-tools/increment-ab.sh); wsfleet sends one call per batch of queued messages," \
         "so it is measured with 1 and with 16 messages a call), the registry's per-connection HSET and HDEL, the" \
         "lease renewal's ZADD, and the fan-out PUBLISH. \`-c 50\`: 50 connections, one command in flight" \
         "each; \`-P 16\`: 16 pipelined per connection, closer to wsfleet's one multiplexed connection." \
         "\"Redis µs/op\" is redis-server's own CPU time (utime + stime from /proc) ÷ requests." ""
     md "| operation | command | ops/s | Redis µs/op |" "| --- | --- | --- | --- |"
     local n=200000
-    redis_run "EVALSHA increment (-c 50)" -n $n -c 50 -r 100000 \
-        evalsha "$sha" 1 "wsfleet:session:bench-__rand_int__" 86400000 "bench:1:__rand_int__" 0
-    redis_run "EVALSHA increment (-P 16)" -n $n -c 4 -P 16 -r 100000 \
-        evalsha "$sha" 1 "wsfleet:session:bench-__rand_int__" 86400000 "bench:1:__rand_int__" 0
+    # -r 100000000: practically every call on a new session, so every call counts (a session
+    # called again with the same floor would be refused as an old attempt).
+    redis_run "EVALSHA increment (-c 50)" -n $n -c 50 -r 100000000 \
+        evalsha "$sha" 1 "wsfleet:session:bench-__rand_int__" 86400000 "bench:1" 0 0
+    redis_run "EVALSHA increment (-P 16)" -n $n -c 4 -P 16 -r 100000000 \
+        evalsha "$sha" 1 "wsfleet:session:bench-__rand_int__" 86400000 "bench:1" 0 0
     # 16 messages of 16 sessions in one call, as a batch under load; µs/op is per call.
     local keys=() args=() i
     for i in $(seq 1 16); do
         keys+=("wsfleet:session:bench$i-__rand_int__")
-        args+=("bench:$i:__rand_int__" 0)
+        args+=("bench:$i" 0 0)
     done
-    redis_run "EVALSHA increment, batch of 16 (-c 4)" -n $((n / 16)) -c 4 -r 100000 \
+    redis_run "EVALSHA increment, batch of 16 (-c 4)" -n $((n / 16)) -c 4 -r 100000000 \
         evalsha "$sha" 16 "${keys[@]}" 86400000 "${args[@]}"
     REDIS_US["per message in a batch of 16"]="$(calc '%.2f' 'a / 16' "${REDIS_US["EVALSHA increment, batch of 16 (-c 4)"]}" 0 0)"
     redis_run "HSET connection" -n $n -c 50 -r 100000 hset wsfleet:instance:bench:conns "__rand_int__" "session-__rand_int__"
