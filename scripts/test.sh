@@ -32,4 +32,13 @@ bash "$ROOT_DIR/scripts/check-compose.sh"
 step "observability/check.sh (promtool check config, check rules, test rules)"
 bash "$ROOT_DIR/observability/check.sh"
 step "cargo test --workspace"
-exec cargo test --workspace "$@"
+# The output as it comes, and one closing line with the totals of every test binary: the last
+# binary cargo runs is a doc-test run of 0 tests, which would otherwise be the last word.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+passed="$(sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed;.*/\1/p' "$log" | awk '{ s += $1 } END { print s + 0 }')"
+failed="$(sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed;.*/\2/p' "$log" | awk '{ s += $1 } END { print s + 0 }')"
+echo "tests: $passed passed, $failed failed"
+exit "$status"
