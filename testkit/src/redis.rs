@@ -80,15 +80,20 @@ impl RedisServer {
 
     /// Writes the data to disk, then kills the server; `restart` brings the data back.
     pub async fn save_and_kill(&mut self) {
+        self.command("SAVE").await;
+        self.kill();
+    }
+
+    /// Runs one command without arguments (`SAVE`, `FLUSHALL`, …) and returns its status reply.
+    pub async fn command(&self, name: &'static str) -> String {
         let client = self.client().await;
-        let _: String = fred::interfaces::ClientLike::custom(
+        fred::interfaces::ClientLike::custom(
             &client,
-            fred::types::CustomCommand::new_static("SAVE", None, false),
+            fred::types::CustomCommand::new_static(name, None, false),
             Vec::<String>::new(),
         )
         .await
-        .unwrap();
-        self.kill();
+        .unwrap_or_else(|e| panic!("redis {name}: {e}"))
     }
 
     /// Starts again on the same port and directory (with whatever was saved).

@@ -242,14 +242,7 @@ async fn a_registry_partly_rebuilt_by_new_connections_is_repaired_to_the_full_co
     .await;
     // Redis loses everything, and a new socket re-creates the connection hash before the
     // next renewal: the hash exists again, but with one entry instead of three.
-    let inspect = redis.client().await;
-    let _: String = fred::interfaces::ClientLike::custom(
-        &inspect,
-        fred::types::CustomCommand::new_static("FLUSHALL", None, false),
-        Vec::<String>::new(),
-    )
-    .await
-    .unwrap();
+    assert_eq!(redis.command("FLUSHALL").await, "OK");
     clients.push(Client::connect(&app.ws_url(None)).await);
     eventually("the registry to hold all 3 connections", || async {
         (fleet_connections(app.addr).await == (3, 1)).then_some(())

@@ -318,14 +318,7 @@ async fn scenario(
 
     // Redis loses every session: the page's resume passes `last_count`, so the count goes on
     // from what the page was told instead of starting again at 0.
-    let inspect = redis.client().await;
-    let _: String = fred::interfaces::ClientLike::custom(
-        &inspect,
-        fred::types::CustomCommand::new_static("FLUSHALL", None, false),
-        Vec::<String>::new(),
-    )
-    .await
-    .unwrap();
+    assert_eq!(redis.command("FLUSHALL").await, "OK");
     click(browser, "reconnect").await;
     let page = wait_for(
         browser,
