@@ -9,8 +9,9 @@ use thiserror::Error;
 mod duration;
 pub use duration::parse_duration;
 use duration::{
-    parse_bounded, parse_positive, MAX_HTTP_TIMEOUT_SECS, MAX_INTERVAL_SECS, MAX_LEASE_PERIOD_SECS,
-    MAX_REDIS_TIMEOUT_SECS, MAX_SESSION_TTL_SECS, MAX_SHUTDOWN_SECS,
+    parse_bounded, parse_positive, MAX_HISTORY_TTL_SECS, MAX_HTTP_TIMEOUT_SECS, MAX_INTERVAL_SECS,
+    MAX_LEASE_PERIOD_SECS, MAX_PRESENCE_GRACE_SECS, MAX_REDIS_TIMEOUT_SECS, MAX_SESSION_TTL_SECS,
+    MAX_SHUTDOWN_SECS,
 };
 
 /// Deployment colour of an instance (blue-green).
@@ -161,6 +162,23 @@ pub struct Config {
     /// Upgraded WebSockets are not affected.
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive::<MAX_HTTP_TIMEOUT_SECS>)]
     pub http_idle_timeout: Duration,
+
+    /// Rooms: how long a session stays in its rooms after its last socket closed (longer than
+    /// a drain's reconnect, so drains cause no leave/join churn; at most 1h).
+    #[arg(long, env = "PRESENCE_GRACE", default_value = "15s", value_parser = parse_bounded::<MAX_PRESENCE_GRACE_SECS>)]
+    pub presence_grace: Duration,
+
+    /// Rooms: most rooms one session may be in.
+    #[arg(long, env = "MAX_ROOMS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_rooms: u64,
+
+    /// Publications each room (and the broadcast stream) keeps for recovery.
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub history_size: u64,
+
+    /// How long history is kept after a stream's newest publication (at most 7 days).
+    #[arg(long, env = "HISTORY_TTL", default_value = "10m", value_parser = parse_positive::<MAX_HISTORY_TTL_SECS>)]
+    pub history_ttl: Duration,
 }
 
 /// Validated configuration, with real types, ready for [`crate::startup::Application::build`].
@@ -189,6 +207,10 @@ pub struct Settings {
     pub redis_timeout: Duration,
     pub http_header_timeout: Duration,
     pub http_idle_timeout: Duration,
+    pub presence_grace: Duration,
+    pub max_rooms: usize,
+    pub history_size: u64,
+    pub history_ttl: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -267,6 +289,10 @@ impl Config {
             redis_timeout: self.redis_timeout,
             http_header_timeout: self.http_header_timeout,
             http_idle_timeout: self.http_idle_timeout,
+            presence_grace: self.presence_grace,
+            max_rooms: self.max_rooms as usize,
+            history_size: self.history_size,
+            history_ttl: self.history_ttl,
         })
     }
 }

@@ -36,8 +36,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    inbox::Directory,
     metrics::Metrics,
     protocol::ChannelMessage,
+    rooms::Rooms,
     store::{Store, StoreError, KEY_PREFIX},
 };
 
@@ -89,6 +91,8 @@ pub struct Fanout {
     last_delivery_ms: AtomicU64,
     /// Same clock, for the last heartbeat; 0: never.
     last_heartbeat_ms: AtomicU64,
+    /// The local sockets by session, for messages addressed to one session.
+    pub directory: Directory,
 }
 
 impl Fanout {
@@ -106,6 +110,7 @@ impl Fanout {
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
+            directory: Directory::default(),
         }
     }
 
@@ -185,6 +190,12 @@ impl Fanout {
         metrics.pubsub_received.inc();
         match serde_json::from_str::<ChannelMessage>(payload) {
             Ok(message) => {
+                if let ChannelMessage::Direct { session, .. } = &message {
+                    if let Some(frame) = message.client_frame() {
+                        self.directory.post(session, frame.into());
+                    }
+                    return;
+                }
                 let heartbeat = matches!(message, ChannelMessage::Heartbeat { .. });
                 if heartbeat {
                     self.last_heartbeat_ms.store(now, Ordering::Relaxed);
@@ -223,9 +234,11 @@ pub async fn run_subscriber(
     store: Store,
     instance: String,
     fanout: Arc<Fanout>,
+    rooms: Arc<Rooms>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
+    let fleet_channel = channel_name();
     let mut messages = client.message_rx();
     let mut connection_errors = client.error_rx();
     let mut reconnects = client.reconnect_rx();
@@ -242,7 +255,9 @@ pub async fn run_subscriber(
             _ = cancel.cancelled() => break,
             received = messages.recv() => match received {
                 Ok(message) => match message.value.as_str() {
-                    Some(text) => fanout.deliver(&text, &metrics),
+                    Some(text) if message.channel == fleet_channel => fanout.deliver(&text, &metrics),
+                    // The channels of the rooms this instance's sockets are in.
+                    Some(text) => rooms.deliver(&message.channel, &text),
                     None => tracing::warn!("ignoring non-text fan-out message"),
                 },
                 Err(broadcast::error::RecvError::Lagged(n)) => {

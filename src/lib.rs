@@ -19,6 +19,9 @@
 //! - [`registry`]: the crash-safe fleet registry of instances and connections; its
 //!   connects and disconnects go to Redis in batches (`registry_writes`).
 //! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
+//! - [`rooms`]: fleet-wide rooms: presence by leases, publications with offsets, and the
+//!   channel subscriptions that follow the local members.
+//! - [`inbox`]: each socket's queue of frames addressed to it (rooms, its session).
 //! - [`heartbeat`]: the elected fleet heartbeat.
 //! - [`metrics`]: Prometheus metrics.
 
@@ -29,10 +32,12 @@ pub mod error;
 pub mod fanout;
 pub mod heartbeat;
 pub mod http;
+pub mod inbox;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
 mod registry_writes;
+pub mod rooms;
 pub mod shutdown;
 pub mod startup;
 pub mod state;

@@ -62,6 +62,12 @@ pub struct Metrics {
     pub pubsub_received: Counter,
     pub heartbeats_published: Counter,
     pub broadcasts_published: Counter,
+    /// Rooms with a member on this instance (set at every lease renewal).
+    pub rooms_active: Gauge,
+    /// Publications to rooms made through this instance (client messages and operators').
+    pub room_messages: Counter,
+    /// Room frames (publications and presence events) handed to local sockets.
+    pub room_deliveries: Counter,
     pub slow_consumer_closes: Counter,
     pub draining: Gauge,
 }
@@ -90,6 +96,9 @@ impl Metrics {
             pubsub_received: Counter::default(),
             heartbeats_published: Counter::default(),
             broadcasts_published: Counter::default(),
+            rooms_active: Gauge::default(),
+            room_messages: Counter::default(),
+            room_deliveries: Counter::default(),
             slow_consumer_closes: Counter::default(),
             draining: Gauge::default(),
             registry: Registry::default(),
@@ -194,6 +203,21 @@ impl Metrics {
             "broadcasts_published",
             "Operator broadcasts published through this instance",
             m.broadcasts_published.clone(),
+        );
+        r.register(
+            "rooms_active",
+            "Rooms with at least one member on this instance",
+            m.rooms_active.clone(),
+        );
+        r.register(
+            "room_messages",
+            "Publications to rooms made through this instance",
+            m.room_messages.clone(),
+        );
+        r.register(
+            "room_deliveries",
+            "Room frames (publications, presence events) handed to local sockets",
+            m.room_deliveries.clone(),
         );
         r.register(
             "slow_consumer_closes",

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+pub mod rooms;
+
 /// The longest session id accepted (see docs/PROTOCOL.md).
 pub const MAX_SESSION_ID_LEN: usize = 64;
 
@@ -39,6 +41,10 @@ pub struct Welcome {
     /// The client's `last_count` raised the counter (Redis had lost it); only sent when true.
     #[serde(default, skip_serializing_if = "is_false")]
     pub repaired: bool,
+    /// The rooms a resumed session is still in (send `join` again to get their traffic);
+    /// left out when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<String>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -112,16 +118,25 @@ pub enum ChannelMessage {
     Broadcast { message: Value, ts: String },
     /// Published by every instance to prove its own subscription delivers.
     Probe { instance: String },
+    /// `POST /broadcast` to one session: the instance holding its socket sends it the
+    /// broadcast frame (not recorded, no offset).
+    Direct {
+        session: String,
+        message: Value,
+        ts: String,
+    },
 }
 
 impl ChannelMessage {
-    /// The text frame this message becomes on every client socket, or `None` for probes.
+    /// The text frame this message becomes on every client socket (on the addressed one for
+    /// [`ChannelMessage::Direct`]), or `None` for probes.
     pub fn client_frame(&self) -> Option<String> {
         let frame = match self {
             ChannelMessage::Heartbeat { ts } => {
                 serde_json::to_string(&Heartbeat { ts: ts.clone() })
             }
-            ChannelMessage::Broadcast { message, ts } => serde_json::to_string(&Broadcast {
+            ChannelMessage::Broadcast { message, ts }
+            | ChannelMessage::Direct { message, ts, .. } => serde_json::to_string(&Broadcast {
                 broadcast: message.clone(),
                 ts: ts.clone(),
             }),

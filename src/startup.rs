@@ -15,6 +15,7 @@ use crate::{
     fanout, heartbeat, http,
     metrics::Metrics,
     registry::{InstanceInfo, Registry},
+    rooms::Rooms,
     shutdown,
     state::{AppState, SharedState},
     store::Store,
@@ -29,6 +30,10 @@ pub struct Application {
     address: SocketAddr,
     state: SharedState,
     subscriber: SubscriberClient,
+    /// Ends the background tasks at the very end of the drain (see shutdown::drain).
+    background: CancellationToken,
+    /// The rooms' subscription task, started with the rooms.
+    room_interest: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -67,10 +72,19 @@ impl Application {
         metrics
             .startup_duration
             .set(started.elapsed().as_secs_f64());
+        let background = CancellationToken::new();
+        let (rooms, room_interest) = Rooms::start(
+            store.clone(),
+            subscriber.clone(),
+            &settings,
+            metrics.clone(),
+            background.clone(),
+        );
         let state = Arc::new(AppState::new(
             settings,
             store,
             registry,
+            rooms,
             metrics,
             max_connections,
         ));
@@ -79,6 +93,8 @@ impl Application {
             address,
             state,
             subscriber,
+            background,
+            room_interest,
         })
     }
 
@@ -106,7 +122,7 @@ impl Application {
         );
 
         // Background work lives until the very end of the drain; see shutdown::drain.
-        let background = CancellationToken::new();
+        let background = self.background;
         let lease = tokio::spawn({
             let (state, cancel) = (state.clone(), background.clone());
             async move {
@@ -122,9 +138,14 @@ impl Application {
             state.store.clone(),
             settings.instance_id.clone(),
             state.fanout.clone(),
+            state.rooms.clone(),
             state.metrics.clone(),
             background.clone(),
         ));
+        let room_leases = tokio::spawn({
+            let (rooms, cancel) = (state.rooms.clone(), background.clone());
+            async move { rooms.keep_leases(cancel).await }
+        });
         let heartbeat = tokio::spawn(heartbeat::run(
             state.store.clone(),
             settings.instance_id.clone(),
@@ -160,7 +181,13 @@ impl Application {
             Instant::now(),
             shutdown::Background {
                 cancel: background,
-                tasks: vec![lease, subscriber, heartbeat],
+                tasks: vec![
+                    lease,
+                    subscriber,
+                    heartbeat,
+                    room_leases,
+                    self.room_interest,
+                ],
             },
             shutdown::Http {
                 stop: http_stop,

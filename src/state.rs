@@ -16,6 +16,7 @@ use crate::{
     fanout::{heartbeat_spread, Fanout},
     metrics::Metrics,
     registry::Registry,
+    rooms::Rooms,
     store::Store,
 };
 
@@ -28,6 +29,7 @@ pub struct AppState {
     pub counter: Counter,
     pub registry: Registry,
     pub fanout: Arc<Fanout>,
+    pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// Most sockets this process accepts (from `MAX_CONNECTIONS` or the open-file limit).
@@ -50,6 +52,7 @@ impl AppState {
         settings: Settings,
         store: Store,
         registry: Registry,
+        rooms: Arc<Rooms>,
         metrics: Arc<Metrics>,
         max_connections: usize,
     ) -> Self {
@@ -69,6 +72,7 @@ impl AppState {
             store,
             registry,
             fanout,
+            rooms,
             metrics,
             started: Instant::now(),
             max_connections,

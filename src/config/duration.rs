@@ -29,6 +29,12 @@ pub const MAX_LEASE_PERIOD_SECS: u64 = 10 * MINUTE;
 /// `--redis-timeout`: a command waited on for more than a minute holds a socket's frame (and
 /// the drain) hostage; `unavailable` is the honest answer long before that.
 pub const MAX_REDIS_TIMEOUT_SECS: u64 = MINUTE;
+/// `PRESENCE_GRACE`: a session gone for longer than an hour is not reconnecting after a
+/// drain; its rooms should see it leave.
+pub const MAX_PRESENCE_GRACE_SECS: u64 = HOUR;
+/// `HISTORY_TTL`: history is for clients that come back after a drain or a network blip;
+/// a week is far past that, and the TTL goes to Redis in milliseconds.
+pub const MAX_HISTORY_TTL_SECS: u64 = 7 * DAY;
 /// `HTTP_HEADER_TIMEOUT` and `HTTP_IDLE_TIMEOUT`: a longer wait protects nothing, and the
 /// bound keeps hyper's `now + timeout` far from overflowing.
 pub const MAX_HTTP_TIMEOUT_SECS: u64 = HOUR;

@@ -52,7 +52,7 @@ pub fn session_key(session: &str) -> String {
 }
 
 /// What a socket learns when it claims its session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The count the socket starts from (the welcome's `count`).
     pub count: u64,
@@ -60,6 +60,8 @@ pub struct Claim {
     pub existed: bool,
     /// The client's `last_count` raised the counter.
     pub repaired: bool,
+    /// The rooms the session is in (src/rooms).
+    pub rooms: Vec<String>,
 }
 
 /// The answer to one increment.
@@ -116,7 +118,7 @@ impl Counter {
         token: &str,
         last_count: u64,
     ) -> Result<Claim, StoreError> {
-        let answer: Vec<i64> = self
+        let answer: Vec<Value> = self
             .store
             .run(
                 "claim",
@@ -129,19 +131,25 @@ impl Counter {
                 ],
             )
             .await?;
-        match answer[..] {
-            [existed, count, repaired] if count >= 0 => Ok(Claim {
-                count: count as u64,
-                existed: existed == 1,
-                repaired: repaired == 1,
-            }),
-            _ => Err(StoreError::Unexpected(format!("claim answered {answer:?}"))),
-        }
+        let unexpected = || StoreError::Unexpected(format!("claim answered {answer:?}"));
+        let [existed, count, repaired, rooms] = &answer[..] else {
+            return Err(unexpected());
+        };
+        let rooms = match rooms {
+            Value::Array(rooms) => rooms.iter().filter_map(Value::as_string).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Claim {
+            count: count.as_u64().ok_or_else(unexpected)?,
+            existed: existed.as_i64() == Some(1),
+            repaired: repaired.as_i64() == Some(1),
+            rooms,
+        })
     }
 
     /// The handle a socket counts its frames with, after it claimed `session` with `token`
     /// and was told `claim`.
-    pub fn for_socket(&self, session: &str, token: &str, claim: Claim) -> SessionCounter {
+    pub fn for_socket(&self, session: &str, token: &str, claim: &Claim) -> SessionCounter {
         SessionCounter {
             counter: self.clone(),
             key: Key::from(session_key(session)),

@@ -3,7 +3,9 @@
 //!
 //! The session hash `wsfleet:session:<id>` holds:
 //! - `n`: the counter (absent until the first counted message);
-//! - `w`: the writer token of the newest socket of the session (see [`CLAIM_LUA`]).
+//! - `w`: the writer token of the newest socket of the session (see [`CLAIM_LUA`]);
+//! - `r:<room>`: one per room the session is in (written by src/rooms; a session with a room
+//!   but no counter exists, and its welcome lists its rooms).
 
 /// Claims a session for a new socket and reads its counter. KEYS[1]: the session; ARGV: the
 /// socket's writer token, the TTL in ms, and `last_count` (0 when the client gave none).
@@ -13,12 +15,18 @@
 /// is exact (nothing an older socket had in flight can land after it). A `last_count` above
 /// the stored counter (Redis lost data or restarted from an older dump) raises it.
 ///
-/// Returns `{existed, count, repaired}`: whether Redis held a counter, the count the socket
-/// starts from, and whether `last_count` raised it.
+/// Returns `{existed, count, repaired, rooms}`: whether Redis held a counter or a room of the
+/// session, the count the socket starts from, whether `last_count` raised it, and the
+/// session's rooms.
 pub const CLAIM_LUA: &str = r"
 local n = redis.call('HGET', KEYS[1], 'n')
 local existed = 0
 if n then existed = 1 end
+local rooms = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, 2) == 'r:' then rooms[#rooms + 1] = string.sub(field, 3) end
+end
+if #rooms > 0 then existed = 1 end
 n = tonumber(n) or 0
 local repaired = 0
 local floor = tonumber(ARGV[3])
@@ -29,7 +37,7 @@ if floor > n then
 end
 redis.call('HSET', KEYS[1], 'w', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {existed, n, repaired}";
+return {existed, n, repaired, rooms}";
 
 /// Counts one message per entry. KEYS[i] is a session; ARGV[1] the TTL in ms, then three
 /// values per entry: the socket's writer token, whether the socket has attempts in doubt

@@ -1,7 +1,9 @@
-//! `POST /broadcast`: an operator message to every socket of the fleet.
+//! `POST /broadcast`: an operator message to every socket of the fleet, to the members of
+//! one room (`"room"`), or to one session's socket (`"session"`).
 //!
 //! Checks run in this order so that nothing about the body is revealed to a caller without
-//! the token: endpoint enabled (403), token (401), size (413), JSON (400), `message` (422).
+//! the token: endpoint enabled (403), token (401), size (413), JSON (400), `message`, and
+//! `room`/`session` (422).
 
 use axum::{
     body::Body,
@@ -16,21 +18,22 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::{
     fanout,
-    protocol::{timestamp_now, ChannelMessage},
+    protocol::{
+        rooms::{is_room_name, publication_head},
+        timestamp_now, validate_session_id, ChannelMessage,
+    },
     state::SharedState,
 };
 
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub async fn publish(
-    State(app): State<SharedState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<impl IntoResponse, ApiError> {
+/// The operator check of every operator endpoint: a token is configured (else 403) and the
+/// request presents it as a bearer token (else 401).
+pub fn authorize(app: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &app.settings.broadcast_token else {
         return Err(ApiError::Forbidden(
-            "broadcast is disabled: no BROADCAST_TOKEN is configured".into(),
+            "operator endpoints are disabled: no BROADCAST_TOKEN is configured".into(),
         ));
     };
     let presented = headers
@@ -41,6 +44,57 @@ pub async fn publish(
     if !bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
         return Err(ApiError::Unauthorized);
     }
+    Ok(())
+}
+
+/// Where a broadcast goes.
+enum Target {
+    Fleet,
+    Room(String),
+    Session(String),
+}
+
+/// The `room` or `session` field of the body, not both.
+fn target_of(fields: &mut serde_json::Map<String, Value>) -> Result<Target, ApiError> {
+    let text = |field: &str, value: Value| match value {
+        Value::String(text) => Ok(text),
+        _ => Err(ApiError::Unprocessable(format!(
+            "\"{field}\" must be a string"
+        ))),
+    };
+    match (fields.remove("room"), fields.remove("session")) {
+        (Some(_), Some(_)) => Err(ApiError::Unprocessable(
+            r#"give "room" or "session", not both"#.into(),
+        )),
+        (Some(room), None) => {
+            let room = text("room", room)?;
+            if !is_room_name(&room) {
+                return Err(ApiError::Unprocessable(
+                    r#""room" must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':' and '-'"#
+                        .into(),
+                ));
+            }
+            Ok(Target::Room(room))
+        }
+        (None, Some(session)) => {
+            let session = text("session", session)?;
+            if session.is_empty() || validate_session_id(&session).is_err() {
+                return Err(ApiError::Unprocessable(
+                    r#""session" must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'"#.into(),
+                ));
+            }
+            Ok(Target::Session(session))
+        }
+        (None, None) => Ok(Target::Fleet),
+    }
+}
+
+pub async fn publish(
+    State(app): State<SharedState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app, &headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -53,13 +107,17 @@ pub async fn publish(
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-    let message = match value {
-        Value::Object(mut fields) => fields.remove("message"),
-        _ => None,
+    let missing =
+        || ApiError::Unprocessable(r#"body must be a JSON object with a "message" field"#.into());
+    let Value::Object(mut fields) = value else {
+        return Err(missing());
+    };
+    let message = fields.remove("message").ok_or_else(missing)?;
+    match target_of(&mut fields)? {
+        Target::Fleet => {}
+        Target::Room(room) => return to_room(&app, room, message).await,
+        Target::Session(session) => return to_session(&app, session, message).await,
     }
-    .ok_or_else(|| {
-        ApiError::Unprocessable(r#"body must be a JSON object with a "message" field"#.into())
-    })?;
 
     let published = ChannelMessage::Broadcast {
         message,
@@ -80,6 +138,54 @@ pub async fn publish(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "instances": instances, "connections": connections })),
+    ))
+}
+
+/// A room's members get a `message` frame from `operator`, with the room's next offset.
+async fn to_room(
+    app: &SharedState,
+    room: String,
+    message: Value,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let head = publication_head(&room, "operator", &message, None, &timestamp_now());
+    let published = app
+        .rooms
+        .publish(&room, head, None)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, room, "room broadcast not published");
+            ApiError::Unavailable("redis unavailable".into())
+        })?;
+    app.metrics.broadcasts_published.inc();
+    tracing::info!(room, offset = published.offset, "room broadcast published");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "room": room, "offset": published.offset, "epoch": published.epoch })),
+    ))
+}
+
+/// The session's socket, wherever it is, gets the `broadcast` frame (not recorded).
+async fn to_session(
+    app: &SharedState,
+    session: String,
+    message: Value,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let direct = ChannelMessage::Direct {
+        session: session.clone(),
+        message,
+        ts: timestamp_now(),
+    };
+    let instances = fanout::publish(&app.store, &direct)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "session broadcast not published");
+            ApiError::Unavailable("redis unavailable".into())
+        })?;
+    app.metrics.broadcasts_published.inc();
+    tracing::info!(instances, "session broadcast published");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "session": session, "instances": instances })),
     ))
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP side: the router and the operator endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/status`, `POST /broadcast`, the `/test/` page); [`serve`] runs it on the listener.
+//! `/status`, `POST /broadcast`, `GET /rooms/{room}`, the `/test/` page); [`serve`] runs it on
+//! the listener.
 
 mod broadcast;
+mod rooms;
 pub mod serve;
 
 use std::time::Duration;
@@ -39,6 +41,7 @@ pub fn app(state: SharedState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/broadcast", post(broadcast::publish))
+        .route("/rooms/{room}", get(rooms::show))
         .route("/test/", get(test_page))
         .route("/test", get(|| async { Redirect::permanent("/test/") }))
         .layer(TimeoutLayer::with_status_code(

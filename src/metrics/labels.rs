@@ -62,6 +62,14 @@ pub const REDIS_OPERATIONS: &[&str] = &[
     "publish",
     "ping",
     "deregister",
+    "room_join",
+    "room_take",
+    "room_leave",
+    "room_release",
+    "room_renew",
+    "room_publish",
+    "room_info",
+    "room_remember",
 ];
 
 /// A close code as a label value: one of [`CLOSE_CODES`] or `other`.

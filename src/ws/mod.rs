@@ -3,6 +3,7 @@
 
 mod close;
 mod rate_limit;
+mod rooms;
 pub mod session;
 mod slow;
 #[cfg(test)]
@@ -58,6 +59,8 @@ pub struct Accepted {
     /// This socket's writer token for its session (see [`crate::counter`]).
     pub token: String,
     pub claim: Claim,
+    /// The public user id others see in rooms.
+    pub user: Arc<str>,
     pub slot: crate::state::ConnectionSlot,
     /// `x-request-id` of the upgrade request (set by nginx or by our request-id layer).
     pub request_id: String,
@@ -79,6 +82,7 @@ async fn prepare(
     let session = session_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let last_count =
         last_count_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
+    let user = user_param(params, &session).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
         crate::warn_throttled!(
@@ -110,6 +114,7 @@ async fn prepare(
         conn_id,
         token,
         claim,
+        user: user.into(),
         slot,
         request_id: headers
             .get("x-request-id")
@@ -134,6 +139,31 @@ fn last_count_param(params: &[(String, String)]) -> Result<u64, ApiError> {
                 u64::MAX
             ))
         }),
+    }
+}
+
+/// The public user id: the `user` parameter (1–64 of `[A-Za-z0-9_.-]`), else `anon-` and 12
+/// hex digits of the session id's SHA-256, which names the session without revealing it.
+fn user_param(params: &[(String, String)], session: &str) -> Result<String, ApiError> {
+    match params.iter().find(|(k, v)| k == "user" && !v.is_empty()) {
+        Some((_, user)) => {
+            let valid = user.len() <= 64
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !valid {
+                return Err(ApiError::BadRequest(
+                    "invalid user: 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'".into(),
+                ));
+            }
+            Ok(user.clone())
+        }
+        None => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(session.as_bytes());
+            let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            Ok(format!("anon-{hex}"))
+        }
     }
 }
 

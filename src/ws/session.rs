@@ -26,6 +26,7 @@ use tracing::Instrument;
 use super::{
     close::{classify, End, FENCED_REASON},
     rate_limit::TokenBucket,
+    rooms::SocketRooms,
     slow::{self, Forwarded},
     Accepted,
 };
@@ -33,8 +34,14 @@ use crate::{
     config::Settings,
     counter::{Counted, SessionCounter},
     fanout::{Fanned, Fanout},
+    inbox::{self, Delivery, Inbox},
     metrics::Metrics,
-    protocol::{close_code, CountReply, ErrorFrame, Welcome},
+    protocol::{
+        close_code,
+        rooms::{parse_command, RoomError, RoomErrorCode},
+        CountReply, ErrorFrame, Welcome,
+    },
+    rooms::Member,
     state::SharedState,
     store::StoreError,
 };
@@ -111,6 +118,9 @@ pub struct Session<C> {
     pub metrics: Arc<Metrics>,
     /// This socket's side of the session counter; its count is the `bye` total.
     pub counter: C,
+    /// This socket's rooms (`None` in tests of the loop without Redis: room commands are then
+    /// answered `unavailable`).
+    pub rooms: Option<SocketRooms>,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
@@ -134,6 +144,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         session,
         token,
         claim,
+        user,
         slot: _slot,
         ..
     } = accepted;
@@ -156,22 +167,49 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         "connection opened"
     );
 
+    // Room traffic and messages to this session come through the inbox.
+    let (postbox, inbox) = inbox::inbox(app.settings.send_queue);
+    let member = Member {
+        conn_id,
+        session: session.clone(),
+        token: Arc::from(token.as_str()),
+        user,
+    };
+    let rooms = if claim.rooms.is_empty() {
+        Vec::new()
+    } else {
+        app.rooms.take(&member, claim.rooms.clone()).await
+    };
+    app.fanout
+        .directory
+        .register(session.clone(), conn_id, postbox.clone());
     let mut s = Session::new(
         SocketSettings::from(&app.settings),
         app.fanout.clone(),
         app.metrics.clone(),
-        app.counter.for_socket(&session, &token, claim),
+        app.counter.for_socket(&session, &token, &claim),
     );
+    s.rooms = Some(SocketRooms::new(
+        app.rooms.clone(),
+        member,
+        postbox,
+        rooms.clone(),
+    ));
     let welcome = Welcome {
         session_uuid: session.to_string(),
         count,
         resumed,
         instance: app.registry.instance_id().to_string(),
         repaired: claim.repaired,
+        rooms,
     };
-    let (code, reason) = s.live(&mut socket, &welcome, fanout).await;
+    let (code, reason) = s.live(&mut socket, &welcome, fanout, Some(inbox)).await;
     app.metrics.closed(code);
     app.metrics.connections_active.dec();
+    app.fanout.directory.unregister(&session, conn_id);
+    if let Some(rooms) = &s.rooms {
+        app.rooms.release(rooms.member(), rooms.memberships()).await;
+    }
     if let Err(error) = app.registry.remove_connection(conn_id).await {
         tracing::warn!(%error, "unregistering the connection failed; its lease expires it");
     }
@@ -194,6 +232,7 @@ impl<C: Counting> Session<C> {
             fanout,
             metrics,
             counter,
+            rooms: None,
         }
     }
 
@@ -203,15 +242,21 @@ impl<C: Counting> Session<C> {
         socket: &mut S,
         welcome: &Welcome,
         fanout: Receiver<Fanned>,
+        inbox: Option<Inbox>,
     ) -> (u16, &'static str) {
         let end = match self.send_json(socket, welcome).await {
-            Ok(()) => self.serve(socket, fanout).await,
+            Ok(()) => self.serve(socket, fanout, inbox).await,
             Err(Gone) => End::Peer(1006),
         };
         self.finish(socket, end).await
     }
 
-    async fn serve<S: Socket>(&mut self, socket: &mut S, fanout: Receiver<Fanned>) -> End {
+    async fn serve<S: Socket>(
+        &mut self,
+        socket: &mut S,
+        fanout: Receiver<Fanned>,
+        mut inbox: Option<Inbox>,
+    ) -> End {
         let ping_every = self.settings.ping_interval;
         let dead_after = ping_every * 2;
         let mut last_heard = Instant::now();
@@ -264,7 +309,9 @@ impl<C: Counting> Session<C> {
                     match fanned {
                         // A write stuck behind a full buffer still watches the ring.
                         Ok(Fanned::Frame(text)) => {
-                            match slow::forward(socket, text, &fanout, self.settings.send_queue, self.write_timeout).await {
+                            let limit = self.settings.send_queue;
+                            let behind = || Some(fanout.len()).filter(|n| *n > limit);
+                            match slow::forward(socket, text, behind, self.write_timeout).await {
                                 Forwarded::Sent => self.metrics.messages_sent.inc(),
                                 Forwarded::Behind(behind) => return self.slow(behind),
                                 Forwarded::Gone => return End::Peer(1006),
@@ -276,6 +323,11 @@ impl<C: Counting> Session<C> {
                         Err(RecvError::Closed) => return End::Drain,
                     }
                     fanout_next.set(next_fanout(fanout));
+                }
+                Some(delivery) = next_delivery(&mut inbox), if inbox.is_some() => {
+                    if let Some(end) = self.on_delivery(socket, delivery, inbox.as_ref()).await {
+                        return end;
+                    }
                 }
                 () = timer.as_mut() => {
                     let now = Instant::now();
@@ -302,6 +354,31 @@ impl<C: Counting> Session<C> {
         }
     }
 
+    /// Forwards a frame from the inbox (rooms, messages to the session). `Some` ends the socket.
+    async fn on_delivery<S: Socket>(
+        &mut self,
+        socket: &mut S,
+        delivery: Delivery,
+        inbox: Option<&Inbox>,
+    ) -> Option<End> {
+        let inbox = inbox?;
+        // A frame for this socket was dropped: it cannot be told everything in order any
+        // more; it resumes and recovers from history.
+        if inbox.overflowed() {
+            return Some(self.slow(inbox.len()));
+        }
+        let text = self.rooms.as_mut()?.deliver(delivery)?;
+        let behind = || inbox.overflowed().then(|| inbox.len());
+        match slow::forward(socket, text, behind, self.write_timeout).await {
+            Forwarded::Sent => {
+                self.metrics.messages_sent.inc();
+                None
+            }
+            Forwarded::Behind(behind) => Some(self.slow(behind)),
+            Forwarded::Gone => Some(End::Peer(1006)),
+        }
+    }
+
     fn slow(&self, behind: usize) -> End {
         self.metrics.slow_consumer_closes.inc();
         tracing::warn!(behind, "slow consumer: fell behind the fan-out");
@@ -312,7 +389,7 @@ impl<C: Counting> Session<C> {
     async fn on_text<S: Socket>(
         &mut self,
         socket: &mut S,
-        _text: Utf8Bytes,
+        text: Utf8Bytes,
         arrived: Instant,
     ) -> Option<End> {
         self.metrics.messages_received.inc();
@@ -323,6 +400,9 @@ impl<C: Counting> Session<C> {
                     "rate limit exceeded",
                 ));
             }
+        }
+        if let Some(command) = parse_command(&text) {
+            return self.on_room_command(socket, command).await;
         }
         // A small future (a channel send and a oneshot): the Redis call itself runs in the
         // counter's batching task, not in this socket's state machine.
@@ -341,6 +421,31 @@ impl<C: Counting> Session<C> {
             .message_duration
             .observe(arrived.elapsed().as_secs_f64());
         sent.err().map(|Gone| End::Peer(1006))
+    }
+
+    /// Answers a room command (not counted). `Some` ends the socket.
+    async fn on_room_command<S: Socket>(
+        &mut self,
+        socket: &mut S,
+        command: Result<crate::protocol::rooms::RoomCommand, crate::protocol::rooms::BadCommand>,
+    ) -> Option<End> {
+        let frames = match &mut self.rooms {
+            Some(rooms) => Box::pin(rooms.command(command)).await,
+            None => vec![
+                serde_json::to_string(&RoomError::new(RoomErrorCode::Unavailable, None))
+                    .expect("frames serialize"),
+            ],
+        };
+        for frame in frames {
+            if self
+                .send(socket, Message::Text(frame.into()))
+                .await
+                .is_err()
+            {
+                return Some(End::Peer(1006));
+            }
+        }
+        None
     }
 
     pub(super) async fn send_json<S: Socket, T: serde::Serialize>(
@@ -367,6 +472,14 @@ impl<C: Counting> Session<C> {
             }
             _ => Err(Gone),
         }
+    }
+}
+
+/// The next frame of the inbox; never, without one.
+async fn next_delivery(inbox: &mut Option<Inbox>) -> Option<Delivery> {
+    match inbox {
+        Some(inbox) => inbox.receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -18,10 +18,10 @@ use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::SinkExt;
-use tokio::{sync::broadcast::Receiver, time::Instant};
+use tokio::time::Instant;
 
 use super::{close::close_frame, session::Socket};
-use crate::{fanout::Fanned, protocol::close_code};
+use crate::protocol::close_code;
 
 /// The close reason of a slow consumer.
 pub const REASON: &str = "slow consumer: more than SEND_QUEUE frames behind";
@@ -46,13 +46,13 @@ pub enum Forwarded {
     Gone,
 }
 
-/// Writes `text` to `socket`; while the write is stuck, watches how far behind `ring` the
-/// socket is (see the module docs).
+/// Writes `text` to `socket`; while the write is stuck, asks `behind` whether the socket
+/// fell too far behind what it is sent (its fan-out ring by more than `SEND_QUEUE` frames, or
+/// its inbox overflowed): `Some(frames behind)` abandons the write (see the module docs).
 pub async fn forward<S: Socket>(
     socket: &mut S,
     text: Utf8Bytes,
-    ring: &Receiver<Fanned>,
-    send_queue: usize,
+    behind: impl Fn() -> Option<usize>,
     write_timeout: Duration,
 ) -> Forwarded {
     let mut write = pin!(socket.send(Message::Text(text)));
@@ -69,8 +69,7 @@ pub async fn forward<S: Socket>(
             Ok(Ok(())) => return Forwarded::Sent,
             Ok(Err(_)) => return Forwarded::Gone,
             Err(_) => {
-                let behind = ring.len();
-                if behind > send_queue {
+                if let Some(behind) = behind() {
                     return Forwarded::Behind(behind);
                 }
                 if stuck_since.elapsed() >= write_timeout {

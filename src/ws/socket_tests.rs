@@ -140,8 +140,9 @@ fn start_with(settings: SocketSettings, fanout: Arc<Fanout>, unread: usize) -> H
             resumed: false,
             instance: "i".into(),
             repaired: false,
+            rooms: Vec::new(),
         };
-        session.live(&mut socket, &welcome, ring).await
+        session.live(&mut socket, &welcome, ring, None).await
     });
     Harness {
         fanout,

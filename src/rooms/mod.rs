@@ -1,0 +1,564 @@
+//! Rooms: fleet-wide channels with presence (docs/PROTOCOL.md, "Rooms"; SPEC "Rooms").
+//!
+//! Everything shared is in Redis, under keys that share the hash tag `{room:R}` (one Cluster
+//! slot per room, see [`scripts`]); membership belongs to the *session* and is kept by leases:
+//! - a socket that joins (or resumes a session that is in the room) holds the membership and
+//!   its instance renews the lease every `LEASE_PERIOD` to `2 × LEASE_PERIOD + PRESENCE_GRACE`
+//!   ahead; a killed instance's members therefore expire within 3 lease periods + grace;
+//! - a socket that closes leaves its memberships `PRESENCE_GRACE` to live, unless a newer
+//!   socket of the session holds them already; a drain's reconnect within the grace takes them
+//!   over, so drains, promotions and scale-downs cause no `user_left`/`user_joined` churn;
+//! - expired memberships are removed inside a script, with their `user_left`, by whichever
+//!   instance sweeps first (each sweeps the rooms it has members in, at every renewal; joins
+//!   and `GET /rooms/{R}` sweep too), so each `user_left` is published exactly once.
+//!
+//! Publications get their offset and epoch, go into the room's history and out on its channel
+//! in one script: live order is offset order. An instance subscribes only to the channels of
+//! rooms its sockets are in ([`local`]), so a publication costs one script call whatever the
+//! number of members and instances.
+
+mod local;
+pub mod scripts;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::Utf8Bytes;
+use fred::{
+    clients::SubscriberClient,
+    interfaces::HashesInterface,
+    types::{scripts::Script, Value},
+};
+use tokio_util::sync::CancellationToken;
+
+pub use local::LocalMember;
+use local::LocalRooms;
+
+use crate::{
+    config::Settings,
+    counter::session_key,
+    metrics::Metrics,
+    store::{Store, StoreError, KEY_PREFIX},
+};
+
+/// The channel of a room (sharded pub/sub; same slot as the room's keys).
+pub fn channel_name(room: &str) -> String {
+    format!("{KEY_PREFIX}{{room:{room}}}")
+}
+
+/// The room a channel belongs to.
+fn room_of_channel(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix(KEY_PREFIX)?
+        .strip_prefix("{room:")?
+        .strip_suffix('}')
+}
+
+/// A room's keys, in the order the scripts take them.
+fn room_keys(room: &str) -> Vec<String> {
+    ["members", "sessions", "holders", "users", "meta", "history"]
+        .iter()
+        .map(|part| format!("{KEY_PREFIX}{{room:{room}}}:{part}"))
+        .collect()
+}
+
+/// The session-hash field that lists a room of the session (see `counter::CLAIM_LUA`).
+pub fn session_field(room: &str) -> String {
+    format!("r:{room}")
+}
+
+/// A fresh epoch, offered to Redis whenever it may have to start a stream.
+fn epoch_candidate() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Who a socket is, for its room operations.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub conn_id: u64,
+    pub session: Arc<str>,
+    pub token: Arc<str>,
+    pub user: Arc<str>,
+}
+
+/// The answer to a join.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub offset: u64,
+    pub epoch: String,
+    /// `None`: no recovery was asked.
+    pub recovered: Option<bool>,
+    /// Sorted, deduplicated public user ids.
+    pub users: Vec<String>,
+    /// The publications after `since`, oldest first (when recovered).
+    pub missed: Vec<String>,
+}
+
+/// The answer to a publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub offset: u64,
+    pub epoch: String,
+    /// `false`: a repeat of a client message `id` already published (nothing was sent).
+    pub new: bool,
+}
+
+/// What `GET /rooms/{R}` shows.
+#[derive(Debug, Clone)]
+pub struct RoomInfo {
+    pub members: u64,
+    pub users: Vec<String>,
+    pub offset: u64,
+    pub epoch: String,
+}
+
+struct Scripts {
+    join: Script,
+    take: Script,
+    leave: Script,
+    release: Script,
+    renew: Script,
+    publish: Script,
+    info: Script,
+}
+
+/// Timings and sizes, in the units the scripts take.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    lease_ms: i64,
+    grace_ms: i64,
+    keep_ms: i64,
+    history_size: i64,
+    history_ttl_ms: i64,
+    renew_every: Duration,
+    wait: Duration,
+}
+
+/// The process's room service, shared by every socket and the HTTP handlers.
+pub struct Rooms {
+    store: Store,
+    local: Arc<LocalRooms>,
+    scripts: Scripts,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    pub max_rooms: usize,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().try_into().unwrap_or(i64::MAX)
+}
+
+impl Rooms {
+    /// The service, and the task that keeps the channel subscriptions in step with the local
+    /// members (run it until the end of the drain).
+    pub fn start(
+        store: Store,
+        subscriber: SubscriberClient,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+    ) -> (Arc<Rooms>, tokio::task::JoinHandle<()>) {
+        let (table, checks) = LocalRooms::new();
+        let interest = tokio::spawn(local::run_interest(
+            table.clone(),
+            checks,
+            subscriber,
+            cancel,
+        ));
+        let script = |body: &str| Script::from_lua(scripts::with_prelude(body));
+        let lease = settings.lease_period * 2 + settings.presence_grace;
+        let rooms = Rooms {
+            store,
+            local: table,
+            scripts: Scripts {
+                join: script(scripts::JOIN),
+                take: script(scripts::TAKE),
+                leave: script(scripts::LEAVE),
+                release: script(scripts::RELEASE),
+                renew: script(scripts::RENEW),
+                publish: script(scripts::PUBLISH),
+                info: script(scripts::INFO),
+            },
+            limits: Limits {
+                lease_ms: ms(lease),
+                grace_ms: ms(settings.presence_grace),
+                // Presence keys outlive every lease in them, and vanish when nobody renews.
+                keep_ms: ms(lease * 2 + settings.lease_period),
+                history_size: settings.history_size as i64,
+                history_ttl_ms: ms(settings.history_ttl),
+                renew_every: settings.lease_period,
+                wait: settings.redis_timeout,
+            },
+            metrics,
+            max_rooms: settings.max_rooms,
+        };
+        (Arc::new(rooms), interest)
+    }
+
+    /// Rooms with a member on this instance.
+    pub fn active(&self) -> usize {
+        self.local.active()
+    }
+
+    /// Joins `room` for `member`'s socket, receiving from now on into `postbox`; with `since`,
+    /// recovers what was published after it. On an error nothing happened.
+    pub async fn join(
+        &self,
+        member: &Member,
+        room: &str,
+        postbox: crate::inbox::Postbox,
+        since: Option<(u64, &str)>,
+    ) -> Result<Joined, StoreError> {
+        let entry = LocalMember {
+            session: member.session.clone(),
+            token: member.token.clone(),
+            postbox: Some(postbox),
+        };
+        if !self
+            .local
+            .add(room, member.conn_id, entry, self.limits.wait)
+            .await
+        {
+            self.local.remove(room, member.conn_id);
+            return Err(StoreError::Unexpected(
+                "the room's channel subscription was not confirmed".into(),
+            ));
+        }
+        let (since, epoch) = since.map_or((-1, ""), |(k, e)| (k.min(i64::MAX as u64) as i64, e));
+        let args: Vec<Value> = vec![
+            member.session.as_ref().into(),
+            member.user.as_ref().into(),
+            member.token.as_ref().into(),
+            self.limits.lease_ms.into(),
+            epoch_candidate().into(),
+            since.into(),
+            epoch.into(),
+            self.limits.history_ttl_ms.into(),
+            channel_name(room).into(),
+            room.into(),
+            self.limits.keep_ms.into(),
+        ];
+        let answer: Result<Vec<Value>, _> = self
+            .store
+            .run("room_join", &self.scripts.join, room_keys(room), args)
+            .await;
+        let joined = answer.and_then(|a| parse_joined(a, since >= 0));
+        match joined {
+            Ok(joined) => {
+                self.remember(&member.session, room).await;
+                Ok(joined)
+            }
+            Err(error) => {
+                self.local.remove(room, member.conn_id);
+                Err(error)
+            }
+        }
+    }
+
+    /// Lists `room` in the session's hash, so a resumed socket learns it is still in it. A
+    /// failure only loses that hint (a `join` still works).
+    async fn remember(&self, session: &str, room: &str) {
+        let call = self
+            .store
+            .redis()
+            .hset::<(), _, _>(session_key(session), (session_field(room), 1));
+        if let Err(error) = self.store.timed("room_remember", call).await {
+            tracing::debug!(%error, room, "listing the room in the session failed");
+        }
+    }
+
+    async fn forget(&self, session: &str, rooms: &[String]) {
+        if rooms.is_empty() {
+            return;
+        }
+        let fields: Vec<String> = rooms.iter().map(|r| session_field(r)).collect();
+        let call = self
+            .store
+            .redis()
+            .hdel::<(), _, _>(session_key(session), fields);
+        if let Err(error) = self.store.timed("room_remember", call).await {
+            tracing::debug!(%error, "unlisting rooms from the session failed");
+        }
+    }
+
+    /// Leaves `room` (idempotent). On an error nothing happened.
+    pub async fn leave(&self, member: &Member, room: &str) -> Result<(), StoreError> {
+        let args: Vec<Value> = vec![
+            member.session.as_ref().into(),
+            channel_name(room).into(),
+            room.into(),
+        ];
+        self.store
+            .run::<Value, _, _>("room_leave", &self.scripts.leave, room_keys(room), args)
+            .await?;
+        self.local.remove(room, member.conn_id);
+        self.forget(&member.session, &[room.to_string()]).await;
+        Ok(())
+    }
+
+    /// Publishes the frame whose head is `head` (see
+    /// [`crate::protocol::rooms::publication_head`]); `id`: the sender's session and client
+    /// message id, published once within the history TTL.
+    pub async fn publish(
+        &self,
+        room: &str,
+        head: String,
+        id: Option<(&str, &str)>,
+    ) -> Result<Published, StoreError> {
+        let mut keys = room_keys(room);
+        if let Some((session, id)) = id {
+            keys.push(format!("{KEY_PREFIX}{{room:{room}}}:id:{session}:{id}"));
+        }
+        let args: Vec<Value> = vec![
+            epoch_candidate().into(),
+            head.into(),
+            self.limits.history_size.into(),
+            self.limits.history_ttl_ms.into(),
+            channel_name(room).into(),
+        ];
+        let answer: Vec<Value> = self
+            .store
+            .run("room_publish", &self.scripts.publish, keys, args)
+            .await?;
+        match &answer[..] {
+            [new, offset, epoch] => {
+                self.metrics.room_messages.inc();
+                Ok(Published {
+                    new: new.as_i64() == Some(1),
+                    offset: as_u64(offset)?,
+                    epoch: as_string(epoch)?,
+                })
+            }
+            _ => Err(unexpected("room publish", &answer)),
+        }
+    }
+
+    /// Takes over the memberships a resumed session had (its welcome's `rooms`) for the new
+    /// socket, which holds them from now on without receiving their traffic until it joins.
+    /// Returns the rooms the session is still in; the others are unlisted from the session.
+    pub async fn take(&self, member: &Member, listed: Vec<String>) -> Vec<String> {
+        let calls = listed.iter().map(|room| {
+            let args: Vec<Value> = vec![
+                member.session.as_ref().into(),
+                member.token.as_ref().into(),
+                self.limits.lease_ms.into(),
+                self.limits.keep_ms.into(),
+            ];
+            self.store
+                .run::<i64, _, _>("room_take", &self.scripts.take, room_keys(room), args)
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let (mut kept, mut gone) = (Vec::new(), Vec::new());
+        for (room, answer) in listed.into_iter().zip(answers) {
+            match answer {
+                Ok(0) => gone.push(room),
+                // Kept, or unknown (Redis failed): the lease renewal holds it if it exists.
+                _ => kept.push(room),
+            }
+        }
+        for room in &kept {
+            let entry = LocalMember {
+                session: member.session.clone(),
+                token: member.token.clone(),
+                postbox: None,
+            };
+            // A held membership needs no subscription yet; the wait is only for joins.
+            let _ = self
+                .local
+                .add(room, member.conn_id, entry, Duration::ZERO)
+                .await;
+        }
+        self.forget(&member.session, &gone).await;
+        kept
+    }
+
+    /// A socket closed: its memberships stay for the grace period (see the module docs).
+    pub async fn release(&self, member: &Member, rooms: impl IntoIterator<Item = Arc<str>>) {
+        let rooms: Vec<Arc<str>> = rooms.into_iter().collect();
+        for room in &rooms {
+            self.local.remove(room, member.conn_id);
+        }
+        let calls = rooms.iter().map(|room| {
+            let args: Vec<Value> = vec![
+                member.session.as_ref().into(),
+                member.token.as_ref().into(),
+                self.limits.grace_ms.into(),
+                channel_name(room).into(),
+                room.as_ref().into(),
+            ];
+            self.store.run::<Value, _, _>(
+                "room_release",
+                &self.scripts.release,
+                room_keys(room),
+                args,
+            )
+        });
+        for answer in futures_util::future::join_all(calls).await {
+            if let Err(error) = answer {
+                // The lease then runs out by itself: the member leaves later, not never.
+                tracing::debug!(%error, "releasing a room membership failed");
+            }
+        }
+    }
+
+    /// Renews this instance's memberships and sweeps their rooms, every lease period, until
+    /// `cancel`.
+    pub async fn keep_leases(&self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.limits.renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => self.renew_all().await,
+            }
+            self.metrics.rooms_active.set(self.active() as i64);
+        }
+    }
+
+    async fn renew_all(&self) {
+        let holdings = self.local.holdings();
+        let calls = holdings.iter().map(|(room, held)| async move {
+            let mut args: Vec<Value> = vec![
+                self.limits.lease_ms.into(),
+                channel_name(room).into(),
+                room.as_ref().into(),
+                self.limits.keep_ms.into(),
+                self.limits.history_ttl_ms.into(),
+            ];
+            for (session, token) in held {
+                args.push(session.as_ref().into());
+                args.push(token.as_ref().into());
+            }
+            let gone: Result<Vec<String>, _> = self
+                .store
+                .run("room_renew", &self.scripts.renew, room_keys(room), args)
+                .await;
+            (room.clone(), gone)
+        });
+        for (room, gone) in futures_util::future::join_all(calls).await {
+            match gone {
+                Ok(gone) => {
+                    for session in gone {
+                        self.forget(&session, &[room.to_string()]).await;
+                    }
+                }
+                Err(error) => {
+                    crate::warn_throttled!(%error, "renewing room memberships failed")
+                }
+            }
+        }
+    }
+
+    /// `GET /rooms/{R}`.
+    pub async fn info(&self, room: &str) -> Result<RoomInfo, StoreError> {
+        let args: Vec<Value> = vec![
+            channel_name(room).into(),
+            room.into(),
+            epoch_candidate().into(),
+            self.limits.history_ttl_ms.into(),
+        ];
+        let answer: Vec<Value> = self
+            .store
+            .run("room_info", &self.scripts.info, room_keys(room), args)
+            .await?;
+        match &answer[..] {
+            [members, users, offset, epoch] => Ok(RoomInfo {
+                members: as_u64(members)?,
+                users: sorted_strings(users)?,
+                offset: as_u64(offset)?,
+                epoch: as_string(epoch)?,
+            }),
+            _ => Err(unexpected("room info", &answer)),
+        }
+    }
+
+    /// One message from a room's channel (see [`scripts`] for the payloads).
+    pub fn deliver(&self, channel: &str, payload: &str) {
+        let Some(room) = room_of_channel(channel) else {
+            return;
+        };
+        let mut parts = payload.splitn(3, ' ');
+        let (Some(kind), Some(second), Some(frame)) = (parts.next(), parts.next(), parts.next())
+        else {
+            crate::warn_throttled!(channel, "ignoring a malformed room message");
+            return;
+        };
+        let text = Utf8Bytes::from(frame.to_string());
+        let posted = match (kind, second.parse::<u64>()) {
+            ("m", Ok(offset)) => self.local.deliver(room, offset, None, text),
+            ("p", _) => {
+                let skip = (second != "-").then_some(second);
+                self.local.deliver(room, 0, skip, text)
+            }
+            _ => {
+                crate::warn_throttled!(channel, "ignoring a malformed room message");
+                0
+            }
+        };
+        self.metrics.room_deliveries.inc_by(posted as u64);
+    }
+}
+
+fn as_u64(value: &Value) -> Result<u64, StoreError> {
+    value
+        .as_u64()
+        .ok_or_else(|| StoreError::Unexpected(format!("expected a count, got {value:?}")))
+}
+
+fn as_string(value: &Value) -> Result<String, StoreError> {
+    value
+        .as_string()
+        .ok_or_else(|| StoreError::Unexpected(format!("expected a string, got {value:?}")))
+}
+
+fn sorted_strings(value: &Value) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = match value {
+        Value::Array(values) => values.iter().map(as_string).collect::<Result<_, _>>()?,
+        Value::Null => Vec::new(),
+        other => return Err(unexpected("a list", std::slice::from_ref(other))),
+    };
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn unexpected(what: &str, answer: &[Value]) -> StoreError {
+    StoreError::Unexpected(format!("{what} answered {answer:?}"))
+}
+
+fn parse_joined(answer: Vec<Value>, asked: bool) -> Result<Joined, StoreError> {
+    let [offset, epoch, recovered, users, missed] = &answer[..] else {
+        return Err(unexpected("room join", &answer));
+    };
+    let mut missed = match missed {
+        Value::Array(frames) => frames
+            .iter()
+            .map(as_string)
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    // Redis keeps the newest first.
+    missed.reverse();
+    Ok(Joined {
+        offset: as_u64(offset)?,
+        epoch: as_string(epoch)?,
+        recovered: asked.then_some(recovered.as_i64() == Some(1)),
+        users: sorted_strings(users)?,
+        missed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_and_keys_of_a_room_share_its_hash_tag() {
+        let channel = channel_name("lobby.1");
+        assert_eq!(channel, "wsfleet:{room:lobby.1}");
+        assert_eq!(room_of_channel(&channel), Some("lobby.1"));
+        assert_eq!(room_of_channel("wsfleet:fanout"), None);
+        for key in room_keys("lobby.1") {
+            assert!(key.starts_with("wsfleet:{room:lobby.1}:"), "{key}");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! One socket's side of the rooms: its commands and what it receives.
+//!
+//! Exactly once, in order: each room this socket joined remembers the highest offset it has
+//! given the client. A join subscribes first, then reads the room in one script: everything up
+//! to the returned offset is in the reply (the recovered frames), everything after reaches the
+//! inbox live; a live frame at or below the remembered offset is one the reply covered and is
+//! dropped. Presence events carry no offset and are passed on as they come.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use axum::extract::ws::Utf8Bytes;
+
+use crate::{
+    inbox::{Delivery, Postbox},
+    protocol::{
+        rooms::{
+            publication_head, BadCommand, Left, RoomCommand, RoomError, RoomErrorCode, RoomUsers,
+        },
+        timestamp_now,
+    },
+    rooms::{Member, Rooms},
+    store::StoreError,
+};
+
+/// This socket's rooms.
+pub struct SocketRooms {
+    rooms: Arc<Rooms>,
+    member: Member,
+    postbox: Postbox,
+    /// Joined on this socket: the highest offset given to the client.
+    joined: HashMap<Arc<str>, u64>,
+    /// The session is in these (its welcome listed them) but this socket has not joined them.
+    held: HashSet<Arc<str>>,
+}
+
+impl SocketRooms {
+    pub fn new(rooms: Arc<Rooms>, member: Member, postbox: Postbox, held: Vec<String>) -> Self {
+        SocketRooms {
+            rooms,
+            member,
+            postbox,
+            joined: HashMap::new(),
+            held: held.into_iter().map(Arc::from).collect(),
+        }
+    }
+
+    /// Every room the session holds through this socket, to release when it closes.
+    pub fn memberships(&self) -> Vec<Arc<str>> {
+        self.joined.keys().chain(&self.held).cloned().collect()
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// Runs one command; returns the frames to send, in order.
+    pub async fn command(&mut self, command: Result<RoomCommand, BadCommand>) -> Vec<String> {
+        let command = match command {
+            Ok(command) => command,
+            Err(bad) => {
+                let mut error = RoomError::new(RoomErrorCode::BadRequest, bad.room);
+                error.reason = Some(bad.reason.into());
+                return vec![to_json(&error)];
+            }
+        };
+        match command {
+            RoomCommand::Join { room, since } => self.join(room, since).await,
+            RoomCommand::Leave { room } => self.leave(room).await,
+            RoomCommand::Message { room, content, id } => self.message(room, content, id).await,
+        }
+    }
+
+    fn is_member(&self, room: &str) -> bool {
+        self.joined.contains_key(room) || self.held.contains(room)
+    }
+
+    async fn join(&mut self, room: String, since: Option<(u64, String)>) -> Vec<String> {
+        if !self.is_member(&room) && self.joined.len() + self.held.len() >= self.rooms.max_rooms {
+            return vec![error(RoomErrorCode::TooManyRooms, room)];
+        }
+        let since = since.as_ref().map(|(k, e)| (*k, e.as_str()));
+        let joined = self
+            .rooms
+            .join(&self.member, &room, self.postbox.clone(), since)
+            .await;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(error) => return vec![unavailable(error, room)],
+        };
+        let name: Arc<str> = Arc::from(room.as_str());
+        self.held.remove(&name);
+        self.joined.insert(name, joined.offset);
+        let mut frames = Vec::with_capacity(1 + joined.missed.len());
+        frames.push(to_json(&RoomUsers {
+            kind: "room_users".into(),
+            room,
+            users: joined.users,
+            offset: joined.offset,
+            epoch: joined.epoch,
+            recovered: joined.recovered,
+        }));
+        frames.extend(joined.missed);
+        frames
+    }
+
+    async fn leave(&mut self, room: String) -> Vec<String> {
+        if let Err(error) = self.rooms.leave(&self.member, &room).await {
+            return vec![unavailable(error, room)];
+        }
+        self.joined.remove(room.as_str());
+        self.held.remove(room.as_str());
+        vec![to_json(&Left::new(&room))]
+    }
+
+    async fn message(
+        &mut self,
+        room: String,
+        content: serde_json::Value,
+        id: Option<String>,
+    ) -> Vec<String> {
+        if !self.is_member(&room) {
+            return vec![error(RoomErrorCode::NotInRoom, room)];
+        }
+        let head = publication_head(
+            &room,
+            &self.member.user,
+            &content,
+            id.as_deref(),
+            &timestamp_now(),
+        );
+        let id = id.as_deref().map(|id| (self.member.session.as_ref(), id));
+        match self.rooms.publish(&room, head, id).await {
+            // The publication itself comes back through the room's channel, like everyone's.
+            Ok(_) => Vec::new(),
+            Err(error) => vec![unavailable(error, room)],
+        }
+    }
+
+    /// What to send the client for a frame from the inbox, if anything.
+    pub fn deliver(&mut self, delivery: Delivery) -> Option<Utf8Bytes> {
+        match delivery {
+            Delivery::Direct(text) => Some(text),
+            Delivery::Room { room, offset, text } => {
+                let delivered = self.joined.get_mut(&room)?;
+                if offset == 0 {
+                    return Some(text);
+                }
+                if offset <= *delivered {
+                    return None;
+                }
+                *delivered = offset;
+                Some(text)
+            }
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(frame: &T) -> String {
+    serde_json::to_string(frame).expect("frames serialize")
+}
+
+fn error(code: RoomErrorCode, room: String) -> String {
+    to_json(&RoomError::new(code, Some(room)))
+}
+
+fn unavailable(error: StoreError, room: String) -> String {
+    crate::warn_throttled!(%error, "room command not done: redis unavailable");
+    self::error(RoomErrorCode::Unavailable, room)
+}
