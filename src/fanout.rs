@@ -22,7 +22,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -36,6 +36,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    history::{parse_publication, Received},
     inbox::Directory,
     metrics::Metrics,
     protocol::ChannelMessage,
@@ -74,8 +75,14 @@ pub fn channel_name() -> String {
 /// What the rings carry to the sockets.
 #[derive(Debug, Clone)]
 pub enum Fanned {
-    /// A heartbeat or broadcast, as the text frame every socket sends.
+    /// A heartbeat, as the text frame every socket sends.
     Frame(Utf8Bytes),
+    /// A broadcast, at its offset in the broadcast stream (each socket sends it once).
+    Broadcast {
+        offset: u64,
+        epoch: Arc<str>,
+        text: Utf8Bytes,
+    },
     /// The process is draining: say `bye` and close (see [`Fanout::drain`]).
     Drain,
 }
@@ -93,6 +100,9 @@ pub struct Fanout {
     last_heartbeat_ms: AtomicU64,
     /// The local sockets by session, for messages addressed to one session.
     pub directory: Directory,
+    /// The newest broadcast seen through the channel: where a new socket's broadcast stream
+    /// starts (see [`Fanout::broadcast_position`]).
+    broadcast_position: Mutex<Option<(u64, Arc<str>)>>,
 }
 
 impl Fanout {
@@ -111,6 +121,7 @@ impl Fanout {
             last_delivery_ms: AtomicU64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
             directory: Directory::default(),
+            broadcast_position: Mutex::new(None),
         }
     }
 
@@ -182,12 +193,52 @@ impl Fanout {
         });
     }
 
+    /// The offset and epoch of the newest broadcast this instance has handed to its sockets,
+    /// or what [`Fanout::set_broadcast_position`] was told; `None` until either happened. A
+    /// socket subscribed to its ring *before* reading this gets every broadcast above it: the
+    /// position moves before a broadcast goes on the rings.
+    pub fn broadcast_position(&self) -> Option<(u64, Arc<str>)> {
+        self.broadcast_position
+            .lock()
+            .expect("position lock")
+            .clone()
+    }
+
+    /// Records a position read from Redis, unless a newer one of the same epoch is known.
+    pub fn set_broadcast_position(&self, offset: u64, epoch: &str) {
+        let mut position = self.broadcast_position.lock().expect("position lock");
+        let newer_known = position
+            .as_ref()
+            .is_some_and(|(k, e)| **e == *epoch && *k >= offset);
+        if !newer_known {
+            *position = Some((offset, Arc::from(epoch)));
+        }
+    }
+
+    /// A broadcast of the stream: the position moves, then every ring gets it at once (its
+    /// latency is the point).
+    fn deliver_broadcast(&self, received: Received<'_>) {
+        let epoch: Arc<str> = Arc::from(received.epoch);
+        *self.broadcast_position.lock().expect("position lock") =
+            Some((received.offset, epoch.clone()));
+        self.send_to_all(Fanned::Broadcast {
+            offset: received.offset,
+            epoch,
+            text: Utf8Bytes::from(received.frame.to_string()),
+        });
+    }
+
     /// Handles one message from the channel: probes only prove liveness; heartbeats (paced,
-    /// see the module docs) and broadcasts go to every local socket.
+    /// see the module docs) and broadcasts go to every local socket, messages to one session
+    /// to its socket.
     pub fn deliver(&self, payload: &str, metrics: &Metrics) {
         let now = self.now_ms();
         self.last_delivery_ms.store(now, Ordering::Relaxed);
         metrics.pubsub_received.inc();
+        if let Some(received) = parse_publication(payload) {
+            self.deliver_broadcast(received);
+            return;
+        }
         match serde_json::from_str::<ChannelMessage>(payload) {
             Ok(message) => {
                 if let ChannelMessage::Direct { session, .. } = &message {

@@ -22,11 +22,11 @@ use tokio::sync::mpsc;
 /// What an inbox carries.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// A room frame: a publication (`offset` ≥ 1, delivered once per offset) or a presence
-    /// event (`offset` 0).
+    /// A room frame: a publication (`at`: its offset and epoch; delivered once per offset) or
+    /// a presence event (`at` is `None`).
     Room {
         room: Arc<str>,
-        offset: u64,
+        at: Option<(u64, Arc<str>)>,
         text: Utf8Bytes,
     },
     /// An operator message to this socket's session.

@@ -21,6 +21,8 @@
 //! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
 //! - [`rooms`]: fleet-wide rooms: presence by leases, publications with offsets, and the
 //!   channel subscriptions that follow the local members.
+//! - [`history`]: publication streams (rooms, broadcasts): offsets, epochs, history and
+//!   recovery.
 //! - [`inbox`]: each socket's queue of frames addressed to it (rooms, its session).
 //! - [`heartbeat`]: the elected fleet heartbeat.
 //! - [`metrics`]: Prometheus metrics.
@@ -31,6 +33,7 @@ pub mod counter;
 pub mod error;
 pub mod fanout;
 pub mod heartbeat;
+pub mod history;
 pub mod http;
 pub mod inbox;
 pub mod metrics;

@@ -32,7 +32,7 @@ pub mod close_code {
 }
 
 /// First frame after the upgrade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     pub session_uuid: String,
     pub count: u64,
@@ -45,6 +45,15 @@ pub struct Welcome {
     /// left out when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<String>,
+    /// Where the fleet's broadcast stream stood at the welcome: every broadcast above it
+    /// follows. Left out when Redis could not tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// Only with `since` on the URL: whether every broadcast after it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -63,11 +72,30 @@ pub struct Heartbeat {
     pub ts: String,
 }
 
-/// Operator broadcast.
+/// Operator broadcast. `offset` and `epoch`: its place in the fleet's broadcast stream
+/// (src/history.rs); absent for a message to one session, which is not recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Broadcast {
     pub broadcast: Value,
     pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// The frame of a fleet broadcast without its closing `}`: Redis appends the offset and
+/// epoch it assigns (src/history.rs).
+pub fn broadcast_head(message: &Value, ts: &str) -> String {
+    let mut head = serde_json::to_string(&Broadcast {
+        broadcast: message.clone(),
+        ts: ts.into(),
+        offset: None,
+        epoch: None,
+    })
+    .expect("frames of strings and JSON values always serialize");
+    head.pop();
+    head
 }
 
 /// Last frame before a drain closes the socket with 1001.
@@ -114,7 +142,8 @@ pub enum ServerFrame {
 pub enum ChannelMessage {
     /// Published by the elected heartbeat publisher once per interval.
     Heartbeat { ts: String },
-    /// Published by `POST /broadcast` on any instance.
+    /// A broadcast without a place in the broadcast stream: what the bench ceiling sends.
+    /// wsfleet publishes broadcasts through src/history.rs (`m <offset> <frame>`).
     Broadcast { message: Value, ts: String },
     /// Published by every instance to prove its own subscription delivers.
     Probe { instance: String },
@@ -139,6 +168,8 @@ impl ChannelMessage {
             | ChannelMessage::Direct { message, ts, .. } => serde_json::to_string(&Broadcast {
                 broadcast: message.clone(),
                 ts: ts.clone(),
+                offset: None,
+                epoch: None,
             }),
             ChannelMessage::Probe { .. } => return None,
         };

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Settings,
-    fanout, heartbeat, http,
+    fanout, heartbeat,
+    history::History,
+    http,
     metrics::Metrics,
     registry::{InstanceInfo, Registry},
     rooms::Rooms,
@@ -73,8 +75,14 @@ impl Application {
             .startup_duration
             .set(started.elapsed().as_secs_f64());
         let background = CancellationToken::new();
+        let history = Arc::new(History::new(
+            store.clone(),
+            settings.history_size,
+            settings.history_ttl,
+        ));
         let (rooms, room_interest) = Rooms::start(
             store.clone(),
+            history.clone(),
             subscriber.clone(),
             &settings,
             metrics.clone(),
@@ -85,6 +93,7 @@ impl Application {
             store,
             registry,
             rooms,
+            history,
             metrics,
             max_connections,
         ));

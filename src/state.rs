@@ -14,6 +14,7 @@ use crate::{
     config::Settings,
     counter::Counter,
     fanout::{heartbeat_spread, Fanout},
+    history::{History, Stream},
     metrics::Metrics,
     registry::Registry,
     rooms::Rooms,
@@ -30,6 +31,9 @@ pub struct AppState {
     pub registry: Registry,
     pub fanout: Arc<Fanout>,
     pub rooms: Arc<Rooms>,
+    /// Publication streams; `broadcasts` is the fleet-wide one.
+    pub history: Arc<History>,
+    pub broadcasts: Stream,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// Most sockets this process accepts (from `MAX_CONNECTIONS` or the open-file limit).
@@ -53,6 +57,7 @@ impl AppState {
         store: Store,
         registry: Registry,
         rooms: Arc<Rooms>,
+        history: Arc<History>,
         metrics: Arc<Metrics>,
         max_connections: usize,
     ) -> Self {
@@ -73,6 +78,8 @@ impl AppState {
             registry,
             fanout,
             rooms,
+            history,
+            broadcasts: Stream::broadcast(crate::fanout::channel_name()),
             metrics,
             started: Instant::now(),
             max_connections,

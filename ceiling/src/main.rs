@@ -209,8 +209,8 @@ async fn socket(
         instance: INSTANCE.to_string(),
         // The ceiling never loses a counter, so it never repairs one.
         repaired: false,
-        // Nor has rooms: it is the counter's ceiling only.
-        rooms: Vec::new(),
+        // Nor has rooms or a broadcast stream: it is the counter's ceiling only.
+        ..Default::default()
     };
     if send_json(&mut ws, &welcome).await.is_err() {
         return;

@@ -9,8 +9,11 @@ use axum::{
     body::Body,
     extract::State,
     http::{header, HeaderMap, StatusCode},
-    response::IntoResponse,
     Json,
+};
+use fred::{
+    interfaces::KeysInterface,
+    types::{Expiration, SetOptions},
 };
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -18,11 +21,14 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::{
     fanout,
+    history::Publication,
     protocol::{
+        broadcast_head,
         rooms::{is_room_name, publication_head},
         timestamp_now, validate_session_id, ChannelMessage,
     },
     state::SharedState,
+    store::StoreError,
 };
 
 /// Largest accepted body.
@@ -93,8 +99,9 @@ pub async fn publish(
     State(app): State<SharedState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, &headers)?;
+    let idempotency = idempotency_key(&headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -113,32 +120,104 @@ pub async fn publish(
         return Err(missing());
     };
     let message = fields.remove("message").ok_or_else(missing)?;
+    // Operators' keys and clients' message ids never share a key.
+    let key = idempotency.map(|k| format!("k:{k}"));
     match target_of(&mut fields)? {
-        Target::Fleet => {}
-        Target::Room(room) => return to_room(&app, room, message).await,
-        Target::Session(session) => return to_session(&app, session, message).await,
+        Target::Fleet => to_fleet(&app, message, key).await,
+        Target::Room(room) => to_room(&app, room, message, key).await,
+        Target::Session(session) => to_session(&app, session, message, key).await,
     }
+}
 
-    let published = ChannelMessage::Broadcast {
-        message,
-        ts: timestamp_now(),
+/// `Idempotency-Key`: 1-64 visible ASCII characters, or none.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
     };
-    let instances = fanout::publish(&app.store, &published)
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_string()))
+        }
+        _ => Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1-64 visible ASCII characters".into(),
+        )),
+    }
+}
+
+fn unavailable(error: StoreError) -> ApiError {
+    tracing::warn!(%error, "broadcast not published");
+    ApiError::Unavailable("redis unavailable".into())
+}
+
+/// The body a repeat of an idempotent request answers: what the first one stored (its
+/// whole answer), or, while the first is still being answered, its offset and epoch.
+fn first_answer(seen: &str, target: Value) -> Value {
+    if let Ok(body @ Value::Object(_)) = serde_json::from_str::<Value>(seen) {
+        return body;
+    }
+    let mut body = target;
+    if let Some((offset, epoch)) = seen.split_once(' ') {
+        body["offset"] = json!(offset.parse::<u64>().unwrap_or(0));
+        body["epoch"] = json!(epoch);
+    }
+    body
+}
+
+/// Keeps the whole first answer under the idempotency key (which the publication made), so
+/// that repeats answer it byte for byte. A failure only leaves the shorter form.
+async fn remember_answer(app: &SharedState, key: &str, body: &Value) {
+    let call = app.store.redis().set::<(), _, _>(
+        key,
+        body.to_string(),
+        Some(Expiration::KEEPTTL),
+        Some(SetOptions::XX),
+        false,
+    );
+    if let Err(error) = app.store.timed("publish", call).await {
+        tracing::debug!(%error, "keeping the answer of an idempotent broadcast failed");
+    }
+}
+
+/// Every socket of the fleet, through the broadcast stream (offset, history).
+async fn to_fleet(
+    app: &SharedState,
+    message: Value,
+    key: Option<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let head = broadcast_head(&message, &timestamp_now());
+    let published = app
+        .history
+        .publish("publish", &app.broadcasts, head, key.as_deref())
         .await
-        .map_err(|error| {
-            tracing::warn!(%error, "broadcast not published");
-            ApiError::Unavailable("redis unavailable".into())
-        })?;
+        .map_err(unavailable)?;
+    let (offset, epoch, instances) = match published {
+        Publication::New {
+            offset,
+            epoch,
+            receivers,
+        } => (offset, epoch, receivers),
+        Publication::Repeat { seen } => {
+            return Ok((StatusCode::OK, Json(first_answer(&seen, json!({})))));
+        }
+    };
     app.metrics.broadcasts_published.inc();
     let connections = match app.registry.snapshot().await {
         Ok(records) => records.iter().map(|r| r.connections).sum(),
         Err(_) => app.registry.fleet_connections(),
     };
-    tracing::info!(instances, connections, "broadcast published");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "instances": instances, "connections": connections })),
-    ))
+    tracing::info!(instances, connections, offset, "broadcast published");
+    let body = json!({
+        "instances": instances,
+        "connections": connections,
+        "offset": offset,
+        "epoch": epoch,
+    });
+    if let Some(key) = &key {
+        remember_answer(app, &app.broadcasts.idempotency_key(key), &body).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 /// A room's members get a `message` frame from `operator`, with the room's next offset.
@@ -146,22 +225,28 @@ async fn to_room(
     app: &SharedState,
     room: String,
     message: Value,
+    key: Option<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let head = publication_head(&room, "operator", &message, None, &timestamp_now());
     let published = app
         .rooms
-        .publish(&room, head, None)
+        .publish(&room, head, key.as_deref())
         .await
-        .map_err(|error| {
-            tracing::warn!(%error, room, "room broadcast not published");
-            ApiError::Unavailable("redis unavailable".into())
-        })?;
-    app.metrics.broadcasts_published.inc();
-    tracing::info!(room, offset = published.offset, "room broadcast published");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "room": room, "offset": published.offset, "epoch": published.epoch })),
-    ))
+        .map_err(unavailable)?;
+    match published {
+        Publication::New { offset, epoch, .. } => {
+            app.metrics.broadcasts_published.inc();
+            tracing::info!(room, offset, "room broadcast published");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "room": room, "offset": offset, "epoch": epoch })),
+            ))
+        }
+        Publication::Repeat { seen } => Ok((
+            StatusCode::OK,
+            Json(first_answer(&seen, json!({ "room": room }))),
+        )),
+    }
 }
 
 /// The session's socket, wherever it is, gets the `broadcast` frame (not recorded).
@@ -169,7 +254,28 @@ async fn to_session(
     app: &SharedState,
     session: String,
     message: Value,
+    key: Option<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let idempotency = key.map(|k| app.broadcasts.idempotency_key(&format!("s:{session}:{k}")));
+    if let Some(key) = &idempotency {
+        // Taken first: the message is not recorded, so this key is all that stops a repeat.
+        let call = app.store.redis().set::<Option<String>, _, _>(
+            key.as_str(),
+            "taken",
+            Some(Expiration::PX(app.history.ttl_ms())),
+            Some(SetOptions::NX),
+            true,
+        );
+        if let Some(seen) = app
+            .store
+            .timed("publish", call)
+            .await
+            .map_err(unavailable)?
+        {
+            let target = json!({ "session": session });
+            return Ok((StatusCode::OK, Json(first_answer(&seen, target))));
+        }
+    }
     let direct = ChannelMessage::Direct {
         session: session.clone(),
         message,
@@ -177,16 +283,14 @@ async fn to_session(
     };
     let instances = fanout::publish(&app.store, &direct)
         .await
-        .map_err(|error| {
-            tracing::warn!(%error, "session broadcast not published");
-            ApiError::Unavailable("redis unavailable".into())
-        })?;
+        .map_err(unavailable)?;
     app.metrics.broadcasts_published.inc();
     tracing::info!(instances, "session broadcast published");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "session": session, "instances": instances })),
-    ))
+    let body = json!({ "session": session, "instances": instances });
+    if let Some(key) = &idempotency {
+        remember_answer(app, key, &body).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive and

@@ -70,6 +70,7 @@ pub const REDIS_OPERATIONS: &[&str] = &[
     "room_publish",
     "room_info",
     "room_remember",
+    "history_read",
 ];
 
 /// A close code as a label value: one of [`CLOSE_CODES`] or `other`.

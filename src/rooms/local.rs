@@ -124,8 +124,15 @@ impl LocalRooms {
 
     /// Hands a frame from the room's channel to its local members that receive traffic,
     /// except the socket(s) of `skip` (the session whose own join caused a presence event).
-    /// Returns how many it was posted to.
-    pub fn deliver(&self, room: &str, offset: u64, skip: Option<&str>, text: Utf8Bytes) -> usize {
+    /// `at`: a publication's offset and epoch (`None` for a presence event). Returns how many
+    /// it was posted to.
+    pub fn deliver(
+        &self,
+        room: &str,
+        at: Option<(u64, Arc<str>)>,
+        skip: Option<&str>,
+        text: Utf8Bytes,
+    ) -> usize {
         let rooms = self.rooms.lock().expect("rooms lock");
         let Some((name, entry)) = rooms.get_key_value(room) else {
             return 0;
@@ -140,7 +147,7 @@ impl LocalRooms {
             }
             postbox.post(Delivery::Room {
                 room: name.clone(),
-                offset,
+                at: at.clone(),
                 text: text.clone(),
             });
             posted += 1;

@@ -36,6 +36,10 @@ use local::LocalRooms;
 use crate::{
     config::Settings,
     counter::session_key,
+    history::{
+        as_string, as_u64, epoch_candidate, frames_oldest_first, parse_publication, unexpected,
+        History, Publication, Stream,
+    },
     metrics::Metrics,
     store::{Store, StoreError, KEY_PREFIX},
 };
@@ -66,9 +70,9 @@ pub fn session_field(room: &str) -> String {
     format!("r:{room}")
 }
 
-/// A fresh epoch, offered to Redis whenever it may have to start a stream.
-fn epoch_candidate() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+/// A room's publication stream (its `meta` and `history` keys are among [`room_keys`]).
+fn stream(room: &str) -> Stream {
+    Stream::room(format!("{KEY_PREFIX}{{room:{room}}}"), channel_name(room))
 }
 
 /// Who a socket is, for its room operations.
@@ -93,15 +97,6 @@ pub struct Joined {
     pub missed: Vec<String>,
 }
 
-/// The answer to a publication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub offset: u64,
-    pub epoch: String,
-    /// `false`: a repeat of a client message `id` already published (nothing was sent).
-    pub new: bool,
-}
-
 /// What `GET /rooms/{R}` shows.
 #[derive(Debug, Clone)]
 pub struct RoomInfo {
@@ -117,7 +112,6 @@ struct Scripts {
     leave: Script,
     release: Script,
     renew: Script,
-    publish: Script,
     info: Script,
 }
 
@@ -127,7 +121,6 @@ struct Limits {
     lease_ms: i64,
     grace_ms: i64,
     keep_ms: i64,
-    history_size: i64,
     history_ttl_ms: i64,
     renew_every: Duration,
     wait: Duration,
@@ -136,6 +129,7 @@ struct Limits {
 /// The process's room service, shared by every socket and the HTTP handlers.
 pub struct Rooms {
     store: Store,
+    history: Arc<History>,
     local: Arc<LocalRooms>,
     scripts: Scripts,
     limits: Limits,
@@ -152,6 +146,7 @@ impl Rooms {
     /// members (run it until the end of the drain).
     pub fn start(
         store: Store,
+        history: Arc<History>,
         subscriber: SubscriberClient,
         settings: &Settings,
         metrics: Arc<Metrics>,
@@ -168,6 +163,7 @@ impl Rooms {
         let lease = settings.lease_period * 2 + settings.presence_grace;
         let rooms = Rooms {
             store,
+            history,
             local: table,
             scripts: Scripts {
                 join: script(scripts::JOIN),
@@ -175,7 +171,6 @@ impl Rooms {
                 leave: script(scripts::LEAVE),
                 release: script(scripts::RELEASE),
                 renew: script(scripts::RENEW),
-                publish: script(scripts::PUBLISH),
                 info: script(scripts::INFO),
             },
             limits: Limits {
@@ -183,7 +178,6 @@ impl Rooms {
                 grace_ms: ms(settings.presence_grace),
                 // Presence keys outlive every lease in them, and vanish when nobody renews.
                 keep_ms: ms(lease * 2 + settings.lease_period),
-                history_size: settings.history_size as i64,
                 history_ttl_ms: ms(settings.history_ttl),
                 renew_every: settings.lease_period,
                 wait: settings.redis_timeout,
@@ -296,40 +290,22 @@ impl Rooms {
     }
 
     /// Publishes the frame whose head is `head` (see
-    /// [`crate::protocol::rooms::publication_head`]); `id`: the sender's session and client
-    /// message id, published once within the history TTL.
+    /// [`crate::protocol::rooms::publication_head`]); `idempotency`: published at most once
+    /// per key within the history TTL (a client message id, an operator's key).
     pub async fn publish(
         &self,
         room: &str,
         head: String,
-        id: Option<(&str, &str)>,
-    ) -> Result<Published, StoreError> {
-        let mut keys = room_keys(room);
-        if let Some((session, id)) = id {
-            keys.push(format!("{KEY_PREFIX}{{room:{room}}}:id:{session}:{id}"));
-        }
-        let args: Vec<Value> = vec![
-            epoch_candidate().into(),
-            head.into(),
-            self.limits.history_size.into(),
-            self.limits.history_ttl_ms.into(),
-            channel_name(room).into(),
-        ];
-        let answer: Vec<Value> = self
-            .store
-            .run("room_publish", &self.scripts.publish, keys, args)
+        idempotency: Option<&str>,
+    ) -> Result<Publication, StoreError> {
+        let published = self
+            .history
+            .publish("room_publish", &stream(room), head, idempotency)
             .await?;
-        match &answer[..] {
-            [new, offset, epoch] => {
-                self.metrics.room_messages.inc();
-                Ok(Published {
-                    new: new.as_i64() == Some(1),
-                    offset: as_u64(offset)?,
-                    epoch: as_string(epoch)?,
-                })
-            }
-            _ => Err(unexpected("room publish", &answer)),
+        if matches!(published, Publication::New { .. }) {
+            self.metrics.room_messages.inc();
         }
+        Ok(published)
     }
 
     /// Takes over the memberships a resumed session had (its welcome's `rooms`) for the new
@@ -476,38 +452,26 @@ impl Rooms {
         let Some(room) = room_of_channel(channel) else {
             return;
         };
-        let mut parts = payload.splitn(3, ' ');
-        let (Some(kind), Some(second), Some(frame)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let posted = if let Some(publication) = parse_publication(payload) {
+            let text = Utf8Bytes::from(publication.frame.to_string());
+            let at = Some((publication.offset, Arc::from(publication.epoch)));
+            self.local.deliver(room, at, None, text)
+        } else if let Some((skip, frame)) = parse_presence(payload) {
+            self.local
+                .deliver(room, None, skip, Utf8Bytes::from(frame.to_string()))
+        } else {
             crate::warn_throttled!(channel, "ignoring a malformed room message");
-            return;
-        };
-        let text = Utf8Bytes::from(frame.to_string());
-        let posted = match (kind, second.parse::<u64>()) {
-            ("m", Ok(offset)) => self.local.deliver(room, offset, None, text),
-            ("p", _) => {
-                let skip = (second != "-").then_some(second);
-                self.local.deliver(room, 0, skip, text)
-            }
-            _ => {
-                crate::warn_throttled!(channel, "ignoring a malformed room message");
-                0
-            }
+            0
         };
         self.metrics.room_deliveries.inc_by(posted as u64);
     }
 }
 
-fn as_u64(value: &Value) -> Result<u64, StoreError> {
-    value
-        .as_u64()
-        .ok_or_else(|| StoreError::Unexpected(format!("expected a count, got {value:?}")))
-}
-
-fn as_string(value: &Value) -> Result<String, StoreError> {
-    value
-        .as_string()
-        .ok_or_else(|| StoreError::Unexpected(format!("expected a string, got {value:?}")))
+/// `p <session> <frame>`: the session that caused the event (which does not get it), or
+/// `None` for `-`, and the frame.
+fn parse_presence(payload: &str) -> Option<(Option<&str>, &str)> {
+    let (session, frame) = payload.strip_prefix("p ")?.split_once(' ')?;
+    Some(((session != "-").then_some(session), frame))
 }
 
 fn sorted_strings(value: &Value) -> Result<Vec<String>, StoreError> {
@@ -521,23 +485,11 @@ fn sorted_strings(value: &Value) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
-fn unexpected(what: &str, answer: &[Value]) -> StoreError {
-    StoreError::Unexpected(format!("{what} answered {answer:?}"))
-}
-
 fn parse_joined(answer: Vec<Value>, asked: bool) -> Result<Joined, StoreError> {
     let [offset, epoch, recovered, users, missed] = &answer[..] else {
         return Err(unexpected("room join", &answer));
     };
-    let mut missed = match missed {
-        Value::Array(frames) => frames
-            .iter()
-            .map(as_string)
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => Vec::new(),
-    };
-    // Redis keeps the newest first.
-    missed.reverse();
+    let missed = frames_oldest_first(missed)?;
     Ok(Joined {
         offset: as_u64(offset)?,
         epoch: as_string(epoch)?,

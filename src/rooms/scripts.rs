@@ -9,10 +9,11 @@
 //! 3. `holders`: hash, session → writer token of the socket that holds the membership;
 //! 4. `users`: hash, user → how many of its sessions are members;
 //! 5. `meta`: hash, `offset` (the latest publication) and `epoch`;
-//! 6. `history`: list of the latest publications' frames, newest first;
-//! 7. (publish only, optional) the idempotency key of a client message `id`.
+//! 6. `history`: list of the latest publications' frames, newest first.
 //!
-//! Channel payloads (read by `super::Rooms::deliver`): `m <offset> <frame>` for a
+//! 5 and 6 are the room's publication stream, which src/history.rs publishes to.
+//!
+//! Channel payloads (read by `super::Rooms::deliver`): `m <offset> <epoch> <frame>` for a
 //! publication, `p <session> <frame>` for a presence event (`-`: for everyone; otherwise the
 //! session that caused it, which does not get it).
 
@@ -144,30 +145,6 @@ local gone = sweep(now, ARGV[2], ARGV[3])
 keep(ARGV[4])
 if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('PEXPIRE', KEYS[5], ARGV[5]) end
 return gone
-"#;
-
-/// Publishes to the room: the next offset, the history, the channel, in one step.
-/// ARGV: epoch candidate, frame head (the frame without offset, epoch and closing brace),
-/// history size, history TTL ms, channel. With KEYS[7] (a client message id), a repeat
-/// within the TTL publishes nothing.
-/// Returns `{published (1) or repeat (0), offset, epoch}`.
-pub const PUBLISH: &str = r#"
-local epoch = epoch_of(ARGV[1], ARGV[4])
-if KEYS[7] then
-  local seen = redis.call('GET', KEYS[7])
-  if seen then return {0, tonumber(seen), epoch} end
-end
-local offset = redis.call('HINCRBY', KEYS[5], 'offset', 1)
-local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":' .. cjson.encode(epoch) .. '}'
-local size = tonumber(ARGV[3])
-if size > 0 then
-  redis.call('LPUSH', KEYS[6], frame)
-  redis.call('LTRIM', KEYS[6], 0, size - 1)
-  redis.call('PEXPIRE', KEYS[6], ARGV[4])
-end
-if KEYS[7] then redis.call('SET', KEYS[7], offset, 'PX', ARGV[4]) end
-redis.call('SPUBLISH', ARGV[5], 'm ' .. offset .. ' ' .. frame)
-return {1, offset, epoch}
 "#;
 
 /// What `GET /rooms/{R}` shows, after removing expired members. ARGV: channel, room, epoch

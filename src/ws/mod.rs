@@ -61,6 +61,8 @@ pub struct Accepted {
     pub claim: Claim,
     /// The public user id others see in rooms.
     pub user: Arc<str>,
+    /// `since` and `epoch` on the URL: recover the broadcasts after this offset.
+    pub since: Option<(u64, String)>,
     pub slot: crate::state::ConnectionSlot,
     /// `x-request-id` of the upgrade request (set by nginx or by our request-id layer).
     pub request_id: String,
@@ -83,6 +85,7 @@ async fn prepare(
     let last_count =
         last_count_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let user = user_param(params, &session).inspect_err(|_| app.metrics.rejected("bad_session"))?;
+    let since = since_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
         crate::warn_throttled!(
@@ -115,6 +118,7 @@ async fn prepare(
         token,
         claim,
         user: user.into(),
+        since,
         slot,
         request_id: headers
             .get("x-request-id")
@@ -139,6 +143,30 @@ fn last_count_param(params: &[(String, String)]) -> Result<u64, ApiError> {
                 u64::MAX
             ))
         }),
+    }
+}
+
+/// `since` and `epoch`: the last broadcast offset a resuming client saw, and its epoch; both or
+/// neither.
+fn since_param(params: &[(String, String)]) -> Result<Option<(u64, String)>, ApiError> {
+    let find = |name: &str| {
+        params
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    match (find("since"), find("epoch")) {
+        (None, None) => Ok(None),
+        (Some(since), Some(epoch)) if epoch.len() <= 64 => match since.parse() {
+            Ok(since) => Ok(Some((since, epoch.to_string()))),
+            Err(_) => Err(ApiError::BadRequest(format!(
+                "invalid since: {since:?} is not a whole number"
+            ))),
+        },
+        _ => Err(ApiError::BadRequest(
+            "since and epoch go together (an offset and the epoch of 1-64 characters it was seen in)"
+                .into(),
+        )),
     }
 }
 

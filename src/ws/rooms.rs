@@ -14,6 +14,7 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 
 use crate::{
+    history::Cursor,
     inbox::{Delivery, Postbox},
     protocol::{
         rooms::{
@@ -30,8 +31,8 @@ pub struct SocketRooms {
     rooms: Arc<Rooms>,
     member: Member,
     postbox: Postbox,
-    /// Joined on this socket: the highest offset given to the client.
-    joined: HashMap<Arc<str>, u64>,
+    /// Joined on this socket: how far the client has been given the room's stream.
+    joined: HashMap<Arc<str>, Cursor>,
     /// The session is in these (its welcome listed them) but this socket has not joined them.
     held: HashSet<Arc<str>>,
 }
@@ -92,7 +93,8 @@ impl SocketRooms {
         };
         let name: Arc<str> = Arc::from(room.as_str());
         self.held.remove(&name);
-        self.joined.insert(name, joined.offset);
+        self.joined
+            .insert(name, Cursor::new(joined.offset, &joined.epoch));
         let mut frames = Vec::with_capacity(1 + joined.missed.len());
         frames.push(to_json(&RoomUsers {
             kind: "room_users".into(),
@@ -131,8 +133,9 @@ impl SocketRooms {
             id.as_deref(),
             &timestamp_now(),
         );
-        let id = id.as_deref().map(|id| (self.member.session.as_ref(), id));
-        match self.rooms.publish(&room, head, id).await {
+        // Per session: another session's message may reuse the id.
+        let id = id.map(|id| format!("c:{}:{id}", self.member.session));
+        match self.rooms.publish(&room, head, id.as_deref()).await {
             // The publication itself comes back through the room's channel, like everyone's.
             Ok(_) => Vec::new(),
             Err(error) => vec![unavailable(error, room)],
@@ -143,16 +146,12 @@ impl SocketRooms {
     pub fn deliver(&mut self, delivery: Delivery) -> Option<Utf8Bytes> {
         match delivery {
             Delivery::Direct(text) => Some(text),
-            Delivery::Room { room, offset, text } => {
-                let delivered = self.joined.get_mut(&room)?;
-                if offset == 0 {
-                    return Some(text);
+            Delivery::Room { room, at, text } => {
+                let cursor = self.joined.get_mut(&room)?;
+                match at {
+                    None => Some(text),
+                    Some((offset, epoch)) => cursor.admit(offset, &epoch).then_some(text),
                 }
-                if offset <= *delivered {
-                    return None;
-                }
-                *delivered = offset;
-                Some(text)
             }
         }
     }

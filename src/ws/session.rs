@@ -34,6 +34,7 @@ use crate::{
     config::Settings,
     counter::{Counted, SessionCounter},
     fanout::{Fanned, Fanout},
+    history::Cursor,
     inbox::{self, Delivery, Inbox},
     metrics::Metrics,
     protocol::{
@@ -121,6 +122,10 @@ pub struct Session<C> {
     /// This socket's rooms (`None` in tests of the loop without Redis: room commands are then
     /// answered `unavailable`).
     pub rooms: Option<SocketRooms>,
+    /// How far the client has been given the broadcast stream (`None`: not known).
+    pub broadcasts: Option<Cursor>,
+    /// Frames sent right after the welcome: the broadcasts a resuming client missed.
+    pub backlog: Vec<String>,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
@@ -145,6 +150,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         token,
         claim,
         user,
+        since,
         slot: _slot,
         ..
     } = accepted;
@@ -167,6 +173,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         "connection opened"
     );
 
+    let broadcasts = broadcast_start(&app, since).await;
     // Room traffic and messages to this session come through the inbox.
     let (postbox, inbox) = inbox::inbox(app.settings.send_queue);
     let member = Member {
@@ -189,6 +196,11 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         app.metrics.clone(),
         app.counter.for_socket(&session, &token, &claim),
     );
+    s.broadcasts = broadcasts
+        .position
+        .as_ref()
+        .map(|(offset, epoch)| Cursor::new(*offset, epoch));
+    s.backlog = broadcasts.missed;
     s.rooms = Some(SocketRooms::new(
         app.rooms.clone(),
         member,
@@ -202,6 +214,9 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         instance: app.registry.instance_id().to_string(),
         repaired: claim.repaired,
         rooms,
+        offset: broadcasts.position.as_ref().map(|(offset, _)| *offset),
+        epoch: broadcasts.position.map(|(_, epoch)| epoch.to_string()),
+        recovered: broadcasts.recovered,
     };
     let (code, reason) = s.live(&mut socket, &welcome, fanout, Some(inbox)).await;
     app.metrics.closed(code);
@@ -233,6 +248,8 @@ impl<C: Counting> Session<C> {
             metrics,
             counter,
             rooms: None,
+            broadcasts: None,
+            backlog: Vec::new(),
         }
     }
 
@@ -244,11 +261,20 @@ impl<C: Counting> Session<C> {
         fanout: Receiver<Fanned>,
         inbox: Option<Inbox>,
     ) -> (u16, &'static str) {
-        let end = match self.send_json(socket, welcome).await {
+        let end = match self.greet(socket, welcome).await {
             Ok(()) => self.serve(socket, fanout, inbox).await,
             Err(Gone) => End::Peer(1006),
         };
         self.finish(socket, end).await
+    }
+
+    /// The welcome, then the recovered broadcasts (before anything live).
+    async fn greet<S: Socket>(&mut self, socket: &mut S, welcome: &Welcome) -> Result<(), Gone> {
+        self.send_json(socket, welcome).await?;
+        for frame in std::mem::take(&mut self.backlog) {
+            self.send(socket, Message::Text(frame.into())).await?;
+        }
+        Ok(())
     }
 
     async fn serve<S: Socket>(
@@ -316,6 +342,24 @@ impl<C: Counting> Session<C> {
                                 Forwarded::Behind(behind) => return self.slow(behind),
                                 Forwarded::Gone => return End::Peer(1006),
                             };
+                        }
+                        Ok(Fanned::Broadcast { offset, epoch, text }) => {
+                            let new = match &mut self.broadcasts {
+                                Some(cursor) => cursor.admit(offset, &epoch),
+                                None => {
+                                    self.broadcasts = Some(Cursor { offset, epoch });
+                                    true
+                                }
+                            };
+                            if new {
+                                let limit = self.settings.send_queue;
+                                let behind = || Some(fanout.len()).filter(|n| *n > limit);
+                                match slow::forward(socket, text, behind, self.write_timeout).await {
+                                    Forwarded::Sent => self.metrics.messages_sent.inc(),
+                                    Forwarded::Behind(behind) => return self.slow(behind),
+                                    Forwarded::Gone => return End::Peer(1006),
+                                };
+                            }
                         }
                         Ok(Fanned::Drain) => return End::Drain,
                         Err(RecvError::Lagged(skipped)) => return self.slow(skipped as usize),
@@ -471,6 +515,47 @@ impl<C: Counting> Session<C> {
                 Ok(())
             }
             _ => Err(Gone),
+        }
+    }
+}
+
+/// Where a new socket's broadcast stream starts, and what it recovers.
+struct BroadcastStart {
+    position: Option<(u64, Arc<str>)>,
+    recovered: Option<bool>,
+    missed: Vec<String>,
+}
+
+/// Reads the broadcast stream for a new socket, after it subscribed to its ring: with
+/// `since`, what it missed (one Redis call); without, where the stream stands, as this
+/// instance last saw it (no Redis call once one broadcast or read has been seen).
+async fn broadcast_start(app: &SharedState, since: Option<(u64, String)>) -> BroadcastStart {
+    if since.is_none() {
+        if let Some(position) = app.fanout.broadcast_position() {
+            return BroadcastStart {
+                position: Some(position),
+                recovered: None,
+                missed: Vec::new(),
+            };
+        }
+    }
+    let asked = since.as_ref().map(|(k, e)| (*k, e.as_str()));
+    match app.history.read(&app.broadcasts, asked).await {
+        Ok(read) => {
+            app.fanout.set_broadcast_position(read.offset, &read.epoch);
+            BroadcastStart {
+                position: Some((read.offset, Arc::from(read.epoch.as_str()))),
+                recovered: read.recovered,
+                missed: read.missed,
+            }
+        }
+        Err(error) => {
+            crate::warn_throttled!(%error, "broadcast history not read: redis unavailable");
+            BroadcastStart {
+                position: app.fanout.broadcast_position(),
+                recovered: since.map(|_| false),
+                missed: Vec::new(),
+            }
         }
     }
 }

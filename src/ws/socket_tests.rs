@@ -139,8 +139,7 @@ fn start_with(settings: SocketSettings, fanout: Arc<Fanout>, unread: usize) -> H
             count: 0,
             resumed: false,
             instance: "i".into(),
-            repaired: false,
-            rooms: Vec::new(),
+            ..Default::default()
         };
         session.live(&mut socket, &welcome, ring, None).await
     });

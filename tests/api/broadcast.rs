@@ -49,7 +49,11 @@ async fn a_broadcast_reaches_every_socket_on_every_instance() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body, json!({"instances": 2, "connections": 2}));
+    let epoch = body["epoch"].as_str().expect("an epoch").to_string();
+    assert_eq!(
+        body,
+        json!({"instances": 2, "connections": 2, "offset": 1, "epoch": epoch})
+    );
 
     for client in [&mut on_first, &mut on_second] {
         let frame = loop {
@@ -59,6 +63,10 @@ async fn a_broadcast_reaches_every_socket_on_every_instance() {
             }
         };
         assert_eq!(frame["broadcast"], message);
+        assert_eq!(
+            (&frame["offset"], &frame["epoch"]),
+            (&json!(1), &json!(epoch))
+        );
         let ts = frame["ts"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
     }

@@ -195,7 +195,15 @@ async fn the_welcome_says_repaired_only_when_it_is_true() {
     let welcome: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
     assert_eq!(
         welcome.as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["session_uuid", "count", "resumed", "instance"]
+        // `offset` and `epoch`: where the broadcast stream stands (docs/PROTOCOL.md).
+        [
+            "session_uuid",
+            "count",
+            "resumed",
+            "instance",
+            "offset",
+            "epoch"
+        ]
     );
 }
 

@@ -12,6 +12,7 @@ mod exactly_once;
 mod faults;
 mod heartbeat;
 mod helpers;
+mod history;
 mod http;
 mod limits;
 mod logging;

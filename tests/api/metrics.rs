@@ -78,6 +78,7 @@ async fn a_fresh_node_exports_every_known_label_set_at_zero() {
         "room_publish",
         "room_info",
         "room_remember",
+        "history_read",
         "other",
     ] {
         expected.push(format!(
