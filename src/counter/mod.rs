@@ -62,6 +62,16 @@ pub struct Claim {
     pub repaired: bool,
 }
 
+/// Why a socket could not claim its session.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClaimError {
+    /// The session belongs to another user; nothing was changed (HTTP 403).
+    #[error("the session belongs to another user")]
+    NotOwner,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The answer to one increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted {
@@ -109,13 +119,16 @@ impl Counter {
     }
 
     /// Claims `session` for a new socket whose writer token is `token` (unique in the fleet),
-    /// fencing every older socket of it, and reads where it starts (see [`Claim`]).
+    /// fencing every older socket of it, and reads where it starts (see [`Claim`]). `owner`
+    /// is the socket's verified user: a session another user owns is refused untouched, and
+    /// one without an owner becomes this user's (`None`: not checked, not recorded).
     pub async fn claim(
         &self,
         session: &str,
         token: &str,
         last_count: u64,
-    ) -> Result<Claim, StoreError> {
+        owner: Option<&str>,
+    ) -> Result<Claim, ClaimError> {
         let answer: Vec<i64> = self
             .store
             .run(
@@ -126,16 +139,18 @@ impl Counter {
                     Value::from(token),
                     Value::from(self.ttl_ms),
                     Value::from(last_count.min(i64::MAX as u64) as i64),
+                    Value::from(owner.unwrap_or("")),
                 ],
             )
             .await?;
         match answer[..] {
+            [scripts::NOT_OWNER, ..] => Err(ClaimError::NotOwner),
             [existed, count, repaired] if count >= 0 => Ok(Claim {
                 count: count as u64,
                 existed: existed == 1,
                 repaired: repaired == 1,
             }),
-            _ => Err(StoreError::Unexpected(format!("claim answered {answer:?}"))),
+            _ => Err(StoreError::Unexpected(format!("claim answered {answer:?}")).into()),
         }
     }
 

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::{
     fanout,
+    identity::bearer_token,
     protocol::{timestamp_now, ChannelMessage},
     state::SharedState,
 };
@@ -81,13 +82,4 @@ pub async fn publish(
         StatusCode::ACCEPTED,
         Json(json!({ "instances": instances, "connections": connections })),
     ))
-}
-
-/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive and
-/// may be followed by more than one space (RFC 7235 section 2.1); the token is taken as is.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
 }

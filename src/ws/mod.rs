@@ -1,5 +1,6 @@
-//! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, capacity,
-//! draining, the claim on the session in Redis), then hands the socket to [`session`].
+//! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, identity,
+//! capacity, draining, the claim on the session in Redis), then hands the socket to
+//! [`session`].
 
 mod close;
 mod rate_limit;
@@ -19,7 +20,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{counter::Claim, error::ApiError, protocol::validate_session_id, state::SharedState};
+use crate::{
+    counter::{Claim, ClaimError},
+    error::ApiError,
+    identity::{self, Identity, IdentityError},
+    protocol::validate_session_id,
+    state::SharedState,
+};
 
 /// Buffers sized on purpose: tungstenite's 128 KiB defaults cost ~100 KB per socket and much
 /// throughput. Frames here are tiny; the read buffer grows for a large frame when needed.
@@ -58,6 +65,9 @@ pub struct Accepted {
     /// This socket's writer token for its session (see [`crate::counter`]).
     pub token: String,
     pub claim: Claim,
+    /// Who the socket is (the token's `sub`, or in development `user` or the anonymous id),
+    /// which rooms it may join and when its token expires.
+    pub identity: Identity,
     pub slot: crate::state::ConnectionSlot,
     /// `x-request-id` of the upgrade request (set by nginx or by our request-id layer).
     pub request_id: String,
@@ -79,6 +89,19 @@ async fn prepare(
     let session = session_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let last_count =
         last_count_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
+    // Before anything is reserved or asked of Redis: a caller without a valid token costs a
+    // signature check and nothing else.
+    let identity = identity::identify(app.settings.auth.as_ref(), params, headers, &session)
+        .map_err(|error| match error {
+            IdentityError::Token(error) => {
+                app.metrics.rejected("unauthorized");
+                ApiError::BadToken(error)
+            }
+            IdentityError::BadUser => {
+                app.metrics.rejected("bad_session");
+                ApiError::BadRequest(error.to_string())
+            }
+        })?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
         crate::warn_throttled!(
@@ -98,18 +121,25 @@ async fn prepare(
     let token = app.writer_token(conn_id);
     let claim = app
         .counter
-        .claim(&session, &token, last_count)
+        .claim(&session, &token, last_count, identity.owner())
         .await
-        .map_err(|error| {
-            app.metrics.rejected("redis_unavailable");
-            crate::warn_throttled!(%error, "refusing upgrade: redis unavailable");
-            ApiError::Unavailable("redis unavailable".into())
+        .map_err(|error| match error {
+            ClaimError::NotOwner => {
+                app.metrics.rejected("forbidden");
+                ApiError::Forbidden("the session belongs to another user".into())
+            }
+            ClaimError::Store(error) => {
+                app.metrics.rejected("redis_unavailable");
+                crate::warn_throttled!(%error, "refusing upgrade: redis unavailable");
+                ApiError::Unavailable("redis unavailable".into())
+            }
         })?;
     let accepted = Accepted {
         session: session.into(),
         conn_id,
         token,
         claim,
+        identity,
         slot,
         request_id: headers
             .get("x-request-id")

@@ -24,7 +24,7 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    close::{classify, End, FENCED_REASON},
+    close::{classify, End, FENCED_REASON, TOKEN_EXPIRED_REASON},
     rate_limit::TokenBucket,
     slow::{self, Forwarded},
     Accepted,
@@ -111,6 +111,9 @@ pub struct Session<C> {
     pub metrics: Arc<Metrics>,
     /// This socket's side of the session counter; its count is the `bye` total.
     pub counter: C,
+    /// When the socket's token expires: it is closed 1008 `token expired` then, by the loop's
+    /// one timer. `None`: never (no authentication).
+    pub expires: Option<Instant>,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
@@ -122,6 +125,7 @@ pub async fn run(socket: WebSocket, app: SharedState, accepted: Accepted) {
         "conn",
         conn_id,
         session = %accepted.session,
+        user = %accepted.identity.user,
         request_id = %accepted.request_id
     );
     run_inner(socket, app, accepted, conn_id)
@@ -134,6 +138,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         session,
         token,
         claim,
+        identity,
         slot: _slot,
         ..
     } = accepted;
@@ -162,6 +167,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         app.metrics.clone(),
         app.counter.for_socket(&session, &token, claim),
     );
+    s.expires = identity.expires;
     let welcome = Welcome {
         session_uuid: session.to_string(),
         count,
@@ -194,6 +200,7 @@ impl<C: Counting> Session<C> {
             fanout,
             metrics,
             counter,
+            expires: None,
         }
     }
 
@@ -216,13 +223,13 @@ impl<C: Counting> Session<C> {
         let dead_after = ping_every * 2;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + ping_every;
-        // One timer for pings, silence and the session's TTL: it fires at the next ping, when
-        // the peer has been silent for two intervals, or when the session's TTL needs renewing,
-        // whichever comes first. It is not reset per
-        // frame (that would touch the timer wheel on every message): when it fires for a
+        // One timer for pings, silence, the session's TTL and the token's expiry: it fires at
+        // the next ping, when the peer has been silent for two intervals, when the session's
+        // TTL needs renewing or when the token expires, whichever comes first. It is not reset
+        // per frame (that would touch the timer wheel on every message): when it fires for a
         // peer heard from since, it is just armed again.
         let mut timer = pin!(tokio::time::sleep_until(
-            next_ping.min(self.counter.touch_due())
+            self.until_expiry(next_ping.min(self.counter.touch_due()))
         ));
         // Lives across loop turns instead of being made anew on each: a pending receive holds
         // a waiter in its ring's list, and making and dropping it each turn took that
@@ -279,6 +286,10 @@ impl<C: Counting> Session<C> {
                 }
                 () = timer.as_mut() => {
                     let now = Instant::now();
+                    if self.expires.is_some_and(|expires| now >= expires) {
+                        tracing::info!("token expired");
+                        return End::Close(close_code::POLICY_VIOLATION, TOKEN_EXPIRED_REASON);
+                    }
                     if now.duration_since(last_heard) >= dead_after {
                         tracing::info!("no pong for two ping intervals");
                         return End::Unresponsive;
@@ -296,10 +307,15 @@ impl<C: Counting> Session<C> {
                         }
                     }
                     let wake = next_ping.min(last_heard + dead_after).min(self.counter.touch_due());
-                    timer.as_mut().reset(wake);
+                    timer.as_mut().reset(self.until_expiry(wake));
                 }
             }
         }
+    }
+
+    /// `wake`, or the token's expiry if that comes first.
+    fn until_expiry(&self, wake: Instant) -> Instant {
+        self.expires.map_or(wake, |expires| wake.min(expires))
     }
 
     fn slow(&self, behind: usize) -> End {
