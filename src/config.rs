@@ -238,7 +238,9 @@ pub enum ConfigError {
     },
     #[error("AUTH_SECRET and AUTH_PUBLIC_KEY_FILE are both set; set one (HS256 with the secret, or RS256/ES256 with the key)")]
     AuthTwice,
-    #[error("AUTH_SECRET has {0} bytes; at least 32 are needed (a random string: openssl rand -hex 32)")]
+    #[error(
+        "AUTH_SECRET has {0} bytes; at least 32 are needed (a random string: openssl rand -hex 32)"
+    )]
     ShortAuthSecret(usize),
     #[error("invalid AUTH_PUBLIC_KEY_FILE {path:?}: {reason}")]
     PublicKey { path: String, reason: String },

@@ -163,10 +163,7 @@ fn secrets_come_from_a_value_or_a_file_without_its_trailing_newline() {
     assert_eq!(s.broadcast_token.unwrap().expose(), "from-a-file");
     let secret = TempFile::new("auth", &format!("{}\r\n", "s".repeat(32)));
     let s = parse(&["--auth-secret-file", secret.path()]).unwrap();
-    assert_eq!(
-        s.auth.unwrap().algorithm(),
-        jsonwebtoken::Algorithm::HS256
-    );
+    assert_eq!(s.auth.unwrap().algorithm(), jsonwebtoken::Algorithm::HS256);
     assert!(parse(&[]).unwrap().auth.is_none(), "off by default");
 }
 
@@ -175,10 +172,18 @@ fn bad_identity_settings_are_refused_with_one_line_naming_them() {
     let secret = "s".repeat(32);
     let file = TempFile::new("secret", &secret);
     let empty = TempFile::new("empty", "\n");
-    let not_a_key = TempFile::new("key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+    let not_a_key = TempFile::new(
+        "key",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
     let cases: &[(&[&str], &str)] = &[
         (
-            &["--broadcast-token", "t", "--broadcast-token-file", file.path()],
+            &[
+                "--broadcast-token",
+                "t",
+                "--broadcast-token-file",
+                file.path(),
+            ],
             "BROADCAST_TOKEN and BROADCAST_TOKEN_FILE are both set",
         ),
         (
@@ -186,12 +191,20 @@ fn bad_identity_settings_are_refused_with_one_line_naming_them() {
             "AUTH_SECRET and AUTH_SECRET_FILE are both set",
         ),
         (
-            &["--auth-secret", &secret, "--auth-public-key-file", file.path()],
+            &[
+                "--auth-secret",
+                &secret,
+                "--auth-public-key-file",
+                file.path(),
+            ],
             "AUTH_SECRET and AUTH_PUBLIC_KEY_FILE are both set",
         ),
         (&["--auth-secret", "short"], "AUTH_SECRET has 5 bytes"),
         (&["--auth-secret", ""], "AUTH_SECRET is set but empty"),
-        (&["--auth-secret-file", empty.path()], "AUTH_SECRET is set but empty"),
+        (
+            &["--auth-secret-file", empty.path()],
+            "AUTH_SECRET is set but empty",
+        ),
         (
             &["--broadcast-token-file", empty.path()],
             "BROADCAST_TOKEN is set but empty",

@@ -87,7 +87,9 @@ pub enum IdentityError {
     #[error(transparent)]
     Token(#[from] TokenError),
     /// HTTP 400 (development only: with authentication on, `user` is ignored).
-    #[error("invalid user: must be 1-{MAX_USER_LEN} characters of A-Z, a-z, 0-9, '_', '.' and '-'")]
+    #[error(
+        "invalid user: must be 1-{MAX_USER_LEN} characters of A-Z, a-z, 0-9, '_', '.' and '-'"
+    )]
     BadUser,
 }
 

@@ -138,8 +138,8 @@ fn check_rsa(key: &DecodingKey) -> Result<(), String> {
     let jsonwebtoken::DecodingKeyKind::SecretOrDer(der) = key.kind() else {
         return Ok(());
     };
-    let key =
-        RsaPublicKey::from_pkcs1_der(der).map_err(|e| format!("not a valid RSA public key: {e}"))?;
+    let key = RsaPublicKey::from_pkcs1_der(der)
+        .map_err(|e| format!("not a valid RSA public key: {e}"))?;
     // Shorter RSA keys are breakable; NIST has disallowed them since 2013.
     if key.size() < 256 {
         return Err(format!(

@@ -13,6 +13,7 @@ mod faults;
 mod heartbeat;
 mod helpers;
 mod http;
+mod identity;
 mod limits;
 mod logging;
 mod metrics;
