@@ -49,6 +49,8 @@ NGINX_DIR="$RUN_DIR/nginx"
 NGINX_CONF="$NGINX_DIR/nginx.conf"
 NGINX_PID="$NGINX_DIR/nginx.pid"
 TOKEN_FILE="$RUN_DIR/token"
+# The fleet's AUTH_SECRET when make up was given one (authentication on); absent: off.
+AUTH_SECRET_FILE="$RUN_DIR/auth_secret"
 
 # rel PATH: PATH relative to the repository root when it is inside it, for shorter messages.
 rel() {
@@ -168,9 +170,13 @@ start_instance() {
     echo "$start" >"$RUN_DIR/wsfleet-$name.logstart"
     step "starting wsfleet $name on 127.0.0.1:$port (id $id, log $(rel "$RUN_DIR/wsfleet-$name.log"))"
     # The token goes by environment, not the command line; the extra assignments through env(1).
+    # Authentication is the fleet's, as make up chose it (the file), never the caller's shell:
+    # an instance that make scale starts must not be the one without it.
+    local auth=(-u AUTH_SECRET -u AUTH_SECRET_FILE -u AUTH_PUBLIC_KEY_FILE)
+    if [ -s "$AUTH_SECRET_FILE" ]; then auth+=(AUTH_SECRET_FILE="$AUTH_SECRET_FILE"); fi
     BIND_ADDR="127.0.0.1:$port" REDIS_URL="$(<"$RUN_DIR/redis_url")" \
         BROADCAST_TOKEN="$(<"$TOKEN_FILE")" INSTANCE_ID="$id" COLOR="$color" \
-        spawn_env "$RUN_DIR/wsfleet-$name.log" "$RUN_DIR/wsfleet-$name.pid" "$@" -- "$bin"
+        spawn_env "$RUN_DIR/wsfleet-$name.log" "$RUN_DIR/wsfleet-$name.pid" "${auth[@]}" "$@" -- "$bin"
     write_targets
 }
 

@@ -7,6 +7,8 @@
 #   SOURCE_IPS=127.0.0.1,…            client addresses (default: as many of 127.0.0.N as keep
 #                                     each under nginx's per-address limits, see below)
 # Extra arguments are passed on to wsfleet-loadtest (make load-test ARGS="--json r.json").
+# A fleet that make up started with AUTH_SECRET gets a token per socket (--auth-secret, from
+# $RUN_DIR/auth_secret unless LOADTEST_AUTH_SECRET is set).
 #
 # nginx limits each client address (NGINX_LIMIT_CONN=1000 connections, NGINX_LIMIT_RATE=200
 # upgrades/s after a burst of NGINX_LIMIT_BURST=400), like a real front end. 5000 sockets from
@@ -51,6 +53,12 @@ else
         say "note: this wsfleet-loadtest lacks --source-ips: $CONNECTIONS sockets from one address exceed nginx's" \
             "per-address limits (a burst of $NGINX_LIMIT_BURST upgrades, 1000 at once) unless make up raised them; expect 429s."
     fi
+fi
+
+if [ -z "${LOADTEST_AUTH_SECRET:-}" ] && [ -s "$RUN_DIR/auth_secret" ]; then
+    LOADTEST_AUTH_SECRET="$(<"$RUN_DIR/auth_secret")"
+    export LOADTEST_AUTH_SECRET
+    say "the fleet has authentication on: each socket signs its own token"
 fi
 
 step "wsfleet-loadtest $SCENARIO: $CONNECTIONS connections against 127.0.0.1:$PORT (nginx)"

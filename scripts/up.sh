@@ -8,6 +8,9 @@
 #   REDIS_MAXMEMORY=256mb  our redis-server's memory bound (append-only file and eviction
 #                        policy: scripts/lib-redis.sh)
 #   BROADCAST_TOKEN=     the operator token (default: generated once, kept in $RUN_DIR/token)
+#   AUTH_SECRET=         turns authentication on: every socket needs an HS256 token signed with
+#                        it (kept in $RUN_DIR/auth_secret for make scale/promote/load-test;
+#                        AUTH_SECRET= (empty) turns it off again; unset: as the last make up)
 #   SKIP_BUILD=1         do not run cargo; use WSFLEET_BIN (default target/release/wsfleet)
 #   RUNTIME=docker       the same with docker compose (scripts/compose.sh)
 #   PROMETHEUS=auto|1|0  our own Prometheus on :9090 when installed / installing it / never
@@ -48,12 +51,23 @@ summary() {
   instances  $COLOR x${#names[@]}: ${ports[*]}
   redis      $(cat "$RUN_DIR/redis_url" 2>/dev/null || echo '?')
   token      $(<"$TOKEN_FILE")   (in $(rel "$TOKEN_FILE"), mode 600)
+  auth       $(auth_line)
   broadcast  $(broadcast_line "$(instance_port "${names[0]}")")
              (/broadcast and /metrics are on the instances' loopback ports only, not on :$PORT)
 $(prometheus_line)
 
   make status | make scale N=4 | make promote | make logs | make monitor | make down
 EOF
+}
+
+auth_line() {
+    if [ -s "$AUTH_SECRET_FILE" ]; then
+        printf '%s\n' "on (HS256, secret in $(rel "$AUTH_SECRET_FILE")); a token for alice, valid 1h:" \
+            "             LOADTEST_AUTH_SECRET=\"\$(cat $(rel "$AUTH_SECRET_FILE"))\" target/release/wsfleet-loadtest token --sub alice --ttl 1h" \
+            "             then ws://127.0.0.1:$PORT/ws/chat/?token=<token> (make load-test signs its own)"
+    else
+        echo "off (development: any client may use any session; AUTH_SECRET=… make up turns it on)"
+    fi
 }
 
 # --- already up? --------------------------------------------------------------------------
@@ -125,6 +139,15 @@ elif [ ! -s "$TOKEN_FILE" ]; then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE" && echo >>"$TOKEN_FILE")
 fi
 chmod 600 "$TOKEN_FILE"
+# Authentication: AUTH_SECRET given turns it on (kept for make scale and promote), given empty
+# turns it off, unset keeps what the last make up chose. A running fleet keeps its setting
+# until its instances restart (make promote).
+if [ -n "${AUTH_SECRET:-}" ]; then
+    [ "${#AUTH_SECRET}" -ge 32 ] || die "AUTH_SECRET must be at least 32 bytes (e.g. openssl rand -hex 32)"
+    (umask 077 && printf '%s\n' "$AUTH_SECRET" >"$AUTH_SECRET_FILE")
+elif [ -n "${AUTH_SECRET+set}" ]; then
+    rm -f "$AUTH_SECRET_FILE"
+fi
 
 # --- the instances ------------------------------------------------------------------------
 redis_hint() {

@@ -1,12 +1,13 @@
 //! Configuration: one clap struct (flags with environment fallbacks, `--help` from the doc
 //! comments), turned into [`Settings`] with real types before anything is bound or connected.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
 mod duration;
+mod secrets;
 pub use duration::parse_duration;
 use duration::{
     parse_bounded, parse_positive, MAX_HISTORY_TTL_SECS, MAX_HTTP_TIMEOUT_SECS, MAX_INTERVAL_SECS,
@@ -114,6 +115,25 @@ pub struct Config {
     #[arg(long, env = "BROADCAST_TOKEN", hide_env_values = true)]
     pub broadcast_token: Option<String>,
 
+    /// File holding the `POST /broadcast` token instead of BROADCAST_TOKEN (trailing newlines
+    /// are not part of it).
+    #[arg(long, env = "BROADCAST_TOKEN_FILE")]
+    pub broadcast_token_file: Option<PathBuf>,
+
+    /// HS256 secret (at least 32 bytes): turns authentication on; every upgrade then needs a
+    /// JWT signed with it.
+    #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// File holding AUTH_SECRET instead (trailing newlines are not part of it).
+    #[arg(long, env = "AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA: RS256, P-256: ES256): turns authentication on; every upgrade then
+    /// needs a JWT signed with the matching private key.
+    #[arg(long, env = "AUTH_PUBLIC_KEY_FILE")]
+    pub auth_public_key_file: Option<PathBuf>,
+
     /// Largest text frame accepted; a larger one closes the socket with 1009.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub max_message_bytes: u64,
@@ -194,6 +214,8 @@ pub struct Settings {
     pub drain_spread: Duration,
     pub session_ttl: Duration,
     pub broadcast_token: Option<Secret>,
+    /// Verifies upgrade tokens; `None`: authentication is off (development).
+    pub auth: Option<crate::identity::Verifier>,
     pub max_message_bytes: usize,
     /// `SEND_QUEUE`, a power of two (the fan-out rings' size).
     pub send_queue: usize,
@@ -226,6 +248,24 @@ pub enum ConfigError {
     EmptyOrigin,
     #[error("BROADCAST_TOKEN is set but empty; unset it to disable /broadcast")]
     EmptyToken,
+    #[error("{0} is set but empty")]
+    EmptySecret(&'static str),
+    #[error("{0} and {0}_FILE are both set; set one")]
+    SecretTwice(&'static str),
+    #[error("cannot read {name}_FILE {path:?}: {reason}")]
+    SecretFile {
+        name: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("AUTH_SECRET and AUTH_PUBLIC_KEY_FILE are both set; set one (HS256 with the secret, or RS256/ES256 with the key)")]
+    AuthTwice,
+    #[error(
+        "AUTH_SECRET has {0} bytes; at least 32 are needed (a random string: openssl rand -hex 32)"
+    )]
+    ShortAuthSecret(usize),
+    #[error("invalid AUTH_PUBLIC_KEY_FILE {path:?}: {reason}")]
+    PublicKey { path: String, reason: String },
 }
 
 impl Config {
@@ -263,11 +303,21 @@ impl Config {
         if allowed_origins.iter().any(String::is_empty) {
             return Err(ConfigError::EmptyOrigin);
         }
-        let broadcast_token = match self.broadcast_token {
-            Some(t) if t.is_empty() => return Err(ConfigError::EmptyToken),
-            Some(t) => Some(Secret(t)),
-            None => None,
-        };
+        if self.broadcast_token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken);
+        }
+        let broadcast_token = secrets::value_or_file(
+            "BROADCAST_TOKEN",
+            self.broadcast_token,
+            self.broadcast_token_file.as_deref(),
+        )?
+        .map(Secret);
+        let auth_secret = secrets::value_or_file(
+            "AUTH_SECRET",
+            self.auth_secret,
+            self.auth_secret_file.as_deref(),
+        )?;
+        let auth = secrets::auth_verifier(auth_secret, self.auth_public_key_file.as_deref())?;
         Ok(Settings {
             bind_addr: self.bind_addr,
             redis_url: self.redis_url,
@@ -279,6 +329,7 @@ impl Config {
             drain_spread: self.drain_spread,
             session_ttl: self.session_ttl,
             broadcast_token,
+            auth,
             max_message_bytes: self.max_message_bytes as usize,
             send_queue: (self.send_queue as usize).next_power_of_two(),
             rate_limit: (self.rate_limit > 0).then_some(self.rate_limit),

@@ -9,12 +9,17 @@ use axum::{
 use serde_json::json;
 use thiserror::Error;
 
+use crate::identity::TokenError;
+
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// The upgrade's JWT was missing or refused (`crate::identity::TokenError`).
+    #[error("{0}")]
+    BadToken(crate::identity::TokenError),
     #[error("{0}")]
     Forbidden(String),
     #[error("not found")]
@@ -31,7 +36,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -46,9 +51,16 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = Json(json!({ "error": self.to_string() }));
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::BadToken(TokenError::Missing) => {
                 (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
             }
+            // RFC 6750 section 3.1: a token was presented and refused.
+            ApiError::BadToken(_) => (
+                status,
+                [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)],
+                body,
+            )
+                .into_response(),
             _ => (status, body).into_response(),
         }
     }

@@ -10,6 +10,8 @@
 //! - [`http`]: router and operator endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
 //!   `/broadcast`, `/test/`), and the accept loop serving them with the plain-HTTP limits
 //!   (`http::serve`).
+//! - [`identity`]: who a socket is (a verified JWT, or in development the `user` parameter),
+//!   the rooms it may join, and the token verifier chosen at start-up.
 //! - [`ws`]: the WebSocket upgrade and one socket's session loop.
 //! - [`protocol`]: the JSON frames on the wire and on the pub/sub channel.
 //! - [`store`]: the Redis client, its failure policy and script calls.
@@ -35,6 +37,7 @@ pub mod fanout;
 pub mod heartbeat;
 pub mod history;
 pub mod http;
+pub mod identity;
 pub mod inbox;
 pub mod metrics;
 pub mod protocol;

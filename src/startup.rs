@@ -127,8 +127,14 @@ impl Application {
             address = %self.address,
             color = %settings.color,
             max_connections = state.max_connections,
+            authentication = settings.auth.as_ref().map_or("off", |a| algorithm_name(a.algorithm())),
             "wsfleet listening"
         );
+        if settings.auth.is_none() {
+            tracing::warn!(
+                "authentication is off: any client may open any session and call itself any user; set AUTH_SECRET, AUTH_SECRET_FILE or AUTH_PUBLIC_KEY_FILE in production"
+            );
+        }
 
         // Background work lives until the very end of the drain; see shutdown::drain.
         let background = self.background;
@@ -228,4 +234,14 @@ fn connection_limit(configured: Option<usize>) -> std::io::Result<usize> {
         Some(wanted) => wanted,
         None => budget,
     })
+}
+
+/// The algorithm as the start-up log names it.
+fn algorithm_name(algorithm: jsonwebtoken::Algorithm) -> &'static str {
+    match algorithm {
+        jsonwebtoken::Algorithm::HS256 => "HS256",
+        jsonwebtoken::Algorithm::RS256 => "RS256",
+        jsonwebtoken::Algorithm::ES256 => "ES256",
+        _ => "other",
+    }
 }

@@ -92,6 +92,8 @@ fn main() -> ExitCode {
         Command::Smoke(args) => return scenario::smoke::main(&args),
         // Reads reports, runs nothing (scripts/bench.sh's numbers).
         Command::Summarize(args) => return summarize::main(&args),
+        // Signs one token, runs nothing.
+        Command::Token(args) => return client::token::main(&args),
         Command::Load(scenario) => *scenario,
     };
     scenario.settle_random_defaults();

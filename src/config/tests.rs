@@ -135,3 +135,97 @@ fn secrets_do_not_show_in_debug_output() {
     assert!(!format!("{s:?}").contains("hunter2"));
     assert_eq!(s.broadcast_token.unwrap().expose(), "hunter2");
 }
+
+/// A file under the system's temporary directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("wsfleet-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn secrets_come_from_a_value_or_a_file_without_its_trailing_newline() {
+    let token = TempFile::new("broadcast", "from-a-file\n");
+    let s = parse(&["--broadcast-token-file", token.path()]).unwrap();
+    assert_eq!(s.broadcast_token.unwrap().expose(), "from-a-file");
+    let secret = TempFile::new("auth", &format!("{}\r\n", "s".repeat(32)));
+    let s = parse(&["--auth-secret-file", secret.path()]).unwrap();
+    assert_eq!(s.auth.unwrap().algorithm(), jsonwebtoken::Algorithm::HS256);
+    assert!(parse(&[]).unwrap().auth.is_none(), "off by default");
+}
+
+#[test]
+fn bad_identity_settings_are_refused_with_one_line_naming_them() {
+    let secret = "s".repeat(32);
+    let file = TempFile::new("secret", &secret);
+    let empty = TempFile::new("empty", "\n");
+    let not_a_key = TempFile::new(
+        "key",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--broadcast-token",
+                "t",
+                "--broadcast-token-file",
+                file.path(),
+            ],
+            "BROADCAST_TOKEN and BROADCAST_TOKEN_FILE are both set",
+        ),
+        (
+            &["--auth-secret", &secret, "--auth-secret-file", file.path()],
+            "AUTH_SECRET and AUTH_SECRET_FILE are both set",
+        ),
+        (
+            &[
+                "--auth-secret",
+                &secret,
+                "--auth-public-key-file",
+                file.path(),
+            ],
+            "AUTH_SECRET and AUTH_PUBLIC_KEY_FILE are both set",
+        ),
+        (&["--auth-secret", "short"], "AUTH_SECRET has 5 bytes"),
+        (&["--auth-secret", ""], "AUTH_SECRET is set but empty"),
+        (
+            &["--auth-secret-file", empty.path()],
+            "AUTH_SECRET is set but empty",
+        ),
+        (
+            &["--broadcast-token-file", empty.path()],
+            "BROADCAST_TOKEN is set but empty",
+        ),
+        (
+            &["--auth-secret-file", "/nonexistent/secret"],
+            "cannot read AUTH_SECRET_FILE",
+        ),
+        (
+            &["--auth-public-key-file", "/nonexistent/key.pem"],
+            "invalid AUTH_PUBLIC_KEY_FILE",
+        ),
+        (
+            &["--auth-public-key-file", not_a_key.path()],
+            "invalid AUTH_PUBLIC_KEY_FILE",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = parse(args).expect_err(&format!("{args:?} should fail"));
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains(&secret), "{err}");
+    }
+}

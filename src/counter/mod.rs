@@ -64,6 +64,16 @@ pub struct Claim {
     pub rooms: Vec<String>,
 }
 
+/// Why a socket could not claim its session.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClaimError {
+    /// The session belongs to another user; nothing was changed (HTTP 403).
+    #[error("the session belongs to another user")]
+    NotOwner,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The answer to one increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted {
@@ -111,13 +121,16 @@ impl Counter {
     }
 
     /// Claims `session` for a new socket whose writer token is `token` (unique in the fleet),
-    /// fencing every older socket of it, and reads where it starts (see [`Claim`]).
+    /// fencing every older socket of it, and reads where it starts (see [`Claim`]). `owner`
+    /// is the socket's verified user: a session another user owns is refused untouched, and
+    /// one without an owner becomes this user's (`None`: not checked, not recorded).
     pub async fn claim(
         &self,
         session: &str,
         token: &str,
         last_count: u64,
-    ) -> Result<Claim, StoreError> {
+        owner: Option<&str>,
+    ) -> Result<Claim, ClaimError> {
         let answer: Vec<Value> = self
             .store
             .run(
@@ -128,13 +141,17 @@ impl Counter {
                     Value::from(token),
                     Value::from(self.ttl_ms),
                     Value::from(last_count.min(i64::MAX as u64) as i64),
+                    Value::from(owner.unwrap_or("")),
                 ],
             )
             .await?;
         let unexpected = || StoreError::Unexpected(format!("claim answered {answer:?}"));
         let [existed, count, repaired, rooms] = &answer[..] else {
-            return Err(unexpected());
+            return Err(unexpected().into());
         };
+        if existed.as_i64() == Some(scripts::NOT_OWNER) {
+            return Err(ClaimError::NotOwner);
+        }
         let rooms = match rooms {
             Value::Array(rooms) => rooms.iter().filter_map(Value::as_string).collect(),
             _ => Vec::new(),

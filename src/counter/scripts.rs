@@ -5,10 +5,18 @@
 //! - `n`: the counter (absent until the first counted message);
 //! - `w`: the writer token of the newest socket of the session (see [`CLAIM_LUA`]);
 //! - `r:<room>`: one per room the session is in (written by src/rooms; a session with a room
-//!   but no counter exists, and its welcome lists its rooms).
+//!   but no counter exists, and its welcome lists its rooms);
+//! - `u`: the session's owner, the verified user (`sub`) that created it; absent for sessions
+//!   created without authentication.
 
 /// Claims a session for a new socket and reads its counter. KEYS[1]: the session; ARGV: the
-/// socket's writer token, the TTL in ms, and `last_count` (0 when the client gave none).
+/// socket's writer token, the TTL in ms, `last_count` (0 when the client gave none), and the
+/// socket's verified user ('' or absent without authentication).
+///
+/// Ownership first: a session owned by another user is refused before anything is written,
+/// so the owner's socket is not fenced and the TTL is not renewed; `{-1, 0, 0, {}}`. A verified
+/// user that claims a session without an owner becomes its owner. Without authentication
+/// ownership is neither checked nor recorded.
 ///
 /// Writing the token fences every older socket of the session, on any instance: their
 /// increments carry their own token and are refused from now on, so the count returned here
@@ -19,15 +27,17 @@
 /// session, the count the socket starts from, whether `last_count` raised it, and the
 /// session's rooms.
 pub const CLAIM_LUA: &str = r"
-local n = redis.call('HGET', KEYS[1], 'n')
+local f = redis.call('HMGET', KEYS[1], 'n', 'u')
+local user = ARGV[4] or ''
+if user ~= '' and f[2] and f[2] ~= user then return {-1, 0, 0, {}} end
 local existed = 0
-if n then existed = 1 end
+if f[1] then existed = 1 end
+local n = tonumber(f[1]) or 0
 local rooms = {}
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(field, 1, 2) == 'r:' then rooms[#rooms + 1] = string.sub(field, 3) end
 end
 if #rooms > 0 then existed = 1 end
-n = tonumber(n) or 0
 local repaired = 0
 local floor = tonumber(ARGV[3])
 if floor > n then
@@ -35,9 +45,16 @@ if floor > n then
   repaired = 1
   redis.call('HSET', KEYS[1], 'n', n)
 end
-redis.call('HSET', KEYS[1], 'w', ARGV[1])
+if user ~= '' and not f[2] then
+  redis.call('HSET', KEYS[1], 'w', ARGV[1], 'u', user)
+else
+  redis.call('HSET', KEYS[1], 'w', ARGV[1])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {existed, n, repaired, rooms}";
+
+/// [`CLAIM_LUA`]'s `existed` for a session owned by another user.
+pub const NOT_OWNER: i64 = -1;
 
 /// Counts one message per entry. KEYS[i] is a session; ARGV[1] the TTL in ms, then three
 /// values per entry: the socket's writer token, whether the socket has attempts in doubt

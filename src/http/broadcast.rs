@@ -22,6 +22,7 @@ use super::ApiError;
 use crate::{
     fanout,
     history::Publication,
+    identity::bearer_token,
     protocol::{
         broadcast_head,
         rooms::{is_room_name, publication_head},
@@ -291,13 +292,4 @@ async fn to_session(
         remember_answer(app, key, &body).await;
     }
     Ok((StatusCode::ACCEPTED, Json(body)))
-}
-
-/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive and
-/// may be followed by more than one space (RFC 7235 section 2.1); the token is taken as is.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
 }

@@ -39,9 +39,11 @@ pub const REJECT_REASONS: &[&str] = &[
     "bad_session",
     "capacity",
     "draining",
+    "forbidden",
     "not_websocket",
     "origin",
     "redis_unavailable",
+    "unauthorized",
 ];
 
 /// `wsfleet_redis_errors_total{operation}` and `wsfleet_redis_command_duration_seconds

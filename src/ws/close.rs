@@ -1,5 +1,5 @@
 //! How a socket's loop ends ([`End`]) and the endings themselves: the close frame and its
-//! reply, the silent peer's 1008, the drain's `bye` then 1001, the slow consumer's 1013.
+//! reply, the silent peer's 1008, the expired token's 1008, the drain's `bye` then 1001, the slow consumer's 1013.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::protocol::{close_code, Bye};
 pub const DRAIN_REASON: &str = "server shutting down";
 pub const PING_TIMEOUT_REASON: &str = "ping timeout";
 pub const FENCED_REASON: &str = "session resumed elsewhere";
+pub const TOKEN_EXPIRED_REASON: &str = "token expired";
 
 /// How long a close frame we sent waits for the peer's; long enough for a live peer on any
 /// network, short enough that a gone one does not hold the drain.

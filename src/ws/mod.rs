@@ -1,5 +1,6 @@
-//! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, capacity,
-//! draining, the claim on the session in Redis), then hands the socket to [`session`].
+//! `GET /ws/chat/`: everything decided before the upgrade (session id, origin, identity,
+//! capacity, draining, the claim on the session in Redis), then hands the socket to
+//! [`session`].
 
 mod close;
 mod rate_limit;
@@ -20,7 +21,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{counter::Claim, error::ApiError, protocol::validate_session_id, state::SharedState};
+use crate::{
+    counter::{Claim, ClaimError},
+    error::ApiError,
+    identity::{self, Identity, IdentityError},
+    protocol::validate_session_id,
+    state::SharedState,
+};
 
 /// Buffers sized on purpose: tungstenite's 128 KiB defaults cost ~100 KB per socket and much
 /// throughput. Frames here are tiny; the read buffer grows for a large frame when needed.
@@ -59,8 +66,9 @@ pub struct Accepted {
     /// This socket's writer token for its session (see [`crate::counter`]).
     pub token: String,
     pub claim: Claim,
-    /// The public user id others see in rooms.
-    pub user: Arc<str>,
+    /// Who the socket is (the token's `sub`, or in development `user` or the anonymous id),
+    /// which rooms it may join and when its token expires.
+    pub identity: Identity,
     /// `since` and `epoch` on the URL: recover the broadcasts after this offset.
     pub since: Option<(u64, String)>,
     pub slot: crate::state::ConnectionSlot,
@@ -84,8 +92,20 @@ async fn prepare(
     let session = session_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let last_count =
         last_count_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
-    let user = user_param(params, &session).inspect_err(|_| app.metrics.rejected("bad_session"))?;
     let since = since_param(params).inspect_err(|_| app.metrics.rejected("bad_session"))?;
+    // Before anything is reserved or asked of Redis: a caller without a valid token costs a
+    // signature check and nothing else.
+    let identity = identity::identify(app.settings.auth.as_ref(), params, headers, &session)
+        .map_err(|error| match error {
+            IdentityError::Token(error) => {
+                app.metrics.rejected("unauthorized");
+                ApiError::BadToken(error)
+            }
+            IdentityError::BadUser => {
+                app.metrics.rejected("bad_session");
+                ApiError::BadRequest(error.to_string())
+            }
+        })?;
     let slot = app.try_reserve_slot().ok_or_else(|| {
         app.metrics.rejected("capacity");
         crate::warn_throttled!(
@@ -105,19 +125,25 @@ async fn prepare(
     let token = app.writer_token(conn_id);
     let claim = app
         .counter
-        .claim(&session, &token, last_count)
+        .claim(&session, &token, last_count, identity.owner())
         .await
-        .map_err(|error| {
-            app.metrics.rejected("redis_unavailable");
-            crate::warn_throttled!(%error, "refusing upgrade: redis unavailable");
-            ApiError::Unavailable("redis unavailable".into())
+        .map_err(|error| match error {
+            ClaimError::NotOwner => {
+                app.metrics.rejected("forbidden");
+                ApiError::Forbidden("the session belongs to another user".into())
+            }
+            ClaimError::Store(error) => {
+                app.metrics.rejected("redis_unavailable");
+                crate::warn_throttled!(%error, "refusing upgrade: redis unavailable");
+                ApiError::Unavailable("redis unavailable".into())
+            }
         })?;
     let accepted = Accepted {
         session: session.into(),
         conn_id,
         token,
         claim,
-        user: user.into(),
+        identity,
         since,
         slot,
         request_id: headers
@@ -170,30 +196,6 @@ fn since_param(params: &[(String, String)]) -> Result<Option<(u64, String)>, Api
     }
 }
 
-/// The public user id: the `user` parameter (1–64 of `[A-Za-z0-9_.-]`), else `anon-` and 12
-/// hex digits of the session id's SHA-256, which names the session without revealing it.
-fn user_param(params: &[(String, String)], session: &str) -> Result<String, ApiError> {
-    match params.iter().find(|(k, v)| k == "user" && !v.is_empty()) {
-        Some((_, user)) => {
-            let valid = user.len() <= 64
-                && user
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-            if !valid {
-                return Err(ApiError::BadRequest(
-                    "invalid user: 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'".into(),
-                ));
-            }
-            Ok(user.clone())
-        }
-        None => {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(session.as_bytes());
-            let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-            Ok(format!("anon-{hex}"))
-        }
-    }
-}
 
 /// `session_uuid` (or its alias `session_id`): absent or empty makes a new UUIDv4.
 fn session_param(params: &[(String, String)]) -> Result<String, ApiError> {

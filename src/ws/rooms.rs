@@ -15,6 +15,7 @@ use axum::extract::ws::Utf8Bytes;
 
 use crate::{
     history::Cursor,
+    identity::Identity,
     inbox::{Delivery, Postbox},
     protocol::{
         rooms::{
@@ -30,6 +31,8 @@ use crate::{
 pub struct SocketRooms {
     rooms: Arc<Rooms>,
     member: Member,
+    /// Which rooms it may join.
+    identity: Identity,
     postbox: Postbox,
     /// Joined on this socket: how far the client has been given the room's stream.
     joined: HashMap<Arc<str>, Cursor>,
@@ -38,10 +41,17 @@ pub struct SocketRooms {
 }
 
 impl SocketRooms {
-    pub fn new(rooms: Arc<Rooms>, member: Member, postbox: Postbox, held: Vec<String>) -> Self {
+    pub fn new(
+        rooms: Arc<Rooms>,
+        member: Member,
+        identity: Identity,
+        postbox: Postbox,
+        held: Vec<String>,
+    ) -> Self {
         SocketRooms {
             rooms,
             member,
+            identity,
             postbox,
             joined: HashMap::new(),
             held: held.into_iter().map(Arc::from).collect(),
@@ -79,6 +89,9 @@ impl SocketRooms {
     }
 
     async fn join(&mut self, room: String, since: Option<(u64, String)>) -> Vec<String> {
+        if !self.identity.may_join(&room) {
+            return vec![error(RoomErrorCode::Forbidden, room)];
+        }
         if !self.is_member(&room) && self.joined.len() + self.held.len() >= self.rooms.max_rooms {
             return vec![error(RoomErrorCode::TooManyRooms, room)];
         }

@@ -24,7 +24,7 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    close::{classify, End, FENCED_REASON},
+    close::{classify, End, FENCED_REASON, TOKEN_EXPIRED_REASON},
     rate_limit::TokenBucket,
     rooms::SocketRooms,
     slow::{self, Forwarded},
@@ -126,6 +126,9 @@ pub struct Session<C> {
     pub broadcasts: Option<Cursor>,
     /// Frames sent right after the welcome: the broadcasts a resuming client missed.
     pub backlog: Vec<String>,
+    /// When the socket's token expires: it is closed 1008 `token expired` then, by the loop's
+    /// one timer. `None`: never (no authentication).
+    pub expires: Option<Instant>,
     bucket: Option<TokenBucket>,
     write_timeout: Duration,
 }
@@ -137,6 +140,7 @@ pub async fn run(socket: WebSocket, app: SharedState, accepted: Accepted) {
         "conn",
         conn_id,
         session = %accepted.session,
+        user = %accepted.identity.user,
         request_id = %accepted.request_id
     );
     run_inner(socket, app, accepted, conn_id)
@@ -149,7 +153,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         session,
         token,
         claim,
-        user,
+        identity,
         since,
         slot: _slot,
         ..
@@ -180,7 +184,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         conn_id,
         session: session.clone(),
         token: Arc::from(token.as_str()),
-        user,
+        user: identity.user.clone(),
     };
     let rooms = if claim.rooms.is_empty() {
         Vec::new()
@@ -196,6 +200,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         app.metrics.clone(),
         app.counter.for_socket(&session, &token, &claim),
     );
+    s.expires = identity.expires;
     s.broadcasts = broadcasts
         .position
         .as_ref()
@@ -204,6 +209,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
     s.rooms = Some(SocketRooms::new(
         app.rooms.clone(),
         member,
+        identity,
         postbox,
         rooms.clone(),
     ));
@@ -250,6 +256,7 @@ impl<C: Counting> Session<C> {
             rooms: None,
             broadcasts: None,
             backlog: Vec::new(),
+            expires: None,
         }
     }
 
@@ -287,13 +294,13 @@ impl<C: Counting> Session<C> {
         let dead_after = ping_every * 2;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + ping_every;
-        // One timer for pings, silence and the session's TTL: it fires at the next ping, when
-        // the peer has been silent for two intervals, or when the session's TTL needs renewing,
-        // whichever comes first. It is not reset per
-        // frame (that would touch the timer wheel on every message): when it fires for a
+        // One timer for pings, silence, the session's TTL and the token's expiry: it fires at
+        // the next ping, when the peer has been silent for two intervals, when the session's
+        // TTL needs renewing or when the token expires, whichever comes first. It is not reset
+        // per frame (that would touch the timer wheel on every message): when it fires for a
         // peer heard from since, it is just armed again.
         let mut timer = pin!(tokio::time::sleep_until(
-            next_ping.min(self.counter.touch_due())
+            self.until_expiry(next_ping.min(self.counter.touch_due()))
         ));
         // Lives across loop turns instead of being made anew on each: a pending receive holds
         // a waiter in its ring's list, and making and dropping it each turn took that
@@ -375,6 +382,10 @@ impl<C: Counting> Session<C> {
                 }
                 () = timer.as_mut() => {
                     let now = Instant::now();
+                    if self.expires.is_some_and(|expires| now >= expires) {
+                        tracing::info!("token expired");
+                        return End::Close(close_code::POLICY_VIOLATION, TOKEN_EXPIRED_REASON);
+                    }
                     if now.duration_since(last_heard) >= dead_after {
                         tracing::info!("no pong for two ping intervals");
                         return End::Unresponsive;
@@ -392,7 +403,7 @@ impl<C: Counting> Session<C> {
                         }
                     }
                     let wake = next_ping.min(last_heard + dead_after).min(self.counter.touch_due());
-                    timer.as_mut().reset(wake);
+                    timer.as_mut().reset(self.until_expiry(wake));
                 }
             }
         }
@@ -421,6 +432,11 @@ impl<C: Counting> Session<C> {
             Forwarded::Behind(behind) => Some(self.slow(behind)),
             Forwarded::Gone => Some(End::Peer(1006)),
         }
+    }
+
+    /// `wake`, or the token's expiry if that comes first.
+    fn until_expiry(&self, wake: Instant) -> Instant {
+        self.expires.map_or(wake, |expires| wake.min(expires))
     }
 
     fn slow(&self, behind: usize) -> End {

@@ -1,5 +1,5 @@
 //! The socket loop on channels instead of a network, under paused tokio time: pings, silence,
-//! slow consumers, the drain and the session-TTL renewal, each in simulated seconds and
+//! slow consumers, the drain, the session-TTL renewal and the token's expiry, each in simulated seconds and
 //! microseconds of real time. The counter is an in-memory stand-in; counting against Redis
 //! is what tests/api covers.
 
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::{task::JoinHandle, time::Instant};
 
 use super::{
-    close::{DRAIN_REASON, PING_TIMEOUT_REASON},
+    close::{DRAIN_REASON, PING_TIMEOUT_REASON, TOKEN_EXPIRED_REASON},
     session::{Counting, Session, SocketSettings},
     slow::{self, LAG_CHECK, SLOW_CLOSE_WAIT},
 };
@@ -117,6 +117,16 @@ fn settings() -> SocketSettings {
 
 /// Starts a socket whose client can have `unread` frames waiting before writes block.
 fn start_with(settings: SocketSettings, fanout: Arc<Fanout>, unread: usize) -> Harness {
+    start_expiring(settings, fanout, unread, None)
+}
+
+/// [`start_with`] for a socket whose token expires at `expires`.
+fn start_expiring(
+    settings: SocketSettings,
+    fanout: Arc<Fanout>,
+    unread: usize,
+    expires: Option<Instant>,
+) -> Harness {
     let metrics = Arc::new(Metrics::new("blue"));
     let touches = Arc::new(AtomicU64::new(0));
     let counter = MemoryCounter {
@@ -133,6 +143,7 @@ fn start_with(settings: SocketSettings, fanout: Arc<Fanout>, unread: usize) -> H
         to_client,
     };
     let mut session = Session::new(settings, fanout.clone(), metrics.clone(), counter);
+    session.expires = expires;
     let task = tokio::spawn(async move {
         let welcome = Welcome {
             session_uuid: "s".into(),
@@ -344,4 +355,51 @@ async fn an_idle_socket_renews_its_session_ttl_every_half_ttl() {
         }
     }
     assert_eq!(h.touches.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_token_closes_1008_token_expired_at_its_expiry_however_busy_the_socket() {
+    // Between two pings, so that neither the ping nor the silence timer is what fires.
+    let lifetime = PING * 2 + PING / 2;
+    let opened = Instant::now();
+    let fanout = Arc::new(Fanout::new(Duration::ZERO, SEND_QUEUE));
+    let mut h = start_expiring(settings(), fanout, 16, Some(opened + lifetime));
+    h.next_json().await;
+    let mut counted = 0;
+    let close = loop {
+        // A busy client: a frame after every 3 s without news, pongs to every ping. Neither
+        // moves the expiry.
+        match tokio::time::timeout(Duration::from_secs(3), h.next()).await {
+            Err(_) => h.send(Message::Text("x".into())).await,
+            Ok(Message::Ping(_)) => h.send(Message::Pong(Default::default())).await,
+            Ok(Message::Text(_)) => counted += 1,
+            Ok(other) => break close_of(other),
+        }
+    };
+    assert_eq!(
+        (close.0, close.1.as_str()),
+        (close_code::POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
+    );
+    let at = opened.elapsed();
+    assert!(
+        at >= lifetime && at <= lifetime + Duration::from_millis(1),
+        "closed at {at:?}, expiry at {lifetime:?}"
+    );
+    assert!(counted >= 7, "the socket counted until then: {counted}");
+    h.send(Message::Close(None)).await;
+    let ended = h.ended(Duration::from_millis(1)).await;
+    assert_eq!(ended, (close_code::POLICY_VIOLATION, TOKEN_EXPIRED_REASON));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_without_a_token_expiry_is_not_closed_by_one() {
+    let mut h = start(settings());
+    let opened = Instant::now();
+    h.next_json().await;
+    while opened.elapsed() < TTL * 3 {
+        if let Message::Ping(_) = h.next().await {
+            h.send(Message::Pong(Default::default())).await;
+        }
+    }
+    assert!(!h.task.is_finished());
 }

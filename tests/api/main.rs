@@ -14,6 +14,7 @@ mod heartbeat;
 mod helpers;
 mod history;
 mod http;
+mod identity;
 mod limits;
 mod logging;
 mod metrics;

@@ -47,9 +47,11 @@ async fn a_fresh_node_exports_every_known_label_set_at_zero() {
         "bad_session",
         "capacity",
         "draining",
+        "forbidden",
         "not_websocket",
         "origin",
         "redis_unavailable",
+        "unauthorized",
         "other",
     ] {
         expected.push(format!(

@@ -11,7 +11,7 @@ const REFUSAL_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Runs the binary with `env` and returns its exit code and stderr, killing it if it is still
 /// running after [`REFUSAL_PATIENCE`] (it accepted the value and started serving).
-fn run_with_env(env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn run_with_env(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let port = crate::helpers::free_port();
     let stderr = std::env::temp_dir().join(format!(
         "wsfleet-settings-{port}-{}.err",

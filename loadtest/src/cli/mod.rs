@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use wsfleet::config::{parse_duration, Secret};
 
 use crate::{
+    client::token::TokenArgs,
     scenario::smoke::SmokeArgs,
     summarize::SummarizeArgs,
     workers::plan::{Slice, Workers},
@@ -26,7 +27,8 @@ use crate::{
 /// wrong, 3 when the run could not start (a bad option, or a limit of this machine, named).
 ///
 /// Also `wsfleet-loadtest smoke`: the one-instance smoke test `make promote` runs; and
-/// `wsfleet-loadtest summarize`: the bench's numbers from these reports.
+/// `wsfleet-loadtest summarize`: the bench's numbers from these reports; and
+/// `wsfleet-loadtest token`: a token for a fleet with authentication on.
 #[derive(Debug, Parser)]
 #[command(name = "wsfleet-loadtest", version)]
 pub struct Cli {
@@ -42,6 +44,9 @@ pub enum Command {
     /// The numbers scripts/bench.sh writes, from the JSON reports of its runs (--json):
     /// values, CPU, medians, ratios, verdicts; `?` for what a report lacks.
     Summarize(SummarizeArgs),
+    /// Prints a token for a fleet with authentication on (HS256, AUTH_SECRET), to try it by
+    /// hand: `wsfleet-loadtest token --sub alice --ttl 1h`.
+    Token(TokenArgs),
     #[command(flatten)]
     Load(Box<Scenario>),
 }
@@ -215,6 +220,13 @@ pub struct Common {
     /// and --during runs choose a random prefix when none is given.
     #[arg(long, env = "LOADTEST_SESSION_PREFIX")]
     pub session_prefix: Option<String>,
+
+    /// The fleet's AUTH_SECRET (HS256), when it has authentication on: each connection
+    /// then carries a token of its own, for a user of its own (`lt-user-<i>`), minted at
+    /// every dial. Prefer the environment variable: a command line is visible to every user
+    /// of the machine.
+    #[arg(long, env = "LOADTEST_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_secret: Option<Secret>,
 
     /// Text of every frame sent (the server counts any text).
     #[arg(long, env = "LOADTEST_PAYLOAD", default_value = "hello")]

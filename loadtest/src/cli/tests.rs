@@ -64,7 +64,7 @@ fn fan_out_resume_and_during_parse() {
         "wsfleet-loadtest",
         "fan-out",
         "--token",
-        "secret",
+        "hunter2",
         "--broadcasts",
         "3",
         "--broadcast-interval",
@@ -86,8 +86,8 @@ fn fan_out_resume_and_during_parse() {
         panic!("wrong scenario: {:?}", cli.scenario);
     };
     assert_eq!(broadcast_urls, &["http://127.0.0.1:8000/broadcast"]);
-    assert_eq!((token.expose(), *broadcasts), ("secret", 3));
-    assert!(!format!("{:?}", cli.scenario).contains("secret"));
+    assert_eq!((token.expose(), *broadcasts), ("hunter2", 3));
+    assert!(!format!("{:?}", cli.scenario).contains("hunter2"));
     assert_eq!(*broadcast_interval, Duration::from_millis(200));
     assert_eq!(common.during.as_deref(), Some("kill -TERM 1234"));
     assert_eq!(common.during_after, Duration::from_secs(2));
@@ -196,4 +196,21 @@ fn bad_addresses_and_worker_counts_are_refused() {
         argv.extend_from_slice(bad);
         assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn the_auth_secret_is_read_from_the_environment_name_and_kept_out_of_debug_output() {
+    let cli = Cli::try_parse_from([
+        "wsfleet-loadtest",
+        "closed-loop",
+        "--auth-secret",
+        "0123456789abcdef0123456789abcdef",
+    ])
+    .unwrap();
+    let Command::Load(scenario) = cli.command else {
+        panic!("not a load scenario");
+    };
+    let secret = scenario.common().auth_secret.as_ref().unwrap();
+    assert_eq!(secret.expose(), "0123456789abcdef0123456789abcdef");
+    assert!(!format!("{scenario:?}").contains("0123456789abcdef"));
 }

@@ -4,6 +4,7 @@
 
 mod connect;
 mod target;
+pub mod token;
 
 use std::time::Duration;
 

@@ -9,6 +9,8 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use tokio_tungstenite::tungstenite::http::Uri;
 
+use super::token::{user_of, Minter, TOKEN_LIFETIME};
+
 /// One `--url`, with the address it resolved to (once, before the run: thousands of
 /// lookups would measure the resolver).
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct Target {
     pub source_ips: Vec<IpAddr>,
     pub session_prefix: Option<String>,
     pub connect_timeout: Duration,
+    /// `--auth-secret`: every dial carries a fresh token for the socket's own user.
+    pub auth: Option<Minter>,
 }
 
 impl Target {
@@ -60,6 +64,7 @@ impl Target {
             source_ips: source_ips.to_vec(),
             session_prefix,
             connect_timeout,
+            auth: None,
         })
     }
 
@@ -82,7 +87,7 @@ impl Target {
             Some(prefix) => with_session(&destination.url, &format!("{prefix}-{i}")),
         };
         Dial {
-            url,
+            url: self.with_token(url, i),
             addr: destination.addr,
             source,
         }
@@ -93,9 +98,18 @@ impl Target {
     pub fn dial_session(&self, i: usize, session: &str) -> Dial {
         let (destination, source) = self.route(i);
         Dial {
-            url: with_session(&destination.url, session),
+            url: self.with_token(with_session(&destination.url, session), i),
             addr: destination.addr,
             source,
+        }
+    }
+
+    /// `url` with a token for socket `i`'s user, when the fleet wants one. Minted per dial:
+    /// a reconnect gets a fresh one.
+    fn with_token(&self, url: String, i: usize) -> String {
+        match &self.auth {
+            None => url,
+            Some(minter) => with_param(&url, "token", &minter.mint(&user_of(i), TOKEN_LIFETIME)),
         }
     }
 }
@@ -127,7 +141,8 @@ fn with_session(url: &str, session: &str) -> String {
 }
 
 /// `url` with `name=value` added to its query. Names and values here are ours (session ids
-/// are `[A-Za-z0-9_-]`, counts are digits), so nothing needs percent-encoding.
+/// are `[A-Za-z0-9_-]`, counts are digits, tokens base64url and dots), so nothing needs
+/// percent-encoding.
 fn with_param(url: &str, name: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{name}={value}")
@@ -162,6 +177,7 @@ mod tests {
             source_ips: sources.iter().map(|s| s.parse().unwrap()).collect(),
             session_prefix: None,
             connect_timeout: Duration::from_secs(1),
+            auth: None,
         }
     }
 
@@ -183,6 +199,24 @@ mod tests {
             target.dial_session(0, "made-1").url,
             "ws://127.0.0.1:8000/ws/chat/?x=1&session_uuid=made-1"
         );
+    }
+
+    #[test]
+    fn with_a_secret_every_dial_carries_a_token_for_the_sockets_own_user() {
+        let mut t = target(&["ws://a/ws/chat/"], &[]);
+        t.session_prefix = Some("lt".into());
+        let secret = wsfleet::config::Secret::from("s".repeat(32));
+        t.auth = Some(Minter::new(&secret));
+        let verifier = wsfleet::identity::Verifier::hs256(secret.expose().as_bytes());
+        for (dial, user) in [
+            (t.dial(3), "lt-user-3"),
+            (t.dial_session(4, "made-4"), "lt-user-4"),
+            (t.dial(5).resuming_from(2), "lt-user-5"),
+        ] {
+            let (_, token) = dial.url.split_once("token=").expect("a token");
+            let token = token.split('&').next().unwrap();
+            assert_eq!(verifier.verify(token).unwrap().sub, user, "{}", dial.url);
+        }
     }
 
     #[test]

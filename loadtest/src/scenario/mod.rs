@@ -30,7 +30,7 @@ use tokio::{sync::watch, task::JoinSet, time::Instant};
 
 use crate::{
     cli::{Common, Scenario},
-    client::{self, Conn, Parked, Target},
+    client::{self, token::Minter, Conn, Parked, Target},
     coordinator::{Coordinator, Finished},
     cpu::{CpuUse, CpuWindow},
     link::Link,
@@ -80,13 +80,15 @@ pub async fn run(scenario: &Scenario) -> Result<Report> {
 
 /// Where the sockets go, resolved once from the options.
 pub async fn target(common: &Common) -> Result<Target> {
-    Target::resolve(
+    let mut target = Target::resolve(
         &common.urls,
         &common.source_ips,
         common.session_prefix.clone(),
         common.connect_timeout,
     )
-    .await
+    .await?;
+    target.auth = common.auth_secret.as_ref().map(Minter::new);
+    Ok(target)
 }
 
 /// The connect phase for the sockets with global indices `indices`: the open sockets
