@@ -8,8 +8,8 @@
 //! - [`state`]: what every handler and socket shares.
 //! - [`error`]: the JSON error of every HTTP answer.
 //! - [`http`]: router and operator endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
-//!   `/broadcast`, `/test/`), and the accept loop serving them with the plain-HTTP limits
-//!   (`http::serve`).
+//!   `/broadcast`, `/test/`), their OpenAPI document (`/openapi.json`, `http::openapi`), and
+//!   the accept loop serving them with the plain-HTTP limits (`http::serve`).
 //! - [`ws`]: the WebSocket upgrade and one socket's session loop.
 //! - [`protocol`]: the JSON frames on the wire and on the pub/sub channel.
 //! - [`store`]: the Redis client, its failure policy and script calls.

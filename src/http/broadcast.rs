@@ -10,11 +10,14 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::{
+    error::ErrorBody,
     fanout,
     protocol::{timestamp_now, ChannelMessage},
     state::SharedState,
@@ -23,6 +26,45 @@ use crate::{
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The body of `POST /broadcast`.
+// Read by hand rather than with a `Json` extractor, so that the checks run in the order above.
+#[derive(Debug, ToSchema)]
+pub struct BroadcastRequest {
+    /// Sent to every socket as `{"broadcast": <message>, "ts": …}`: a string or any JSON value.
+    #[schema(value_type = Value, example = "maintenance at 22:00")]
+    pub message: Value,
+}
+
+/// The answer of `POST /broadcast`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Published {
+    /// Instances subscribed to the channel when it was published (Redis's `PUBLISH` count).
+    pub instances: u64,
+    /// Sockets of the fleet at that moment, from the registry.
+    pub connections: u64,
+}
+
+/// An operator message to every socket of the fleet.
+#[utoipa::path(
+    post,
+    path = "/broadcast",
+    tag = "broadcast",
+    request_body(content = BroadcastRequest, description = "At most 64 KiB"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Published on the fan-out channel", body = Published),
+        (status = 400, description = "The body is not valid JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "Broadcast is disabled: no `BROADCAST_TOKEN` is configured",
+            body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 422, description = "The body is not a JSON object with a `message` field",
+            body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; nothing was published",
+            body = ErrorBody),
+    ),
+)]
 pub async fn publish(
     State(app): State<SharedState>,
     headers: HeaderMap,
@@ -53,8 +95,10 @@ pub async fn publish(
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-    let message = match value {
-        Value::Object(mut fields) => fields.remove("message"),
+    let request = match value {
+        Value::Object(mut fields) => fields
+            .remove("message")
+            .map(|message| BroadcastRequest { message }),
         _ => None,
     }
     .ok_or_else(|| {
@@ -62,7 +106,7 @@ pub async fn publish(
     })?;
 
     let published = ChannelMessage::Broadcast {
-        message,
+        message: request.message,
         ts: timestamp_now(),
     };
     let instances = fanout::publish(&app.store, &published)
@@ -79,7 +123,10 @@ pub async fn publish(
     tracing::info!(instances, connections, "broadcast published");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "instances": instances, "connections": connections })),
+        Json(Published {
+            instances,
+            connections,
+        }),
     ))
 }
 

@@ -16,6 +16,7 @@ mod http;
 mod limits;
 mod logging;
 mod metrics;
+mod openapi;
 mod relay;
 mod settings;
 mod shutdown;
