@@ -16,7 +16,8 @@ use duration::{
 };
 
 /// Deployment colour of an instance (blue-green).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Color {
     Blue,
     Green,

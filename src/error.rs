@@ -6,8 +6,17 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use serde::Serialize;
 use thiserror::Error;
+use utoipa::ToSchema;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A short reason for a human, e.g. `missing or wrong bearer token`.
+    #[schema(example = "missing or wrong bearer token")]
+    pub error: String,
+}
 
 use crate::identity::TokenError;
 
@@ -49,7 +58,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = Json(json!({ "error": self.to_string() }));
+        let body = Json(ErrorBody {
+            error: self.to_string(),
+        });
         match self {
             ApiError::Unauthorized | ApiError::BadToken(TokenError::Missing) => {
                 (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()

@@ -8,7 +8,8 @@
 //! - [`state`]: what every handler and socket shares.
 //! - [`error`]: the JSON error of every HTTP answer.
 //! - [`http`]: router and operator endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
-//!   `/broadcast`, `/test/`), and the accept loop serving them with the plain-HTTP limits
+//!   `/broadcast`, `/rooms/{room}`, `/test/`), their OpenAPI document (`/openapi.json`,
+//!   `http::openapi`), and the accept loop serving them with the plain-HTTP limits
 //!   (`http::serve`).
 //! - [`identity`]: who a socket is (a verified JWT, or in development the `user` parameter),
 //!   the rooms it may join, and the token verifier chosen at start-up.

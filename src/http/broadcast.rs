@@ -15,11 +15,14 @@ use fred::{
     interfaces::KeysInterface,
     types::{Expiration, SetOptions},
 };
+use serde::Serialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::{
+    error::ErrorBody,
     fanout,
     history::Publication,
     identity::bearer_token,
@@ -96,6 +99,74 @@ fn target_of(fields: &mut serde_json::Map<String, Value>) -> Result<Target, ApiE
     }
 }
 
+/// The body of `POST /broadcast`.
+// Read by hand rather than with a `Json` extractor, so that the checks run in the order above.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // the document's description of the body; the handler reads a `Value`
+pub struct BroadcastRequest {
+    /// Sent as `{"broadcast": <message>, …}` (or a room's `message` frame): a string or any
+    /// JSON value.
+    #[schema(value_type = Value, example = "maintenance at 22:00")]
+    pub message: Value,
+    /// Publish to this room's members instead of the whole fleet.
+    #[schema(value_type = Option<String>, example = "lobby")]
+    pub room: Option<String>,
+    /// Send only to this session's socket (not recorded, no offset).
+    #[schema(value_type = Option<String>)]
+    pub session: Option<String>,
+}
+
+/// The answer of `POST /broadcast`: one shape per target.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's description of the answers, built with `json!`
+pub enum Published {
+    /// To the whole fleet: the broadcast stream's offset and epoch, the instances the channel
+    /// reached and the fleet's sockets at that moment.
+    Fleet {
+        instances: u64,
+        connections: u64,
+        offset: u64,
+        epoch: String,
+    },
+    /// To a room: the room's offset and epoch.
+    Room {
+        room: String,
+        offset: u64,
+        epoch: String,
+    },
+    /// To one session: the instances the channel reached (the one holding its socket
+    /// delivers it).
+    Session { session: String, instances: u64 },
+}
+
+/// An operator message to the fleet, a room or one session.
+#[utoipa::path(
+    post,
+    path = "/broadcast",
+    tag = "broadcast",
+    request_body(content = BroadcastRequest, description = "At most 64 KiB"),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-64 visible ASCII characters: a repeat within HISTORY_TTL, on any \
+            instance, publishes nothing and answers 200 with the first answer's body")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Published", body = Published),
+        (status = 200, description = "A repeat of an `Idempotency-Key`: nothing was published",
+            body = Published),
+        (status = 400, description = "The body is not valid JSON, or a bad `Idempotency-Key`",
+            body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "Broadcast is disabled: no `BROADCAST_TOKEN` is configured",
+            body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 422, description = "No `message`, both `room` and `session`, or a bad name",
+            body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; nothing was published",
+            body = ErrorBody),
+    ),
+)]
 pub async fn publish(
     State(app): State<SharedState>,
     headers: HeaderMap,

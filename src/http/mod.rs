@@ -1,22 +1,24 @@
-//! The HTTP side: the router and the operator endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/status`, `POST /broadcast`, `GET /rooms/{room}`, the `/test/` page); [`serve`] runs it on
-//! the listener.
+//! The HTTP side: the router ([`app`]), the documented API (`/healthz`, `/readyz`,
+//! `/metrics`, `/status`, `POST /broadcast`, `GET /rooms/{room}`, `/openapi.json`; listed once
+//! in [`openapi::api`]), the `/test/` page and the WebSocket routes; [`serve`] runs it on the
+//! listener.
 
 mod broadcast;
+mod health;
+pub mod openapi;
 mod rooms;
 pub mod serve;
+mod status;
 
 use std::time::Duration;
 
 use axum::{
-    extract::{Request, State},
-    http::{header, StatusCode},
-    response::{Html, IntoResponse, Redirect, Response},
-    routing::{get, post},
-    Json, Router,
+    extract::Request,
+    http::StatusCode,
+    response::{Html, Redirect},
+    routing::get,
+    Router,
 };
-use fred::interfaces::ClientLike;
-use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -35,13 +37,8 @@ const TEST_PAGE: &str = include_str!("test_page.html");
 
 /// The whole application router.
 pub fn app(state: SharedState) -> Router {
-    let http = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/broadcast", post(broadcast::publish))
-        .route("/rooms/{room}", get(rooms::show))
+    let (api, _document) = openapi::api().split_for_parts();
+    let http = api
         .route("/test/", get(test_page))
         .route("/test", get(|| async { Redirect::permanent("/test/") }))
         .layer(TimeoutLayer::with_status_code(
@@ -72,86 +69,6 @@ pub fn app(state: SharedState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .layer(request_ids)
         .with_state(state)
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// 200 only when Redis answers, the pub/sub subscription delivers and we are not draining.
-async fn readyz(State(app): State<SharedState>) -> Response {
-    let reason = if app.is_draining() {
-        Some("draining")
-    } else if app
-        .store
-        .timed("ping", app.store.redis().ping::<String>(None))
-        .await
-        .is_err()
-    {
-        Some("redis unavailable")
-    } else if !app.fanout.subscription_is_live() {
-        Some("pub/sub subscription not delivering")
-    } else {
-        None
-    };
-    app.metrics
-        .redis_available
-        .set(i64::from(reason != Some("redis unavailable")));
-    match reason {
-        None => (StatusCode::OK, Json(json!({ "ready": true }))).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reason": reason })),
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics(State(app): State<SharedState>) -> impl IntoResponse {
-    // Values that are cheaper to compute at scrape time than to keep current.
-    app.metrics
-        .fleet_connections
-        .set(app.registry.fleet_connections() as i64);
-    app.metrics
-        .heartbeat_age
-        .set(app.fanout.heartbeat_age().unwrap_or(-1.0));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
-    )
-}
-
-async fn status(State(app): State<SharedState>) -> Json<serde_json::Value> {
-    // With Redis down the instance list is empty and the fleet count is the last one seen.
-    let instances = app.registry.snapshot().await.unwrap_or_default();
-    let instances: Vec<_> = instances
-        .iter()
-        .map(|i| {
-            json!({
-                "id": i.id,
-                "color": i.color,
-                "connections": i.connections,
-                "draining": i.draining,
-                "last_seen": chrono::DateTime::from_timestamp_millis(i.last_seen as i64)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            })
-        })
-        .collect();
-    Json(json!({
-        "instance": app.registry.instance_id(),
-        "color": app.settings.color.as_str(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": app.started.elapsed().as_secs(),
-        "draining": app.is_draining(),
-        "connections": {
-            "local": app.local_connections(),
-            "fleet": app.registry.fleet_connections(),
-        },
-        "instances": instances,
-    }))
 }
 
 async fn test_page() -> Html<&'static str> {

@@ -196,7 +196,6 @@ fn since_param(params: &[(String, String)]) -> Result<Option<(u64, String)>, Api
     }
 }
 
-
 /// `session_uuid` (or its alias `session_id`): absent or empty makes a new UUIDv4.
 fn session_param(params: &[(String, String)]) -> Result<String, ApiError> {
     let given = ["session_uuid", "session_id"].iter().find_map(|name| {

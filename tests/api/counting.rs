@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, Client, RedisServer};
+use fred::interfaces::KeysInterface;
+
+use crate::helpers::{eventually, spawn_app, Client, RedisServer};
 
 #[tokio::test]
 async fn every_text_frame_is_counted_once_and_answered_in_order() {
@@ -77,7 +79,16 @@ async fn the_session_counter_expires_after_the_session_ttl() {
     client.send("x").await;
     assert_eq!(client.next_reply().await, json!({ "count": 1 }));
     drop(client);
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Polled in Redis, not by connecting: a connect claims the session and renews its TTL.
+    let inspect = redis.client().await;
+    eventually("the closed session's counter to expire", || {
+        let inspect = inspect.clone();
+        async move {
+            let exists: i64 = inspect.exists("wsfleet:session:short-lived").await.ok()?;
+            (exists == 0).then_some(())
+        }
+    })
+    .await;
     let fresh = Client::connect(&app.ws_url(Some("short-lived"))).await;
     assert_eq!(fresh.welcome.count, 0);
     assert!(!fresh.welcome.resumed);

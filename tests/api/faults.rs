@@ -279,13 +279,16 @@ async fn a_message_answered_unavailable_that_redis_ran_late_is_not_counted_twice
         "bounded by --redis-timeout"
     );
 
-    // Let the pause end and the queued increment run, then resend as the protocol asks.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    let stored: Option<String> =
-        fred::interfaces::HashesInterface::hget(&inspect, "wsfleet:session:stalled", "n")
-            .await
-            .unwrap();
-    assert_eq!(stored.as_deref(), Some("2"), "the stalled attempt did run");
+    // The pause ends and the queued increment runs (a read is not held by a WRITE pause);
+    // then resend as the protocol asks.
+    eventually("the stalled attempt to run in Redis", || async {
+        let stored: Option<String> =
+            fred::interfaces::HashesInterface::hget(&inspect, "wsfleet:session:stalled", "n")
+                .await
+                .ok()?;
+        (stored.as_deref() == Some("2")).then_some(())
+    })
+    .await;
     client.send("b again").await;
     assert_eq!(client.next_reply().await, json!({ "count": 2 }), "no gap");
     client.send("c").await;

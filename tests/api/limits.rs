@@ -156,7 +156,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_but_a_qu
     let mut socket = Client::connect(&app.ws_url(None)).await;
     let socket_opened = Instant::now();
 
-    // Idle between requests for longer than the header timeout: still served.
+    // Idle between requests for longer than the header timeout: still served. A sleep, since
+    // the elapsed time is the test: there is nothing to poll for.
     let mut kept = connect(app.addr).await;
     kept.write_all(&get_healthz("")).await.unwrap();
     assert!(read_response(&mut kept).await.contains(" 200 "));

@@ -18,6 +18,7 @@ mod identity;
 mod limits;
 mod logging;
 mod metrics;
+mod openapi;
 mod presence;
 mod relay;
 mod rooms;

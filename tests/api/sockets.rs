@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::{
     Message,
 };
 
-use crate::helpers::{refused_upgrade, spawn_app, Client, RedisServer};
+use crate::helpers::{eventually, get_json, refused_upgrade, spawn_app, Client, RedisServer};
 
 #[tokio::test]
 async fn malformed_session_ids_are_refused_with_400_and_a_json_error() {
@@ -93,21 +93,29 @@ async fn a_peer_that_stops_answering_pings_is_closed_after_two_intervals() {
     let mut silent = Client::connect(&app.ws_url(None)).await;
     let mut lively = Client::connect(&app.ws_url(None)).await;
     // Not reading means not answering pings (tungstenite answers while reading).
-    // Meanwhile the lively client keeps reading and answering.
+    // Meanwhile the lively client keeps reading and answering, until the silent one is gone.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let lively_task = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
-        while tokio::time::Instant::now() < deadline {
+        while stopped.try_recv().is_err() {
             lively.send("x").await;
             let _ = lively.next_reply().await;
+            // Pacing, not waiting for anything: a frame every 50 ms is a client in use.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         lively
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The server drops the silent socket without waiting for its close reply: watch for that
+    // on /status rather than reading the socket, which would answer the pings.
+    eventually("the silent socket to be dropped", || async {
+        let (_, status) = get_json(&app.http("/status")).await;
+        (status["connections"]["local"] == 1).then_some(())
+    })
+    .await;
     let (code, reason) = silent.expect_close().await;
     assert_eq!(code, 1008);
     assert_eq!(reason, "ping timeout");
 
+    let _ = stop.send(());
     let mut lively = lively_task.await.unwrap();
     lively.send("still here").await;
     assert!(lively.next_reply().await["count"].is_u64());
@@ -124,7 +132,7 @@ async fn upgrades_past_max_connections_get_503_and_the_node_stays_healthy() {
     assert_eq!(body["error"], "at capacity");
     drop(_a);
     // The slot frees once the server sees the socket gone.
-    crate::helpers::eventually("a freed slot", || async {
+    eventually("a freed slot", || async {
         tokio_tungstenite::connect_async(app.ws_url(None))
             .await
             .ok()
@@ -220,7 +228,7 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
         use futures_util::StreamExt;
         while let Some(Ok(_)) = fast.ws.next().await {}
     });
-    crate::helpers::eventually("the slow client to be cut off", || async {
+    eventually("the slow client to be cut off", || async {
         let text = reqwest::get(app.http("/metrics"))
             .await
             .ok()?
