@@ -26,6 +26,29 @@ pub struct Target {
     pub source_ips: Vec<IpAddr>,
     pub session_prefix: Option<String>,
     pub connect_timeout: Duration,
+    /// The `rooms` scenario: which room each socket joins.
+    pub rooms: Option<RoomLayout>,
+}
+
+/// Sockets `0..members` are the first room's members, the next `members` the second's, and
+/// so on: as the URLs take turns fastest (see [`Target::route`]), each room's members are
+/// spread over every destination.
+#[derive(Debug, Clone)]
+pub struct RoomLayout {
+    /// Room names are `<prefix>-<n>`.
+    pub prefix: String,
+    pub members: usize,
+}
+
+impl RoomLayout {
+    /// The room of socket `i`, and its place among the room's members.
+    pub fn seat(&self, i: usize) -> (usize, usize) {
+        (i / self.members.max(1), i % self.members.max(1))
+    }
+
+    pub fn name(&self, room: usize) -> String {
+        format!("{}-{room}", self.prefix)
+    }
 }
 
 impl Target {
@@ -60,7 +83,14 @@ impl Target {
             source_ips: source_ips.to_vec(),
             session_prefix,
             connect_timeout,
+            rooms: None,
         })
+    }
+
+    /// The room socket `i` joins while connecting, in the rooms scenario.
+    pub fn room_of(&self, i: usize) -> Option<String> {
+        let layout = self.rooms.as_ref()?;
+        Some(layout.name(layout.seat(i).0))
     }
 
     /// Where socket `i` (its index over the whole run, all workers) goes and from which
@@ -162,6 +192,7 @@ mod tests {
             source_ips: sources.iter().map(|s| s.parse().unwrap()).collect(),
             session_prefix: None,
             connect_timeout: Duration::from_secs(1),
+            rooms: None,
         }
     }
 
