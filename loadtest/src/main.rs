@@ -3,7 +3,9 @@
 //!
 //! Scenarios: `closed-loop`, `open-loop`, `hold`, `fan-out` (every socket must receive every
 //! broadcast published with `POST /broadcast`), `resume` (every socket closes and resumes its
-//! session, and each welcome must continue its count exactly). Any of them can run a
+//! session, and each welcome must continue its count exactly), `rooms` (R rooms × M members;
+//! members publish to their room, and every member must receive every publication once, in
+//! offset order). Any of them can run a
 //! disruption alongside (`--during CMD`), during which sockets the server closes resume their
 //! session and go on.
 //!

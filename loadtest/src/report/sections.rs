@@ -208,7 +208,7 @@ mod tests {
     fn sections_appear_in_the_table_and_the_json_only_when_present() {
         let mut r = sample();
         let plain = serde_json::to_value(&r).unwrap();
-        for absent in ["fan_out", "resume", "disruption"] {
+        for absent in ["fan_out", "rooms", "resume", "disruption", "redis"] {
             assert!(plain.get(absent).is_none(), "{absent} in {plain}");
         }
         let resumes = Resumes {
@@ -225,6 +225,20 @@ mod tests {
             deliveries: 29,
         });
         r.resume = Some(ResumeSummary::from_totals(&resumes));
+        r.rooms = Some(Rooms {
+            rooms: 2,
+            members_per_room: 5,
+            publishers_per_room: 1,
+            rate_per_room: 10.0,
+            publications_per_room: 4,
+            published: 8,
+            expected_deliveries: 40,
+            deliveries: 39,
+            deliveries_per_second: 19.5,
+            lost: 1,
+            duplicated: 2,
+            out_of_order: 3,
+        });
         let command = during::Outcome {
             command: "kill -TERM 42".into(),
             exit_code: Some(0),
@@ -235,6 +249,10 @@ mod tests {
         let table = r.table();
         for needle in [
             "29 / 30 (3 broadcasts)",
+            "2 × 5 (1 each)",
+            "8 / 8 (10/s per room)",
+            "39 / 40 (20/s)",
+            "1 / 2 / 3",
             "resumes ok / failed",
             "kill -TERM 42 (exit 0, 0.25 s)",
             "longest gap ms",
@@ -247,6 +265,7 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["fan_out"]["expected_deliveries"], 30);
         assert_eq!(json["resume"]["resumes_ok"], 6);
+        assert_eq!(json["rooms"]["out_of_order"], 3);
         assert_eq!(json["disruption"]["reconnects"], 4);
         assert_eq!(json["disruption"]["exit_code"], 0);
         assert_eq!(json["disruption"]["counts_lost"], 0);
