@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh [all|SECTION...]      SECTION: closed-loop redis startup sigterm
 #                                          nginx-closed nginx-open hold fan-out promote faults
+#                                          rooms
 #
 # Starts everything it needs on loopback ports of its own, in its own run directory
 # (.run/bench), so a `make up` fleet is never touched: redis-server, wsfleet instances,
@@ -23,6 +24,7 @@
 #   BENCH_RUN_DIR=.run/bench  BENCH_OUT=$BENCH_RUN_DIR/out    run state; reports and logs
 #   BENCH_PROFILE=0           1: one more wsfleet closed loop (not in the medians) under perf
 #   SKIP_BUILD=1              use the binaries already built (CARGO_TARGET_DIR)
+#   ROOMS_SMOKE=1             the rooms section at tiny sizes (checks it runs; not a measurement)
 set -euo pipefail
 # The bench's own run directory, whatever RUN_DIR a `make up` fleet uses.
 RUN_DIR="${BENCH_RUN_DIR:-.run/bench}"
@@ -58,10 +60,12 @@ source "$ROOT_DIR/scripts/lib-bench-redis.sh"
 source "$ROOT_DIR/scripts/lib-bench-capacity.sh"
 # shellcheck source-path=SCRIPTDIR source=lib-bench-faults.sh
 source "$ROOT_DIR/scripts/lib-bench-faults.sh"
+# shellcheck source-path=SCRIPTDIR source=lib-bench-rooms.sh
+source "$ROOT_DIR/scripts/lib-bench-rooms.sh"
 
 CEILING_BIN="$(dirname "$LOADTEST_BIN")/wsfleet-ceiling"
 RESULTS_DIR="$ROOT_DIR/docs/benchmarks"
-ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote faults)
+ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote faults rooms)
 
 # --- 1. closed loop, one instance, against the ceiling ---------------------------------------
 

@@ -3,7 +3,9 @@
 //!
 //! Scenarios: `closed-loop`, `open-loop`, `hold`, `fan-out` (every socket must receive every
 //! broadcast published with `POST /broadcast`), `resume` (every socket closes and resumes its
-//! session, and each welcome must continue its count exactly). Any of them can run a
+//! session, and each welcome must continue its count exactly), `rooms` (R rooms × M members;
+//! members publish to their room, and every member must receive every publication once, in
+//! offset order). Any of them can run a
 //! disruption alongside (`--during CMD`), during which sockets the server closes resume their
 //! session and go on.
 //!
@@ -33,13 +35,15 @@
 //!   welcome by the protocol's resume rule.
 //! - [`scenario`]: the two phases (connect, run) and each scenario's per-socket loop;
 //!   `scenario::fan_out` publishes and receives broadcasts, `scenario::during` runs the
-//!   `--during` command. `scenario::smoke` is the separate one-instance check `make promote`
+//!   `--during` command; `scenario::rooms` publishes to rooms through members and checks
+//!   every member's offsets. `scenario::smoke` is the separate one-instance check `make promote`
 //!   runs.
 //! - [`coordinator`]: work done once per run (not per socket), right after the barrier:
 //!   publishing fan-out's broadcasts, the `--during` command.
 //! - [`workers`]: the same run spread over worker processes: slicing, the connect barrier,
 //!   merging their totals.
-//! - [`verify`]: the counter invariant (`c+1, c+2, …` after a welcome with `c`).
+//! - [`verify`]: the counter invariant (`c+1, c+2, …` after a welcome with `c`), and the
+//!   rooms' (every offset after the join, once, in order).
 //! - [`stats`]: per-socket tallies and their totals (HDR histogram for latency), serde-able
 //!   so workers can send them.
 //! - [`live`] and [`progress`]: counters that move during the run, and the bar on stderr.
@@ -47,6 +51,7 @@
 //! - [`report`]: the table on stdout and the `--json` file.
 //! - [`series`]: latency second by second, for the plot.
 //! - [`plot`]: the `--plot` SVG (latency over time, replies/s, latency distribution).
+//! - [`redis_info`]: `--redis-info`, Redis memory and commands over the run from its INFO.
 //!
 //! Only the URLs given are contacted (the WebSocket URLs, and for fan-out the broadcast URL);
 //! every loop is bounded by a count and by `--timeout`.
@@ -60,6 +65,7 @@ mod link;
 mod live;
 mod plot;
 mod progress;
+mod redis_info;
 mod report;
 mod scenario;
 mod series;
@@ -165,6 +171,15 @@ fn check_options(scenario: &Scenario) -> Result<()> {
     if let Scenario::OpenLoop { rate, .. } = scenario {
         if !(*rate > 0.0 && rate.is_finite()) {
             bail!("--rate must be a positive number of messages per second, got {rate}");
+        }
+    }
+    if let Scenario::Rooms { rate, .. } = scenario {
+        if !(*rate > 0.0 && rate.is_finite()) {
+            bail!("--rate must be a positive number of publications per second, got {rate}");
+        }
+        if common.during.is_some() {
+            // A resumed socket would have to join again with `since` to recover; not built.
+            bail!("--during is not supported by rooms yet");
         }
     }
     if let Scenario::FanOut { broadcast_urls, .. } = scenario {

@@ -24,7 +24,8 @@ use crate::{
 /// (a skipped or repeated number, in a reply or in a resumed session's welcome), 2 when
 /// connections failed or sockets errored (including the overall --timeout running out, a
 /// broadcast missed, a failing --during command, or a worker process dying) but no count was
-/// wrong, 3 when the run could not start (a bad option, or a limit of this machine, named).
+/// wrong (in `rooms`, a publication lost, duplicated or out of order is a wrong count), 3
+/// when the run could not start (a bad option, or a limit of this machine, named).
 ///
 /// Also `wsfleet-loadtest smoke`: the one-instance smoke test `make promote` runs; and
 /// `wsfleet-loadtest summarize`: the bench's numbers from these reports; and
@@ -119,6 +120,39 @@ pub enum Scenario {
         #[arg(long, hide = true, env = "LOADTEST_RUN_ID")]
         run_id: Option<String>,
     },
+    /// --rooms rooms of --members sockets each (--connections is set to their product): every
+    /// socket joins its room while connecting (`join`; its `room_users` offset is where its
+    /// expectations start), then --publishers members of each room publish `message`s to it,
+    /// --rate per room in all, for --duration. Every member must receive every publication of
+    /// its room exactly once and in offset order: publications lost, duplicated and out of
+    /// order are counted (as violations); latency is from the send time each carries (wall
+    /// clock) to its arrival at each member.
+    Rooms {
+        #[command(flatten)]
+        common: Common,
+        /// Rooms, named <ROOM_PREFIX>-0, <ROOM_PREFIX>-1, …
+        #[arg(long, env = "LOADTEST_ROOMS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        rooms: u64,
+        /// Sockets in each room (each its own session and user).
+        #[arg(long, env = "LOADTEST_MEMBERS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        members: u64,
+        /// Publications per second to each room, from all its publishers together.
+        #[arg(short, long, env = "LOADTEST_RATE", default_value_t = 1.0)]
+        rate: f64,
+        /// How long publishing lasts: each room gets rate × duration publications (at least 1).
+        #[arg(short, long, env = "LOADTEST_DURATION", default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Members of each room that publish, taking turns (the first ones of the room). The
+        /// server reads one frame of a socket at a time, each publication waiting for its
+        /// Redis script, and rate-limits each socket (RATE_LIMIT), so rates past a few
+        /// hundred per room need several.
+        #[arg(long, env = "LOADTEST_PUBLISHERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        publishers: u64,
+        /// Prefix of the room names (default: lt- and a random word, so that every run starts
+        /// with fresh rooms at offset 0).
+        #[arg(long, env = "LOADTEST_ROOM_PREFIX")]
+        room_prefix: Option<String>,
+    },
     /// Every socket uses session <PREFIX>-<i> (--session-prefix, default a random one) and
     /// has --messages counted over --resumes + 1 connections: it closes and resumes its
     /// session --resumes times. Each welcome after a resume must continue the count exactly
@@ -142,6 +176,7 @@ impl Scenario {
             | Scenario::OpenLoop { common, .. }
             | Scenario::Hold { common, .. }
             | Scenario::FanOut { common, .. }
+            | Scenario::Rooms { common, .. }
             | Scenario::Resume { common, .. } => common,
         }
     }
@@ -152,6 +187,7 @@ impl Scenario {
             | Scenario::OpenLoop { common, .. }
             | Scenario::Hold { common, .. }
             | Scenario::FanOut { common, .. }
+            | Scenario::Rooms { common, .. }
             | Scenario::Resume { common, .. } => common,
         }
     }
@@ -170,6 +206,17 @@ impl Scenario {
         if let Scenario::FanOut { run_id, .. } = self {
             run_id.get_or_insert_with(crate::scenario::smoke::nonce);
         }
+        if let Scenario::Rooms {
+            common,
+            rooms,
+            members,
+            room_prefix,
+            ..
+        } = self
+        {
+            room_prefix.get_or_insert_with(|| format!("lt-{}", crate::scenario::smoke::nonce()));
+            common.connections = usize::try_from(*rooms * *members).unwrap_or(usize::MAX);
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -178,6 +225,7 @@ impl Scenario {
             Scenario::OpenLoop { .. } => "open-loop",
             Scenario::Hold { .. } => "hold",
             Scenario::FanOut { .. } => "fan-out",
+            Scenario::Rooms { .. } => "rooms",
             Scenario::Resume { .. } => "resume",
         }
     }
@@ -241,6 +289,13 @@ pub struct Common {
     /// Also write the report as JSON to this file.
     #[arg(long, env = "LOADTEST_JSON")]
     pub json: Option<PathBuf>,
+
+    /// Also read this Redis's INFO (host:port, plain RESP, no auth): used_memory before
+    /// connecting and once every socket is connected (for `rooms`: joined), and in `rooms`
+    /// the commands it ran while publishing (INFO commandstats, from the run phase's start to
+    /// a second after the last publication is due), per publication.
+    #[arg(long, env = "LOADTEST_REDIS_INFO", value_name = "HOST:PORT")]
+    pub redis_info: Option<String>,
 
     /// Run `sh -c CMD` during the run phase (e.g. a rolling restart), --during-after into it.
     /// Sockets the server then closes (bye, close 1001, connection lost) resume their

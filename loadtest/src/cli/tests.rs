@@ -214,3 +214,50 @@ fn the_auth_secret_is_read_from_the_environment_name_and_kept_out_of_debug_outpu
     assert_eq!(secret.expose(), "0123456789abcdef0123456789abcdef");
     assert!(!format!("{scenario:?}").contains("0123456789abcdef"));
 }
+
+#[test]
+fn rooms_sockets_are_rooms_times_members_and_the_room_prefix_is_settled_once() {
+    let mut scenario = load_cli([
+        "wsfleet-loadtest",
+        "rooms",
+        "-n",
+        "5",
+        "--rooms",
+        "3",
+        "--members",
+        "7",
+        "--rate",
+        "10",
+        "--duration",
+        "2s",
+        "--publishers",
+        "9",
+        "--redis-info",
+        "127.0.0.1:6379",
+    ])
+    .scenario;
+    scenario.settle_random_defaults();
+    assert_eq!(scenario.name(), "rooms");
+    assert_eq!(
+        scenario.common().connections,
+        21,
+        "-n gives way to rooms × members"
+    );
+    assert_eq!(
+        scenario.common().redis_info.as_deref(),
+        Some("127.0.0.1:6379")
+    );
+    let Scenario::Rooms { room_prefix, .. } = &scenario else {
+        panic!("{scenario:?}")
+    };
+    let prefix = room_prefix.clone().expect("settled");
+    assert!(prefix.starts_with("lt-"), "{prefix}");
+    scenario.settle_random_defaults();
+    let Scenario::Rooms { room_prefix, .. } = &scenario else {
+        panic!()
+    };
+    assert_eq!(room_prefix.as_deref(), Some(prefix.as_str()), "kept");
+    let plan = crate::scenario::rooms::Plan::of(&scenario).unwrap();
+    assert_eq!(plan.publications, 20, "10/s for 2 s");
+    assert_eq!(plan.publishers, 7, "no more publishers than members");
+}

@@ -8,7 +8,9 @@ use tokio::{net::TcpSocket, sync::watch, task::JoinSet, time::Instant};
 use tokio_tungstenite::client_async_with_config;
 use wsfleet::protocol::ServerFrame;
 
-use super::{error_kind, next_event, ws_config, Conn, Dial, Event, Target};
+use super::{
+    error_kind, next_event, rooms, ws_config, Conn, Dial, Event, Joined, RoomFrame, Target,
+};
 use crate::{live::LIVE, stats::Totals};
 
 /// Opens the sockets with global indices `indices`, at most `concurrency` attempts at a
@@ -24,9 +26,21 @@ pub async fn connect_all(
     let attempts = stream::iter(indices)
         .map(|i| {
             let dial = target.dial(i);
+            let room = target.room_of(i);
             let own_deadline = deadline.min(Instant::now() + target.connect_timeout);
             async move {
-                let attempt = connect_one(&dial);
+                // In the rooms scenario a socket is open once it is in its room too.
+                let attempt = async {
+                    let mut conn = connect_one(&dial).await?;
+                    if let Some(room) = room {
+                        let users = rooms::join(&mut conn.socket, &room).await?;
+                        conn.room = Some(Joined {
+                            users,
+                            early: Vec::new(),
+                        });
+                    }
+                    Ok::<_, String>(conn)
+                };
                 match tokio::time::timeout_at(own_deadline, attempt).await {
                     Ok(result) => result.map(|conn| (i, conn)),
                     Err(_) => Err("connect: timeout".to_string()),
@@ -87,8 +101,9 @@ impl Parked {
     }
 }
 
-/// Reads one parked socket until released. Heartbeats and broadcasts before the run phase
-/// are not counted (the report counts the run phase); anything else ends the socket.
+/// Reads one parked socket until released. Heartbeats, broadcasts and presence events before
+/// the run phase are not counted (the report counts the run phase); publications to its room
+/// are kept for the run phase to judge; anything else ends the socket.
 async fn park(
     i: usize,
     mut conn: Conn,
@@ -98,7 +113,13 @@ async fn park(
         tokio::select! {
             // Reading is cancel-safe: a frame is either returned whole or still buffered.
             event = next_event(&mut conn.socket) => match event {
-                Event::Frame(ServerFrame::Heartbeat(_) | ServerFrame::Broadcast(_)) => {}
+                Event::Frame(ServerFrame::Heartbeat(_) | ServerFrame::Broadcast(_))
+                | Event::Room(RoomFrame::Presence) => {}
+                Event::Room(RoomFrame::Message(message)) if conn.room.is_some() => {
+                    if let Some(joined) = &mut conn.room {
+                        joined.early.push(*message);
+                    }
+                }
                 other => return Err(other.describe()),
             },
             _ = released.wait_for(|released| *released) => return Ok((i, conn)),
@@ -127,7 +148,11 @@ pub async fn connect_one(dial: &Dial) -> Result<Conn, String> {
         .await
         .map_err(|e| format!("connect: {}", error_kind(&e)))?;
     match next_event(&mut socket).await {
-        Event::Frame(ServerFrame::Welcome(welcome)) => Ok(Conn { socket, welcome }),
+        Event::Frame(ServerFrame::Welcome(welcome)) => Ok(Conn {
+            socket,
+            welcome,
+            room: None,
+        }),
         Event::Frame(other) => Err(format!("connect: first frame not a welcome: {other:?}")),
         other => Err(format!("connect: before welcome: {}", other.describe())),
     }

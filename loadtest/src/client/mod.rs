@@ -3,6 +3,7 @@
 //! frame as a typed event, and closing.
 
 mod connect;
+pub mod rooms;
 mod target;
 pub mod token;
 
@@ -14,10 +15,14 @@ use tokio_tungstenite::{
     tungstenite::{self, protocol::frame::coding::CloseCode, protocol::WebSocketConfig, Message},
     WebSocketStream,
 };
-use wsfleet::protocol::{ServerFrame, Welcome};
+use wsfleet::protocol::{
+    rooms::{RoomMessage, RoomUsers},
+    ServerFrame, Welcome,
+};
 
 pub use connect::{connect_all, connect_one, Parked};
-pub use target::{host_and_port, Dial, Target};
+pub use rooms::RoomFrame;
+pub use target::{host_and_port, Dial, RoomLayout, Target};
 
 pub type Socket = WebSocketStream<TcpStream>;
 
@@ -25,6 +30,17 @@ pub type Socket = WebSocketStream<TcpStream>;
 pub struct Conn {
     pub socket: Socket,
     pub welcome: Welcome,
+    /// The `rooms` scenario: the room it joined while connecting, and the room's
+    /// publications that arrived before the run phase took the socket (another process's
+    /// publisher may start a moment earlier), in arrival order.
+    pub room: Option<Joined>,
+}
+
+/// A room joined while connecting.
+#[derive(Debug)]
+pub struct Joined {
+    pub users: RoomUsers,
+    pub early: Vec<RoomMessage>,
 }
 
 /// Buffers sized on purpose. tungstenite's defaults (128 KiB read, eagerly allocated, and
@@ -43,6 +59,8 @@ pub fn ws_config() -> WebSocketConfig {
 #[derive(Debug)]
 pub enum Event {
     Frame(ServerFrame),
+    /// A room frame (see [`rooms`]).
+    Room(RoomFrame),
     /// A frame that is none of the documented frames: what kind.
     Unknown(&'static str),
     /// The server closed with this code and reason.
@@ -57,6 +75,8 @@ impl Event {
     pub fn describe(&self) -> String {
         match self {
             Event::Frame(frame) => format!("unexpected frame {frame:?}"),
+            Event::Room(RoomFrame::Error(e)) => format!("room error {:?}", e.error),
+            Event::Room(_) => "unexpected room frame".into(),
             Event::Unknown(what) => (*what).into(),
             Event::Closed(code, reason) if reason.is_empty() => format!("closed {code}"),
             Event::Closed(code, reason) => format!("closed {code} ({reason})"),
@@ -88,8 +108,14 @@ where
     }
 }
 
-/// One frame of text as a typed server frame.
+/// One frame of text as a typed server frame (a room frame first: see [`rooms`]).
 pub fn parse_frame(text: &str) -> Event {
+    if let Some(room) = rooms::parse(text) {
+        return match room {
+            Ok(frame) => Event::Room(frame),
+            Err(kind) => Event::Unknown(kind),
+        };
+    }
     match serde_json::from_str::<ServerFrame>(text) {
         Ok(frame) => Event::Frame(frame),
         Err(_) => Event::Unknown("unknown text frame"),

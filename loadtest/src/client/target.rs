@@ -30,6 +30,29 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// `--auth-secret`: every dial carries a fresh token for the socket's own user.
     pub auth: Option<Minter>,
+    /// The `rooms` scenario: which room each socket joins.
+    pub rooms: Option<RoomLayout>,
+}
+
+/// Sockets `0..members` are the first room's members, the next `members` the second's, and
+/// so on: as the URLs take turns fastest (see [`Target::route`]), each room's members are
+/// spread over every destination.
+#[derive(Debug, Clone)]
+pub struct RoomLayout {
+    /// Room names are `<prefix>-<n>`.
+    pub prefix: String,
+    pub members: usize,
+}
+
+impl RoomLayout {
+    /// The room of socket `i`, and its place among the room's members.
+    pub fn seat(&self, i: usize) -> (usize, usize) {
+        (i / self.members.max(1), i % self.members.max(1))
+    }
+
+    pub fn name(&self, room: usize) -> String {
+        format!("{}-{room}", self.prefix)
+    }
 }
 
 impl Target {
@@ -65,7 +88,14 @@ impl Target {
             session_prefix,
             connect_timeout,
             auth: None,
+            rooms: None,
         })
+    }
+
+    /// The room socket `i` joins while connecting, in the rooms scenario.
+    pub fn room_of(&self, i: usize) -> Option<String> {
+        let layout = self.rooms.as_ref()?;
+        Some(layout.name(layout.seat(i).0))
     }
 
     /// Where socket `i` (its index over the whole run, all workers) goes and from which
@@ -178,6 +208,7 @@ mod tests {
             session_prefix: None,
             connect_timeout: Duration::from_secs(1),
             auth: None,
+            rooms: None,
         }
     }
 

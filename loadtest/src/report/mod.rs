@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{cpu::CpuUse, stats::Totals};
+use crate::{cpu::CpuUse, redis_info::RedisCost, stats::Totals};
 
 mod plot_data;
 mod sections;
 pub use plot_data::{Bin, PlotData};
-pub use sections::{Disruption, FanOut, ResumeSummary};
+pub use sections::{Disruption, FanOut, ResumeSummary, Rooms};
 
 /// How long a phase took.
 #[derive(Debug, Clone, Copy)]
@@ -56,12 +56,18 @@ pub struct Report {
     /// fan-out only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<FanOut>,
+    /// rooms only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Rooms>,
     /// resume only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeSummary>,
     /// With --during only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disruption: Option<Disruption>,
+    /// With --redis-info only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisCost>,
     /// What `--plot` draws; not part of the JSON.
     #[serde(skip)]
     pub plot: PlotData,
@@ -106,7 +112,7 @@ pub struct HeartbeatSpread {
     pub max: u64,
 }
 
-fn per_second(n: u64, seconds: f64) -> f64 {
+pub(crate) fn per_second(n: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
         n as f64 / seconds
     } else {
@@ -165,8 +171,10 @@ impl Report {
             cpu,
             workers: 1,
             fan_out: None,
+            rooms: None,
             resume: None,
             disruption: None,
+            redis: None,
             plot,
         }
     }

@@ -5,7 +5,10 @@
 use serde::Serialize;
 
 use super::Report;
-use crate::{scenario::during, stats::Resumes};
+use crate::{
+    scenario::during,
+    stats::{Resumes, Totals},
+};
 
 /// Fan-out: what was published and what arrived.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,6 +19,48 @@ pub struct FanOut {
     pub expected_deliveries: u64,
     /// Broadcasts received, each socket counting each broadcast once.
     pub deliveries: u64,
+}
+
+/// Rooms: what was published to the rooms, and what their members received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rooms {
+    pub rooms: u64,
+    pub members_per_room: u64,
+    pub publishers_per_room: u64,
+    /// Publications per second per room (--rate).
+    pub rate_per_room: f64,
+    /// Publications each room was to get (rate × duration).
+    pub publications_per_room: u64,
+    /// `message` commands sent, all rooms.
+    pub published: u64,
+    /// Members that joined × the publications of their room.
+    pub expected_deliveries: u64,
+    /// Publications received, each member counting each offset once.
+    pub deliveries: u64,
+    pub deliveries_per_second: f64,
+    /// Offsets a member never received, received twice, received after a higher one.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+impl Rooms {
+    pub fn new(plan: &crate::scenario::rooms::Plan, totals: &Totals, run_seconds: f64) -> Self {
+        Rooms {
+            rooms: plan.rooms,
+            members_per_room: plan.layout.members as u64,
+            publishers_per_room: plan.publishers,
+            rate_per_room: plan.rate,
+            publications_per_room: plan.publications,
+            published: totals.sent,
+            expected_deliveries: totals.connections_ok * plan.publications,
+            deliveries: totals.received,
+            deliveries_per_second: super::per_second(totals.received, run_seconds),
+            lost: totals.rooms.lost,
+            duplicated: totals.rooms.duplicated,
+            out_of_order: totals.rooms.out_of_order,
+        }
+    }
 }
 
 /// Resume: the planned resumes and how their welcomes continued.
@@ -81,6 +126,54 @@ pub(super) fn rows(report: &Report, row: &mut impl FnMut(&str, String)) {
             ),
         );
     }
+    if let Some(r) = &report.rooms {
+        row(
+            "rooms × members (publishers)",
+            format!(
+                "{} × {} ({} each)",
+                r.rooms, r.members_per_room, r.publishers_per_room
+            ),
+        );
+        row(
+            "publications sent / planned",
+            format!(
+                "{} / {} ({}/s per room)",
+                r.published,
+                r.rooms * r.publications_per_room,
+                r.rate_per_room
+            ),
+        );
+        row(
+            "deliveries / expected",
+            format!(
+                "{} / {} ({:.0}/s)",
+                r.deliveries, r.expected_deliveries, r.deliveries_per_second
+            ),
+        );
+        row(
+            "lost / duplicated / out of order",
+            format!("{} / {} / {}", r.lost, r.duplicated, r.out_of_order),
+        );
+    }
+    if let Some(r) = &report.redis {
+        row(
+            "redis memory per socket",
+            format!(
+                "{:.0} B ({} → {} B)",
+                r.memory_per_socket_bytes, r.memory_before_bytes, r.memory_connected_bytes
+            ),
+        );
+        if let (Some(commands), Some(per)) = (&r.commands, r.commands_per_publication) {
+            let total: u64 = commands.values().sum();
+            row(
+                "redis commands per publication",
+                format!(
+                    "{per:.2} ({total} in {:.1} s)",
+                    r.commands_seconds.unwrap_or(0.0)
+                ),
+            );
+        }
+    }
     if let Some(r) = &report.resume {
         row(
             "resumes ok / failed",
@@ -115,7 +208,7 @@ mod tests {
     fn sections_appear_in_the_table_and_the_json_only_when_present() {
         let mut r = sample();
         let plain = serde_json::to_value(&r).unwrap();
-        for absent in ["fan_out", "resume", "disruption"] {
+        for absent in ["fan_out", "rooms", "resume", "disruption", "redis"] {
             assert!(plain.get(absent).is_none(), "{absent} in {plain}");
         }
         let resumes = Resumes {
@@ -132,6 +225,20 @@ mod tests {
             deliveries: 29,
         });
         r.resume = Some(ResumeSummary::from_totals(&resumes));
+        r.rooms = Some(Rooms {
+            rooms: 2,
+            members_per_room: 5,
+            publishers_per_room: 1,
+            rate_per_room: 10.0,
+            publications_per_room: 4,
+            published: 8,
+            expected_deliveries: 40,
+            deliveries: 39,
+            deliveries_per_second: 19.5,
+            lost: 1,
+            duplicated: 2,
+            out_of_order: 3,
+        });
         let command = during::Outcome {
             command: "kill -TERM 42".into(),
             exit_code: Some(0),
@@ -142,6 +249,10 @@ mod tests {
         let table = r.table();
         for needle in [
             "29 / 30 (3 broadcasts)",
+            "2 × 5 (1 each)",
+            "8 / 8 (10/s per room)",
+            "39 / 40 (20/s)",
+            "1 / 2 / 3",
             "resumes ok / failed",
             "kill -TERM 42 (exit 0, 0.25 s)",
             "longest gap ms",
@@ -154,6 +265,7 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["fan_out"]["expected_deliveries"], 30);
         assert_eq!(json["resume"]["resumes_ok"], 6);
+        assert_eq!(json["rooms"]["out_of_order"], 3);
         assert_eq!(json["disruption"]["reconnects"], 4);
         assert_eq!(json["disruption"]["exit_code"], 0);
         assert_eq!(json["disruption"]["counts_lost"], 0);

@@ -19,6 +19,7 @@ mod finish;
 mod hold;
 mod open_loop;
 mod resume;
+pub mod rooms;
 /// `smoke`: not a load scenario but a one-socket check of a single instance (make promote).
 pub mod smoke;
 
@@ -36,7 +37,8 @@ use crate::{
     link::Link,
     live::LIVE,
     progress::{Progress, RunGoal},
-    report::{Disruption, FanOut, Phase, Report, ResumeSummary},
+    redis_info::{Probe, RedisCost},
+    report::{Disruption, FanOut, Phase, Report, ResumeSummary, Rooms},
     series,
     stats::{Tally, Totals},
 };
@@ -47,12 +49,16 @@ use crate::{
 pub async fn run(scenario: &Scenario) -> Result<Report> {
     let common = scenario.common();
     let deadline = Instant::now() + common.timeout;
-    let target = target(common).await?;
+    let target = target(scenario).await?;
+    let mut probe = Probe::start(common.redis_info.as_deref()).await?;
     let progress = Progress::new(!common.no_progress, common.connections as u64);
     let ticker = progress.follow(|| LIVE.snapshot());
 
     let (parked, mut totals, connect) =
         connect(&target, common, 0..common.connections, deadline).await;
+    if let Some(probe) = &mut probe {
+        probe.connected(rooms::publishing(scenario)).await;
+    }
     let conns = parked.release(&mut totals).await;
 
     progress.start_run(run_goal(scenario), LIVE.snapshot());
@@ -63,7 +69,8 @@ pub async fn run(scenario: &Scenario) -> Result<Report> {
     let published = coordinator.published();
     let sockets_done =
         run_sockets(scenario, &target, conns, &mut totals, published, deadline).await;
-    let finished = coordinator.finish().await;
+    let mut finished = coordinator.finish().await;
+    let redis = probe_finish(probe, &totals, &mut finished).await;
     // The sockets' closes come after the run phase (see `finish`); a --during command that
     // is still running after the sockets are done extends it.
     let run = Phase::between(
@@ -75,11 +82,27 @@ pub async fn run(scenario: &Scenario) -> Result<Report> {
     if let Some(ticker) = ticker {
         ticker.abort();
     }
-    Ok(report(scenario, connect, run, totals, cpu, finished))
+    let mut report = report(scenario, connect, run, totals, cpu, finished);
+    report.redis = redis;
+    Ok(report)
 }
 
-/// Where the sockets go, resolved once from the options.
-pub async fn target(common: &Common) -> Result<Target> {
+/// The `--redis-info` section, once the run is over; a sample that failed is an error of
+/// the run.
+pub async fn probe_finish(
+    probe: Option<Probe>,
+    totals: &Totals,
+    finished: &mut Finished,
+) -> Option<RedisCost> {
+    let (cost, errors) = probe?.finish(totals.connections_ok, totals.sent).await;
+    finished.errors.extend(errors);
+    cost
+}
+
+/// Where the sockets go (and, in `rooms`, which room each joins), resolved once from the
+/// options.
+pub async fn target(scenario: &Scenario) -> Result<Target> {
+    let common = scenario.common();
     let mut target = Target::resolve(
         &common.urls,
         &common.source_ips,
@@ -88,6 +111,7 @@ pub async fn target(common: &Common) -> Result<Target> {
     )
     .await?;
     target.auth = common.auth_secret.as_ref().map(Minter::new);
+    target.rooms = rooms::Plan::of(scenario).map(|plan| plan.layout);
     Ok(target)
 }
 
@@ -124,6 +148,10 @@ pub fn run_goal(scenario: &Scenario) -> RunGoal {
             RunGoal::Lasts(duration)
         }
         Scenario::FanOut { broadcasts, .. } => RunGoal::Replies(sockets * broadcasts),
+        Scenario::Rooms { .. } => {
+            let publications = rooms::Plan::of(scenario).map_or(0, |plan| plan.publications);
+            RunGoal::Replies(sockets * publications)
+        }
     }
 }
 
@@ -224,6 +252,15 @@ async fn work_sockets(
             .await;
             stopper.abort();
         }
+        Scenario::Rooms { .. } => {
+            let plan = std::sync::Arc::new(rooms::Plan::of(scenario).expect("a rooms run"));
+            // The schedule's origin; each worker process starts its own at the parent's go.
+            let start = Instant::now();
+            for_each_socket(conns, totals, finish, |i, conn, seat| {
+                rooms::run(i, conn, seat, plan.clone(), start, deadline)
+            })
+            .await
+        }
         Scenario::Resume {
             messages, resumes, ..
         } => {
@@ -286,6 +323,7 @@ pub fn report(
         expected_deliveries: totals.connections_ok * plan.broadcasts,
         deliveries: totals.received,
     });
+    let rooms = rooms::Plan::of(scenario).map(|plan| Rooms::new(&plan, &totals, run.seconds));
     let resume = matches!(scenario, Scenario::Resume { .. })
         .then(|| ResumeSummary::from_totals(&totals.resumes));
     let disruption = finished
@@ -301,6 +339,7 @@ pub fn report(
         cpu,
     );
     report.fan_out = fan_out;
+    report.rooms = rooms;
     report.resume = resume;
     report.disruption = disruption;
     report

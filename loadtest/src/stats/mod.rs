@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     live::LIVE,
     series::{self, LatencySeries},
-    verify::{CountCheck, Step},
+    verify::{offsets::OffsetBreaks, CountCheck, Step},
 };
 
 /// Largest latency the histogram holds, in microseconds; longer ones are clamped to it.
@@ -39,6 +39,8 @@ pub struct Tally {
     pub open_at_end: bool,
     /// Reconnects, planned resumes and what their welcomes showed.
     pub resumes: Resumes,
+    /// `rooms`: publications lost, duplicated, out of order (each also a count violation).
+    pub rooms: OffsetBreaks,
     /// Round trips in microseconds.
     latencies_us: Vec<u32>,
     /// When each of `latencies_us` was taken ([`series::now_ms`]), in the same order.
@@ -198,6 +200,9 @@ pub struct Totals {
     pub latency_series: LatencySeries,
     pub heartbeats: Option<Spread>,
     pub resumes: Resumes,
+    /// See [`Tally::rooms`].
+    #[serde(default)]
+    pub rooms: OffsetBreaks,
     /// When the last socket finished its work (unix µs), before the closes: the end of the
     /// run phase (see `scenario::finish`). The latest of the processes' when merged.
     pub sockets_done_us: Option<u64>,
@@ -218,6 +223,7 @@ impl Default for Totals {
             latency_series: LatencySeries::default(),
             heartbeats: None,
             resumes: Resumes::default(),
+            rooms: OffsetBreaks::default(),
             sockets_done_us: None,
         }
     }
@@ -243,6 +249,7 @@ impl Totals {
         self.count_violations += tally.count_violations;
         self.open_at_end += u64::from(tally.open_at_end);
         self.resumes.add(&tally.resumes);
+        self.rooms.add(&tally.rooms);
         for (kind, n) in tally.errors {
             *self.errors.entry(kind).or_default() += n;
         }
@@ -272,8 +279,10 @@ impl Totals {
             latency_series,
             heartbeats,
             resumes,
+            rooms,
             sockets_done_us,
         } = other;
+        self.rooms.add(&rooms);
         self.sockets_done_us = self.sockets_done_us.max(sockets_done_us);
         self.connections_ok += connections_ok;
         self.connections_failed += connections_failed;

@@ -49,7 +49,7 @@ pub fn run(scenario: &Scenario, slice: Slice) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let deadline = Instant::now() + common.timeout;
-        let target = scenario::target(common).await?;
+        let target = scenario::target(scenario).await?;
         let reporter = tokio::spawn(async {
             let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
             loop {

@@ -21,6 +21,7 @@ use crate::{
     cpu::CpuWindow,
     live::Snapshot,
     progress::Progress,
+    redis_info::Probe,
     report::{Phase, Report},
     scenario::{self, run_goal},
     series,
@@ -52,6 +53,7 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
         progress.follow(move || latest.lock().expect("not poisoned").iter().copied().sum())
     };
 
+    let mut probe = Probe::start(common.redis_info.as_deref()).await?;
     let mut fleet = Fleet::start(
         slices(common.connections, workers),
         shared_settings(scenario),
@@ -69,6 +71,9 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
     let run_start_us = series::unix_micros();
     let mut stopped = async {
         connected?;
+        if let Some(probe) = &mut probe {
+            probe.connected(scenario::rooms::publishing(scenario)).await;
+        }
         fleet.tell(ParentLine::Go { run_start_us }).await;
         // Nothing is published before every worker's sockets have left the barrier: a
         // parked socket does not count a broadcast (in one process the order is the same).
@@ -90,7 +95,7 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
     .await;
     // The run phase lasts until the coordinator's work (a --during command) is done too;
     // Ctrl-C still stops the run meanwhile (the command is killed as the runtime ends).
-    let finished = match coordinator {
+    let mut finished = match coordinator {
         Some(coordinator) if stopped != Err(Stop::Interrupted) => tokio::select! {
             finished = coordinator.finish() => finished,
             _ = tokio::signal::ctrl_c() => {
@@ -128,8 +133,10 @@ pub async fn run(scenario: &Scenario, workers: usize) -> Result<Report> {
     }
     let totals = fleet.into_totals(&progress);
 
+    let redis = scenario::probe_finish(probe, &totals, &mut finished).await;
     let mut report = scenario::report(scenario, connect, run, totals, cpu, finished);
     report.workers = workers;
+    report.redis = redis;
     Ok(report)
 }
 
@@ -148,6 +155,13 @@ fn shared_settings(scenario: &Scenario) -> Vec<(&'static str, String)> {
     } = scenario
     {
         settings.push(("LOADTEST_RUN_ID", run_id.clone()));
+    }
+    if let Scenario::Rooms {
+        room_prefix: Some(prefix),
+        ..
+    } = scenario
+    {
+        settings.push(("LOADTEST_ROOM_PREFIX", prefix.clone()));
     }
     settings
 }

@@ -7,6 +7,7 @@
 //! every wait is bounded; everything started is stopped by pid when the test ends.
 
 mod harness;
+mod rooms;
 mod workers;
 
 use std::time::Duration;

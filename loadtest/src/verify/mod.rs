@@ -1,5 +1,8 @@
 //! The counter invariant of one socket: after a welcome with count `c`, the replies read
-//! `c+1, c+2, …` with no gap and no repeat (docs/PROTOCOL.md).
+//! `c+1, c+2, …` with no gap and no repeat (docs/PROTOCOL.md). The rooms' invariant (every
+//! publication once, in offset order) is [`offsets`].
+
+pub mod offsets;
 
 /// Tracks the counts one socket has seen.
 #[derive(Debug, Clone, Copy)]
