@@ -58,6 +58,7 @@ impl AppState {
             metrics.clone(),
             settings.session_ttl,
             settings.redis_timeout,
+            settings.redis_wait_replicas,
         );
         let fanout = Arc::new(Fanout::new(
             heartbeat_spread(settings.heartbeat_interval),

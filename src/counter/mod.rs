@@ -86,11 +86,13 @@ pub struct Counter {
 impl Counter {
     /// Starts the batching task. It ends when the last `Counter` clone is dropped, after
     /// answering everything already queued.
+    /// `wait_replicas`: `REDIS_WAIT_REPLICAS` (see [`IncrementBatches::wait`]).
     pub fn start(
         store: Store,
         metrics: Arc<Metrics>,
         session_ttl: Duration,
         timeout: Duration,
+        wait_replicas: Option<u32>,
     ) -> Self {
         let ttl_ms = session_ttl.as_millis().try_into().unwrap_or(i64::MAX);
         let sender = IncrementBatches {
@@ -98,6 +100,8 @@ impl Counter {
             metrics,
             script: Script::from_lua(scripts::INCREMENT_BATCH_LUA),
             ttl_ms,
+            // Half the caller's patience, so the WAIT's own answer arrives before fred's timeout.
+            wait: wait_replicas.map(|n| (n, (timeout.as_millis() / 2).max(1) as i64)),
         };
         Counter {
             store,
@@ -239,6 +243,10 @@ struct IncrementBatches {
     metrics: Arc<Metrics>,
     script: Script,
     ttl_ms: i64,
+    /// `REDIS_WAIT_REPLICAS` and the `WAIT` timeout in ms; `None`: counts are sent as soon as
+    /// the primary has them (a failover may then lose the last of them; the floor keeps the
+    /// counts going up all the same).
+    wait: Option<(u32, i64)>,
 }
 
 const INCREMENT: OperationLabel = OperationLabel {
@@ -267,8 +275,13 @@ impl batch::Sender for IncrementBatches {
             replies.push(request.reply);
         }
         let started = Instant::now();
-        let result: Result<Value, StoreError> =
+        let mut result: Result<Value, StoreError> =
             self.store.run_untimed(&self.script, keys, args).await;
+        if let (Ok(_), Some((replicas, timeout_ms))) = (&result, self.wait) {
+            if let Err(error) = self.wait(replicas, timeout_ms).await {
+                result = Err(error);
+            }
+        }
         // One observation per batch; errors count once per message, so that
         // `redis_errors{operation="increment"}` still means messages answered `unavailable`.
         self.metrics
@@ -305,6 +318,29 @@ impl batch::Sender for IncrementBatches {
 }
 
 impl IncrementBatches {
+    /// `WAIT replicas timeout` on the connection the batch went over: Redis answers once that
+    /// many replicas have everything this connection wrote, the batch included. Fewer within
+    /// the timeout fail the whole batch as `unavailable`; each socket's resend then carries
+    /// `unsure` and gets its count again, so nothing is counted twice. WAIT holds up the
+    /// commands pipelined behind it on the connection: its cost is in docs/BENCHMARKS.md.
+    async fn wait(&self, replicas: u32, timeout_ms: i64) -> Result<(), StoreError> {
+        use fred::interfaces::ClientLike;
+        let acked: i64 = self
+            .store
+            .redis()
+            .custom(
+                fred::types::CustomCommand::new_static("WAIT", None, false),
+                vec![Value::from(replicas as i64), Value::from(timeout_ms)],
+            )
+            .await?;
+        if acked < replicas as i64 {
+            return Err(StoreError::Unexpected(format!(
+                "WAIT: {acked} of {replicas} replicas acknowledged the batch"
+            )));
+        }
+        Ok(())
+    }
+
     /// Answers every request of a batch that failed as a whole.
     fn fail(&self, replies: Vec<oneshot::Sender<Result<Counted, StoreError>>>, error: StoreError) {
         self.metrics

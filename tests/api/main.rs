@@ -16,6 +16,7 @@ mod http;
 mod limits;
 mod logging;
 mod metrics;
+mod redis_tls;
 mod relay;
 mod settings;
 mod shutdown;
