@@ -18,6 +18,7 @@ mod logging;
 mod metrics;
 mod redis_tls;
 mod relay;
+mod sentinel;
 mod settings;
 mod shutdown;
 mod slow_consumers;
