@@ -23,3 +23,4 @@ mod settings;
 mod shutdown;
 mod slow_consumers;
 mod sockets;
+mod wait_replicas;
