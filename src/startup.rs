@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Settings,
+    counter::WaitReplicas,
     fanout, heartbeat, http,
     metrics::Metrics,
     registry::{InstanceInfo, Registry},
@@ -40,6 +41,20 @@ impl Application {
         let store = Store::connect(&settings.redis_url, settings.redis_timeout, metrics.clone())
             .await
             .context("failed to create the redis client")?;
+        // REDIS_WAIT_REPLICAS: the increments get a connection of their own (see WaitReplicas).
+        let wait = match settings.redis_wait_replicas {
+            Some(replicas) => Some(WaitReplicas {
+                replicas,
+                connection: Store::connect(
+                    &settings.redis_url,
+                    settings.redis_timeout,
+                    metrics.clone(),
+                )
+                .await
+                .context("failed to create the redis client for increments")?,
+            }),
+            None => None,
+        };
         let subscriber = Store::subscriber(&settings.redis_url, settings.redis_timeout)
             .await
             .context("failed to create the redis pub/sub client")?;
@@ -70,6 +85,7 @@ impl Application {
         let state = Arc::new(AppState::new(
             settings,
             store,
+            wait,
             registry,
             metrics,
             max_connections,

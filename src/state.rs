@@ -46,9 +46,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// `wait`: see [`crate::counter::WaitReplicas`]; `Some` exactly when
+    /// `settings.redis_wait_replicas` is.
     pub fn new(
         settings: Settings,
         store: Store,
+        wait: Option<crate::counter::WaitReplicas>,
         registry: Registry,
         metrics: Arc<Metrics>,
         max_connections: usize,
@@ -58,7 +61,7 @@ impl AppState {
             metrics.clone(),
             settings.session_ttl,
             settings.redis_timeout,
-            settings.redis_wait_replicas,
+            wait,
         );
         let fanout = Arc::new(Fanout::new(
             heartbeat_spread(settings.heartbeat_interval),

@@ -51,6 +51,16 @@ pub fn session_key(session: &str) -> String {
     format!("{KEY_PREFIX}session:{session}")
 }
 
+/// `REDIS_WAIT_REPLICAS` and a Redis connection of the increments' own. `WAIT` holds up every
+/// command behind it on its connection for up to its timeout (while no replica is there, each
+/// time), so the increments get their own connection: claims, the registry and the readiness
+/// probe do not queue behind it. `WAIT` covers the writes of the connection it is sent on, so
+/// it goes on the one the increments went over.
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub connection: Store,
+}
+
 /// What a socket learns when it claims its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
@@ -86,22 +96,26 @@ pub struct Counter {
 impl Counter {
     /// Starts the batching task. It ends when the last `Counter` clone is dropped, after
     /// answering everything already queued.
-    /// `wait_replicas`: `REDIS_WAIT_REPLICAS` (see [`IncrementBatches::wait`]).
+    /// `wait`: `REDIS_WAIT_REPLICAS` and the connection it is waited on (see
+    /// [`IncrementBatches::wait`]); `None`, increments share `store`'s connection.
     pub fn start(
         store: Store,
         metrics: Arc<Metrics>,
         session_ttl: Duration,
         timeout: Duration,
-        wait_replicas: Option<u32>,
+        wait: Option<WaitReplicas>,
     ) -> Self {
         let ttl_ms = session_ttl.as_millis().try_into().unwrap_or(i64::MAX);
+        // Half the caller's patience, so the WAIT's own answer arrives before fred's timeout.
+        let wait_ms = (timeout.as_millis() / 2).max(1) as i64;
         let sender = IncrementBatches {
-            store: store.clone(),
+            store: wait
+                .as_ref()
+                .map_or_else(|| store.clone(), |w| w.connection.clone()),
             metrics,
             script: Script::from_lua(scripts::INCREMENT_BATCH_LUA),
             ttl_ms,
-            // Half the caller's patience, so the WAIT's own answer arrives before fred's timeout.
-            wait: wait_replicas.map(|n| (n, (timeout.as_millis() / 2).max(1) as i64)),
+            wait: wait.map(|w| (w.replicas, wait_ms)),
         };
         Counter {
             store,
@@ -322,7 +336,7 @@ impl IncrementBatches {
     /// many replicas have everything this connection wrote, the batch included. Fewer within
     /// the timeout fail the whole batch as `unavailable`; each socket's resend then carries
     /// `unsure` and gets its count again, so nothing is counted twice. WAIT holds up the
-    /// commands pipelined behind it on the connection: its cost is in docs/BENCHMARKS.md.
+    /// batches pipelined behind it (see [`WaitReplicas`]): its cost is in docs/BENCHMARKS.md.
     async fn wait(&self, replicas: u32, timeout_ms: i64) -> Result<(), StoreError> {
         use fred::interfaces::ClientLike;
         let acked: i64 = self
