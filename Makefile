@@ -9,7 +9,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down scale promote status logs monitor test check-compose fmt lint bench load-test fuzz
+.PHONY: help up down scale promote status logs monitor test check-compose check-kubernetes fmt lint bench load-test fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
@@ -40,6 +40,9 @@ test: ## release build, compose file check, then cargo test --workspace (incl. t
 
 check-compose: ## static checks of compose/ (no Docker engine needed)
 	@bash scripts/check-compose.sh
+
+check-kubernetes: ## offline checks of deploy/kubernetes/ (kubectl kustomize, kubernetes-validate)
+	@bash scripts/check-kubernetes.sh
 
 fmt: ## cargo fmt --all
 	@bash scripts/lint.sh --fix

@@ -6,7 +6,8 @@
 #      ceiling/tests runs the load tester against the ceiling, because a
 #      cargo build inside `cargo test` would wait forever for the build lock cargo test holds.
 #      The dev profile shares every compiled dependency with cargo test; release would not;
-#   2. the static checks of compose/ (scripts/check-compose.sh) and of the Prometheus config and
+#   2. the static checks of compose/ (scripts/check-compose.sh), of deploy/kubernetes/
+#      (scripts/check-kubernetes.sh: kubectl kustomize, kubernetes-validate) and of the Prometheus config and
 #      alert rules, with their unit tests (observability/check.sh, promtool);
 #   3. cargo test --workspace (tests/browser drives headless Chromium through chromedriver).
 #      The integration tests start their own redis-server processes (and the fleet test its own
@@ -29,6 +30,7 @@ ensure_package ip iproute2
 step "cargo build -p wsfleet -p wsfleet-loadtest -p wsfleet-ceiling (for the fleet, half-open and ceiling tests)"
 cargo build -p wsfleet -p wsfleet-loadtest -p wsfleet-ceiling
 bash "$ROOT_DIR/scripts/check-compose.sh"
+bash "$ROOT_DIR/scripts/check-kubernetes.sh"
 step "observability/check.sh (promtool check config, check rules, test rules)"
 bash "$ROOT_DIR/observability/check.sh"
 step "cargo test --workspace"

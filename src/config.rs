@@ -74,7 +74,10 @@ pub struct Config {
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8000")]
     pub bind_addr: SocketAddr,
 
-    /// Redis server holding counters, the registry and the pub/sub channel.
+    /// Redis holding counters, the registry and the pub/sub channel: `redis://` or `rediss://`
+    /// (TLS; the CA from the system roots, or SSL_CERT_FILE) for one server,
+    /// `redis-sentinel://h:p?node=h2:p2&sentinelServiceName=NAME` (or `rediss-sentinel://`)
+    /// for a Sentinel-managed primary.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -174,6 +177,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "2s", value_parser = parse_positive::<MAX_REDIS_TIMEOUT_SECS>)]
     pub redis_timeout: Duration,
 
+    /// Replicas that must acknowledge each batch of counted messages (Redis `WAIT`) before
+    /// their counts are sent; fewer within half of REDIS_TIMEOUT answers `unavailable` (the
+    /// client's resend gets the same count). 0: no wait.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub redis_wait_replicas: u32,
+
     /// Plain HTTP: a request's headers must arrive within this (from the accept, or from its
     /// first byte on a kept-alive connection), else the connection is closed.
     #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive::<MAX_HTTP_TIMEOUT_SECS>)]
@@ -228,6 +237,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub lease_period: Duration,
     pub redis_timeout: Duration,
+    /// `REDIS_WAIT_REPLICAS`; `None`: no `WAIT`.
+    pub redis_wait_replicas: Option<u32>,
     pub http_header_timeout: Duration,
     pub http_idle_timeout: Duration,
     pub presence_grace: Duration,
@@ -272,20 +283,7 @@ pub enum ConfigError {
 impl Config {
     /// Checks what clap cannot check field by field and builds [`Settings`].
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        // TLS (rediss://), sentinel and unix sockets are not built in; say so up front
-        // rather than fail to connect later.
-        if !self.redis_url.starts_with("redis://") {
-            return Err(ConfigError::RedisUrl {
-                url: redact_password(&self.redis_url),
-                reason: "only redis://host:port[/db] URLs are supported".into(),
-            });
-        }
-        fred::types::config::Config::from_url(&self.redis_url).map_err(|e| {
-            ConfigError::RedisUrl {
-                url: redact_password(&self.redis_url),
-                reason: e.details().to_string(),
-            }
-        })?;
+        check_redis_url(&self.redis_url)?;
         // The drain has to fit spread closes, registry clean-up and the fleet poll into the
         // shutdown budget, so the spread may use at most half of it.
         // Checked: no panic whatever the two values (both are bounded by their parsers too).
@@ -339,6 +337,7 @@ impl Config {
             log_format: self.log_format,
             lease_period: self.lease_period,
             redis_timeout: self.redis_timeout,
+            redis_wait_replicas: (self.redis_wait_replicas > 0).then_some(self.redis_wait_replicas),
             http_header_timeout: self.http_header_timeout,
             http_idle_timeout: self.http_idle_timeout,
             presence_grace: self.presence_grace,
@@ -346,6 +345,31 @@ impl Config {
             history_size: self.history_size,
             history_ttl: self.history_ttl,
         })
+    }
+}
+
+/// Parses `url` as fred does at start-up (its own URL forms: no parsing here) and refuses the
+/// deployments wsfleet does not run on yet, before anything connects. A `rediss://` URL also
+/// loads the trusted CAs here, so a bad SSL_CERT_FILE fails at start-up.
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    use fred::types::config::ServerConfig;
+    let error = |reason: String| ConfigError::RedisUrl {
+        url: redact_password(url),
+        reason,
+    };
+    const SUPPORTED: &str = "use redis://, rediss://, redis-sentinel:// or rediss-sentinel://";
+    let config =
+        fred::types::config::Config::from_url(url).map_err(|e| error(e.details().into()))?;
+    // fred takes any other scheme for a plain server (`http://x` included); refuse it.
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    match config.server {
+        // The counter's increment batch and the registry's scripts take keys of many slots.
+        ServerConfig::Clustered { .. } => Err(error(format!(
+            "Redis Cluster is not supported yet (scripts span slots); {SUPPORTED}"
+        ))),
+        ServerConfig::Centralized { .. } if matches!(scheme, "redis" | "rediss") => Ok(()),
+        ServerConfig::Sentinel { .. } => Ok(()),
+        _ => Err(error(SUPPORTED.into())),
     }
 }
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Settings,
+    counter::WaitReplicas,
     fanout, heartbeat,
     history::History,
     http,
@@ -19,7 +20,7 @@ use crate::{
     registry::{InstanceInfo, Registry},
     rooms::Rooms,
     shutdown,
-    state::{AppState, SharedState},
+    state::{AppState, Publishing, SharedState},
     store::Store,
 };
 
@@ -47,6 +48,20 @@ impl Application {
         let store = Store::connect(&settings.redis_url, settings.redis_timeout, metrics.clone())
             .await
             .context("failed to create the redis client")?;
+        // REDIS_WAIT_REPLICAS: the increments get a connection of their own (see WaitReplicas).
+        let wait = match settings.redis_wait_replicas {
+            Some(replicas) => Some(WaitReplicas {
+                replicas,
+                connection: Store::connect(
+                    &settings.redis_url,
+                    settings.redis_timeout,
+                    metrics.clone(),
+                )
+                .await
+                .context("failed to create the redis client for increments")?,
+            }),
+            None => None,
+        };
         let subscriber = Store::subscriber(&settings.redis_url, settings.redis_timeout)
             .await
             .context("failed to create the redis pub/sub client")?;
@@ -91,9 +106,9 @@ impl Application {
         let state = Arc::new(AppState::new(
             settings,
             store,
+            wait,
             registry,
-            rooms,
-            history,
+            Publishing { rooms, history },
             metrics,
             max_connections,
         ));

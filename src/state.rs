@@ -51,21 +51,31 @@ pub struct AppState {
     token_nonce: String,
 }
 
+/// The publication side of a process: its rooms and its streams' history.
+pub struct Publishing {
+    pub rooms: Arc<Rooms>,
+    pub history: Arc<History>,
+}
+
 impl AppState {
+    /// `wait`: see [`crate::counter::WaitReplicas`]; `Some` exactly when
+    /// `settings.redis_wait_replicas` is.
     pub fn new(
         settings: Settings,
         store: Store,
+        wait: Option<crate::counter::WaitReplicas>,
         registry: Registry,
-        rooms: Arc<Rooms>,
-        history: Arc<History>,
+        publishing: Publishing,
         metrics: Arc<Metrics>,
         max_connections: usize,
     ) -> Self {
+        let Publishing { rooms, history } = publishing;
         let counter = Counter::start(
             store.clone(),
             metrics.clone(),
             settings.session_ttl,
             settings.redis_timeout,
+            wait,
         );
         let fanout = Arc::new(Fanout::new(
             heartbeat_spread(settings.heartbeat_interval),

@@ -224,8 +224,9 @@ async fn connect_client<C: ClientLike>(
     let _connection_task = once.connect();
     match tokio::time::timeout(timeout, once.wait_for_connect()).await {
         Ok(Ok(())) => return Ok(once),
-        // Its one attempt failed and it stopped.
-        Ok(Err(_)) => {}
+        // Its one attempt failed and it stopped. Said once, with the cause: a refused TLS
+        // handshake or a wrong password is otherwise invisible behind the retries.
+        Ok(Err(error)) => tracing::warn!(%error, "redis: the first connection attempt failed"),
         // Still trying: stop it, so that it cannot connect later, unused.
         Err(_) => {
             let _ = tokio::time::timeout(Duration::from_millis(100), once.quit()).await;

@@ -49,6 +49,15 @@ fn bad_values_are_refused_with_a_reason() {
         ),
         (&["--send-queue", "15"], "send-queue"),
         (&["--send-queue", "16385"], "send-queue"),
+        (
+            &["--redis-url", "redis-cluster://h:7000?node=h:7001"],
+            "Redis Cluster is not supported yet",
+        ),
+        (
+            &["--redis-url", "redis-sentinel://h:26379?node=h:26380"],
+            "REDIS_URL",
+        ),
+        (&["--redis-wait-replicas", "17"], "redis-wait-replicas"),
     ];
     for (args, needle) in cases {
         let err = parse(args).expect_err(&format!("{args:?} should fail"));
@@ -64,7 +73,7 @@ fn a_bad_redis_url_error_does_not_show_the_password() {
             "redis://user:***@localhost:notaport",
         ),
         ("redis://:hunter2@[::1:6379/0", "redis://:***@[::1:6379/0"),
-        ("rediss://user:hunter2@host", "rediss://user:***@host"),
+        ("rediss://user:hunter2@host:x", "rediss://user:***@host:x"),
         ("redis://u:hun/t@er2@host:x", "redis://u:***@host:x"),
         ("user:hunter2@host", "user:***@host"),
     ];
@@ -228,4 +237,23 @@ fn bad_identity_settings_are_refused_with_one_line_naming_them() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!err.contains(&secret), "{err}");
     }
+}
+
+#[test]
+fn tls_and_sentinel_urls_are_accepted_in_freds_own_forms() {
+    for url in [
+        "rediss://user:pw@redis.example:6380/0",
+        "redis-sentinel://h1:26379?node=h2:26379&node=h3:26379&sentinelServiceName=mymaster",
+        "rediss-sentinel://h1:26379?sentinelServiceName=mymaster",
+    ] {
+        let s = parse(&["--redis-url", url]).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(s.redis_url, url);
+    }
+}
+
+#[test]
+fn redis_wait_replicas_is_off_at_zero() {
+    assert_eq!(parse(&[]).unwrap().redis_wait_replicas, None);
+    let s = parse(&["--redis-wait-replicas", "1"]).unwrap();
+    assert_eq!(s.redis_wait_replicas, Some(1));
 }

@@ -51,6 +51,16 @@ pub fn session_key(session: &str) -> String {
     format!("{KEY_PREFIX}session:{session}")
 }
 
+/// `REDIS_WAIT_REPLICAS` and a Redis connection of the increments' own. `WAIT` holds up every
+/// command behind it on its connection for up to its timeout (while no replica is there, each
+/// time), so the increments get their own connection: claims, the registry and the readiness
+/// probe do not queue behind it. `WAIT` covers the writes of the connection it is sent on, so
+/// it goes on the one the increments went over.
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub connection: Store,
+}
+
 /// What a socket learns when it claims its session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -98,18 +108,26 @@ pub struct Counter {
 impl Counter {
     /// Starts the batching task. It ends when the last `Counter` clone is dropped, after
     /// answering everything already queued.
+    /// `wait`: `REDIS_WAIT_REPLICAS` and the connection it is waited on (see
+    /// [`IncrementBatches::wait`]); `None`, increments share `store`'s connection.
     pub fn start(
         store: Store,
         metrics: Arc<Metrics>,
         session_ttl: Duration,
         timeout: Duration,
+        wait: Option<WaitReplicas>,
     ) -> Self {
         let ttl_ms = session_ttl.as_millis().try_into().unwrap_or(i64::MAX);
+        // Half the caller's patience, so the WAIT's own answer arrives before fred's timeout.
+        let wait_ms = (timeout.as_millis() / 2).max(1) as i64;
         let sender = IncrementBatches {
-            store: store.clone(),
+            store: wait
+                .as_ref()
+                .map_or_else(|| store.clone(), |w| w.connection.clone()),
             metrics,
             script: Script::from_lua(scripts::INCREMENT_BATCH_LUA),
             ttl_ms,
+            wait: wait.map(|w| (w.replicas, wait_ms)),
         };
         Counter {
             store,
@@ -264,6 +282,10 @@ struct IncrementBatches {
     metrics: Arc<Metrics>,
     script: Script,
     ttl_ms: i64,
+    /// `REDIS_WAIT_REPLICAS` and the `WAIT` timeout in ms; `None`: counts are sent as soon as
+    /// the primary has them (a failover may then lose the last of them; the floor keeps the
+    /// counts going up all the same).
+    wait: Option<(u32, i64)>,
 }
 
 const INCREMENT: OperationLabel = OperationLabel {
@@ -292,8 +314,13 @@ impl batch::Sender for IncrementBatches {
             replies.push(request.reply);
         }
         let started = Instant::now();
-        let result: Result<Value, StoreError> =
+        let mut result: Result<Value, StoreError> =
             self.store.run_untimed(&self.script, keys, args).await;
+        if let (Ok(_), Some((replicas, timeout_ms))) = (&result, self.wait) {
+            if let Err(error) = self.wait(replicas, timeout_ms).await {
+                result = Err(error);
+            }
+        }
         // One observation per batch; errors count once per message, so that
         // `redis_errors{operation="increment"}` still means messages answered `unavailable`.
         self.metrics
@@ -330,6 +357,29 @@ impl batch::Sender for IncrementBatches {
 }
 
 impl IncrementBatches {
+    /// `WAIT replicas timeout` on the connection the batch went over: Redis answers once that
+    /// many replicas have everything this connection wrote, the batch included. Fewer within
+    /// the timeout fail the whole batch as `unavailable`; each socket's resend then carries
+    /// `unsure` and gets its count again, so nothing is counted twice. WAIT holds up the
+    /// batches pipelined behind it (see [`WaitReplicas`]): its cost is in docs/BENCHMARKS.md.
+    async fn wait(&self, replicas: u32, timeout_ms: i64) -> Result<(), StoreError> {
+        use fred::interfaces::ClientLike;
+        let acked: i64 = self
+            .store
+            .redis()
+            .custom(
+                fred::types::CustomCommand::new_static("WAIT", None, false),
+                vec![Value::from(replicas as i64), Value::from(timeout_ms)],
+            )
+            .await?;
+        if acked < replicas as i64 {
+            return Err(StoreError::Unexpected(format!(
+                "WAIT: {acked} of {replicas} replicas acknowledged the batch"
+            )));
+        }
+        Ok(())
+    }
+
     /// Answers every request of a batch that failed as a whole.
     fn fail(&self, replies: Vec<oneshot::Sender<Result<Counted, StoreError>>>, error: StoreError) {
         self.metrics

@@ -89,6 +89,17 @@ impl ChildNode {
         ChildNode::start_on(addr, redis, instance, extra).await
     }
 
+    /// With more environment variables (e.g. `SSL_CERT_FILE`), on a free loopback port.
+    pub async fn start_with_env(
+        redis: &RedisServer,
+        instance: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ChildNode {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        ChildNode::launch(addr, redis, instance, extra, None, env).await
+    }
+
     /// On `addr`, which must be free.
     pub async fn start_on(
         addr: SocketAddr,
@@ -96,7 +107,7 @@ impl ChildNode {
         instance: &str,
         extra: &[&str],
     ) -> ChildNode {
-        ChildNode::launch(addr, redis, instance, extra, None).await
+        ChildNode::launch(addr, redis, instance, extra, None, &[]).await
     }
 
     /// With `RUST_LOG=rust_log` and stdout a pipe that nobody reads (a stalled log shipper):
@@ -109,7 +120,7 @@ impl ChildNode {
         rust_log: &str,
     ) -> ChildNode {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        ChildNode::launch(addr, redis, instance, extra, Some(rust_log)).await
+        ChildNode::launch(addr, redis, instance, extra, Some(rust_log), &[]).await
     }
 
     /// `stalled_stdout_log`: `None`, stdout and stderr go to the log file; `Some(filter)`,
@@ -120,9 +131,11 @@ impl ChildNode {
         instance: &str,
         extra: &[&str],
         stalled_stdout_log: Option<&str>,
+        env: &[(&str, &str)],
     ) -> ChildNode {
         let (command, log) = node_command(addr, redis, Some(instance), extra);
         let mut command = tokio::process::Command::from(command);
+        command.envs(env.iter().copied());
         if let Some(filter) = stalled_stdout_log {
             command
                 .env("RUST_LOG", filter)

@@ -15,15 +15,31 @@ use crate::{eventually_within, free_port, wait_until, START_PATIENCE};
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
+    /// Given to every start after the harness's own (a TLS port, `--replicaof`, …).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts it and waits (without blocking the runtime) until it answers PING.
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(|_| Vec::new()).await
+    }
+
+    /// [`RedisServer::start`] with more arguments for `redis-server`, made from the server's
+    /// directory (for files such as certificates); e.g. a TLS port or `--replicaof`.
+    pub async fn start_with(
+        extra_args: impl FnOnce(&std::path::Path) -> Vec<String>,
+    ) -> RedisServer {
         let mut server = RedisServer::create();
+        server.extra_args = extra_args(&server.dir);
         server.restart().await;
         server
+    }
+
+    /// The server's own directory (removed on drop).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// [`RedisServer::start`] for tests without a runtime.
@@ -48,6 +64,7 @@ impl RedisServer {
         RedisServer {
             port,
             dir,
+            extra_args: Vec::new(),
             child: None,
         }
     }
@@ -59,6 +76,7 @@ impl RedisServer {
             .args(["--dbfilename", "dump.rdb"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

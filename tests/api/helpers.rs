@@ -13,7 +13,7 @@ use wsfleet::{config::Config, startup::Application};
 
 pub use crate::client::{refused_upgrade, Client};
 pub use crate::common::{
-    free_port, node_args, wait_ready, ChildNode, RedisServer, SIGKILL, SIGTERM,
+    free_port, node_args, node_command, wait_ready, ChildNode, RedisServer, SIGKILL, SIGTERM,
 };
 
 /// Longest wait for any single expected event in a test.
