@@ -378,3 +378,49 @@ fn both_a_secret_and_its_file_or_two_keys_fail_at_start_up_with_exit_2() {
         assert!(!stderr.contains(SECRET), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_tokens_rooms_claim_limits_the_rooms_it_may_join_and_its_sub_is_the_user() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--auth-secret", SECRET]).await;
+    let token = hs256(json!({
+        "sub": "carol",
+        "exp": now() + 3600,
+        "rooms": ["lobby", "team:*"],
+    }));
+    let mut carol = Client::connect(&url(app.addr, "carol-s", &token)).await;
+    for (room, allowed) in [
+        ("lobby", true),
+        ("team:red", true),
+        ("team:", true),
+        ("lobby2", false),
+        ("team", false),
+        ("other", false),
+    ] {
+        carol
+            .send(&json!({"type": "join", "room": room}).to_string())
+            .await;
+        let answer = crate::rooms::next_frame(&mut carol).await;
+        if allowed {
+            assert_eq!(answer["type"], "room_users", "{room}: {answer}");
+            assert!(answer["users"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("carol")));
+        } else {
+            assert_eq!(
+                answer,
+                json!({"type": "error", "error": "forbidden", "room": room}),
+                "{room}"
+            );
+        }
+    }
+    // Without a rooms claim every room is allowed.
+    let mut dave = Client::connect(&url(app.addr, "dave-s", &token_for("dave"))).await;
+    dave.send(&json!({"type": "join", "room": "other"}).to_string())
+        .await;
+    assert_eq!(
+        crate::rooms::next_frame(&mut dave).await["type"],
+        "room_users"
+    );
+}
