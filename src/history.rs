@@ -285,6 +285,13 @@ impl Cursor {
         self.offset = offset;
         true
     }
+
+    /// Whether publications between the cursor and `offset` of the same epoch never came (a
+    /// live message lost on its way to this instance, e.g. while its subscriber connection was
+    /// re-established): they are then to be read from the history first.
+    pub fn gap_before(&self, offset: u64, epoch: &str) -> bool {
+        *self.epoch == *epoch && offset > self.offset.saturating_add(1)
+    }
 }
 
 /// A history reply (newest first) in the order a client must get it.
@@ -367,6 +374,9 @@ mod tests {
         assert!(cursor.admit(1, &new), "a new epoch starts over");
         assert!(!cursor.admit(1, &new));
         assert!(cursor.admit(2, &new));
+        assert!(!cursor.gap_before(3, "new"), "the next one");
+        assert!(cursor.gap_before(4, "new"), "3 never came");
+        assert!(!cursor.gap_before(9, "newer"), "another epoch starts over");
     }
 
     #[test]

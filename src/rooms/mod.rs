@@ -38,7 +38,7 @@ use crate::{
     counter::session_key,
     history::{
         as_string, as_u64, epoch_candidate, frames_oldest_first, parse_publication, unexpected,
-        History, Publication, Stream,
+        History, Position, Publication, Stream,
     },
     metrics::Metrics,
     store::{Store, StoreError, KEY_PREFIX},
@@ -306,6 +306,12 @@ impl Rooms {
             self.metrics.room_messages.inc();
         }
         Ok(published)
+    }
+
+    /// Where `room`'s stream stands and what came after `since` (an offset and its epoch), for
+    /// a socket that saw a gap in the live publications.
+    pub async fn recover(&self, room: &str, since: (u64, &str)) -> Result<Position, StoreError> {
+        self.history.read(&stream(room), Some(since)).await
     }
 
     /// Takes over the memberships a resumed session had (its welcome's `rooms`) for the new

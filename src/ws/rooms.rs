@@ -155,16 +155,43 @@ impl SocketRooms {
         }
     }
 
-    /// What to send the client for a frame from the inbox, if anything.
-    pub fn deliver(&mut self, delivery: Delivery) -> Option<Utf8Bytes> {
-        match delivery {
-            Delivery::Direct(text) => Some(text),
-            Delivery::Room { room, at, text } => {
-                let cursor = self.joined.get_mut(&room)?;
-                match at {
-                    None => Some(text),
-                    Some((offset, epoch)) => cursor.admit(offset, &epoch).then_some(text),
-                }
+    /// What to send the client for a frame from the inbox, in order: nothing (a frame the
+    /// client has, or of a room it left), the frame, or, when publications before it never
+    /// came, those first from the room's history.
+    pub async fn deliver(&mut self, delivery: Delivery) -> Vec<Utf8Bytes> {
+        let (room, at, text) = match delivery {
+            Delivery::Direct(text) => return vec![text],
+            Delivery::Room { room, at, text } => (room, at, text),
+        };
+        let Some(cursor) = self.joined.get_mut(&room) else {
+            return Vec::new();
+        };
+        let Some((offset, epoch)) = at else {
+            return vec![text]; // presence events carry no offset
+        };
+        if !cursor.gap_before(offset, &epoch) {
+            return if cursor.admit(offset, &epoch) {
+                vec![text]
+            } else {
+                Vec::new()
+            };
+        }
+        let since = (cursor.offset, cursor.epoch.clone());
+        let read = self.rooms.recover(&room, (since.0, &since.1)).await;
+        let cursor = self.joined.get_mut(&room).expect("still joined");
+        match read {
+            Ok(read) if read.recovered == Some(true) && read.offset >= offset => {
+                crate::warn_throttled!(
+                    missed = offset - since.0 - 1,
+                    "live room publications never came; sent from history"
+                );
+                *cursor = Cursor::new(read.offset, &read.epoch);
+                read.missed.into_iter().map(Utf8Bytes::from).collect()
+            }
+            _ => {
+                crate::warn_throttled!("live room publications never came and history has none");
+                cursor.admit(offset, &epoch);
+                vec![text]
             }
         }
     }

@@ -34,7 +34,7 @@ use crate::{
     config::Settings,
     counter::{Counted, SessionCounter},
     fanout::{Fanned, Fanout},
-    history::Cursor,
+    history::{self, Cursor, History},
     inbox::{self, Delivery, Inbox},
     metrics::Metrics,
     protocol::{
@@ -126,6 +126,8 @@ pub struct Session<C> {
     pub broadcasts: Option<Cursor>,
     /// Frames sent right after the welcome: the broadcasts a resuming client missed.
     pub backlog: Vec<String>,
+    /// Where to read broadcasts that never came live (`None` in tests without Redis).
+    pub broadcast_history: Option<(Arc<History>, history::Stream)>,
     /// When the socket's token expires: it is closed 1008 `token expired` then, by the loop's
     /// one timer. `None`: never (no authentication).
     pub expires: Option<Instant>,
@@ -206,6 +208,7 @@ async fn run_inner(mut socket: WebSocket, app: SharedState, accepted: Accepted, 
         .as_ref()
         .map(|(offset, epoch)| Cursor::new(*offset, epoch));
     s.backlog = broadcasts.missed;
+    s.broadcast_history = Some((app.history.clone(), app.broadcasts.clone()));
     s.rooms = Some(SocketRooms::new(
         app.rooms.clone(),
         member,
@@ -256,6 +259,7 @@ impl<C: Counting> Session<C> {
             rooms: None,
             broadcasts: None,
             backlog: Vec::new(),
+            broadcast_history: None,
             expires: None,
         }
     }
@@ -351,14 +355,7 @@ impl<C: Counting> Session<C> {
                             };
                         }
                         Ok(Fanned::Broadcast { offset, epoch, text }) => {
-                            let new = match &mut self.broadcasts {
-                                Some(cursor) => cursor.admit(offset, &epoch),
-                                None => {
-                                    self.broadcasts = Some(Cursor { offset, epoch });
-                                    true
-                                }
-                            };
-                            if new {
+                            for text in self.broadcast_frames(offset, epoch, text).await {
                                 let limit = self.settings.send_queue;
                                 let behind = || Some(fanout.len()).filter(|n| *n > limit);
                                 match slow::forward(socket, text, behind, self.write_timeout).await {
@@ -422,15 +419,55 @@ impl<C: Counting> Session<C> {
         if inbox.overflowed() {
             return Some(self.slow(inbox.len()));
         }
-        let text = self.rooms.as_mut()?.deliver(delivery)?;
-        let behind = || inbox.overflowed().then(|| inbox.len());
-        match slow::forward(socket, text, behind, self.write_timeout).await {
-            Forwarded::Sent => {
-                self.metrics.messages_sent.inc();
-                None
+        for text in self.rooms.as_mut()?.deliver(delivery).await {
+            let behind = || inbox.overflowed().then(|| inbox.len());
+            match slow::forward(socket, text, behind, self.write_timeout).await {
+                Forwarded::Sent => {
+                    self.metrics.messages_sent.inc();
+                }
+                Forwarded::Behind(behind) => return Some(self.slow(behind)),
+                Forwarded::Gone => return Some(End::Peer(1006)),
             }
-            Forwarded::Behind(behind) => Some(self.slow(behind)),
-            Forwarded::Gone => Some(End::Peer(1006)),
+        }
+        None
+    }
+
+    /// What to send for a broadcast from the ring, in order: nothing (the client has it), the
+    /// frame, or, when broadcasts before it never came (lost on their way to this instance),
+    /// those first from the broadcast history.
+    async fn broadcast_frames(
+        &mut self,
+        offset: u64,
+        epoch: Arc<str>,
+        text: Utf8Bytes,
+    ) -> Vec<Utf8Bytes> {
+        let Some(cursor) = &mut self.broadcasts else {
+            self.broadcasts = Some(Cursor { offset, epoch });
+            return vec![text];
+        };
+        let history = self.broadcast_history.as_ref();
+        let Some((history, stream)) = history.filter(|_| cursor.gap_before(offset, &epoch)) else {
+            return if cursor.admit(offset, &epoch) {
+                vec![text]
+            } else {
+                Vec::new()
+            };
+        };
+        let since = cursor.offset;
+        match history.read(stream, Some((since, &cursor.epoch))).await {
+            Ok(read) if read.recovered == Some(true) && read.offset >= offset => {
+                crate::warn_throttled!(
+                    missed = offset - since - 1,
+                    "live broadcasts never came; sent from history"
+                );
+                *cursor = Cursor::new(read.offset, &read.epoch);
+                read.missed.into_iter().map(Utf8Bytes::from).collect()
+            }
+            _ => {
+                crate::warn_throttled!("live broadcasts never came and history has none");
+                cursor.admit(offset, &epoch);
+                vec![text]
+            }
         }
     }
 

@@ -224,3 +224,46 @@ async fn drain_nothing_more(client: &mut Client) {
     let frame = next_frame(client).await;
     assert_eq!(frame["content"], "end", "{frame}");
 }
+
+#[tokio::test]
+async fn publications_lost_on_the_way_to_an_instance_are_filled_in_from_history() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--broadcast-token", TOKEN]).await;
+    let other = spawn_app(&redis, &[]).await;
+    let mut publisher = member(&app, "pub", None).await;
+    join(&mut publisher, "r").await;
+    let mut receiver = member(&other, "rec", None).await;
+    join(&mut receiver, "r").await;
+    let send = |n: u64| json!({"type": "message", "room": "r", "content": n}).to_string();
+
+    // Every subscriber connection of the fleet drops; what is published before they are back
+    // never reaches the instances live.
+    redis
+        .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("CLIENT KILL");
+    for n in 1..=5 {
+        publisher.send(&send(n)).await;
+        broadcast(&app, json!(n), None).await;
+    }
+    for node in [&app, &other] {
+        node.wait_ready().await;
+    }
+    // The next ones show the gap, which the sockets fill from the history before them.
+    publisher.send(&send(6)).await;
+    broadcast(&app, json!(6), None).await;
+    let (mut room, mut broadcasts) = (Vec::new(), Vec::new());
+    while room.len() < 6 || broadcasts.len() < 6 {
+        let frame = receiver.next_json().await;
+        if frame["type"] == "message" {
+            room.push(frame["offset"].as_u64().unwrap());
+        } else if frame.get("broadcast").is_some() {
+            broadcasts.push(frame["offset"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        room,
+        (1..=6).collect::<Vec<_>>(),
+        "room: each once, in order"
+    );
+    assert_eq!(broadcasts, (1..=6).collect::<Vec<_>>(), "broadcasts");
+}
