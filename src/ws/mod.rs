@@ -3,6 +3,7 @@
 //! [`session`].
 
 mod close;
+mod connection;
 mod rate_limit;
 mod rooms;
 pub mod session;
@@ -51,7 +52,7 @@ pub async fn upgrade(
                 .max_message_size(max)
                 .max_frame_size(max)
                 .on_upgrade(move |socket| async move {
-                    session::run(socket, app, ready).await;
+                    connection::run(socket, app, ready).await;
                     drop(tracker_token);
                 })
         }
