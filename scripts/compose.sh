@@ -4,7 +4,8 @@
 #   up       redis, N (2) app_blue replicas, nginx on :PORT (8080), prometheus, grafana
 #   scale    the live colour to N replicas; nginx re-renders its template and reloads
 #   promote  build the other colour's image, start N replicas, smoke-test each inside its
-#            container (wsfleet-loadtest smoke), switch nginx (graceful reload), then stop the
+#            container (wsfleet-loadtest smoke, through a private room: nothing reaches
+#            real users), switch nginx (graceful reload), then stop the
 #            old colour (SIGTERM: drain; compose waits up to stop_grace_period); on a failure
 #            the new colour is removed and nginx is not touched
 #   down     docker compose down (instances drain on SIGTERM); Redis's volume is kept

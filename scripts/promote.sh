@@ -4,7 +4,10 @@
 #   1. build (unless SKIP_BUILD=1) wsfleet and wsfleet-loadtest;
 #   2. start the other colour with as many instances as the live one, from that build;
 #   3. smoke-test every new instance directly on its loopback port (wsfleet-loadtest smoke:
-#      /readyz, a socket whose two frames count 1 and 2, a broadcast that comes back);
+#      /readyz, a socket whose two frames count 1 and 2, then two sockets in a private room
+#      smoke-<random>: one publishes, the other receives it at offset 1, and an operator
+#      POST /broadcast to that room arrives at offset 2). Nothing reaches real users: no
+#      broadcast to the fleet, no room anyone else is in;
 #   4. point nginx's upstream at the new colour and reload gracefully;
 #   5. SIGTERM the old colour (its sockets get bye and close 1001 and resume on the new one) and
 #      wait for it to exit.

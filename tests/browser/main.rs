@@ -9,12 +9,17 @@
 //!
 //! Needs `redis-server`, `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`); without them the test fails with one line saying what to install.
+//!
+//! rooms.rs: the page's Rooms panel next to a tokio-tungstenite member, and its recovery of
+//! what was published while it was away.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod rooms;
 
 use std::{
+    future::Future,
     panic::AssertUnwindSafe,
     path::PathBuf,
     time::{Duration, Instant},
@@ -22,7 +27,7 @@ use std::{
 
 use fantoccini::{Client, Locator};
 use futures_util::FutureExt;
-use serde::Deserialize;
+use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::json;
 
 use harness::{ChildNode, ChromeDriver, Proxy, RedisServer, SIGKILL, SIGTERM};
@@ -34,6 +39,17 @@ const TOKEN: &str = "browser-test-token";
 
 /// Heartbeats often enough to see one; a token so the test can broadcast.
 const NODE_FLAGS: &[&str] = &["--heartbeat-interval", "1s", "--broadcast-token", TOKEN];
+
+/// One Chromium at a time: two would share the machine's two cores with four nodes.
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A view of the page that a test reads in one WebDriver round trip.
+trait PageView: DeserializeOwned {
+    /// A script returning the view as a JSON object.
+    const SCRIPT: &'static str;
+    /// What to print when the page never reaches the state a test waits for.
+    fn describe(&self) -> String;
+}
 
 /// What the page shows, read in one WebDriver round trip.
 #[derive(Debug, Deserialize)]
@@ -65,8 +81,8 @@ impl Page {
     }
 }
 
-async fn read_page(browser: &Client) -> Page {
-    let script = r#"
+impl PageView for Page {
+    const SCRIPT: &'static str = r#"
         const $ = (id) => document.getElementById(id);
         return {
             session: $("session").value,
@@ -78,31 +94,48 @@ async fn read_page(browser: &Client) -> Page {
             log: $("log").textContent,
         };
     "#;
+
+    fn describe(&self) -> String {
+        format!(
+            "state={:?} instance={:?} count={:?}\n--- page log ---\n{}",
+            self.state, self.instance, self.count, self.log
+        )
+    }
+}
+
+async fn read<P: PageView>(browser: &Client) -> P {
     let value = browser
-        .execute(script, vec![])
+        .execute(P::SCRIPT, vec![])
         .await
         .expect("the page answers a script");
     serde_json::from_value(value).expect("the page has every element the test reads")
 }
 
+async fn read_page(browser: &Client) -> Page {
+    read(browser).await
+}
+
 /// Polls the page every 50 ms until `ready` holds; fails with what the page shows after
 /// `PATIENCE`.
-async fn wait_for(browser: &Client, what: &str, ready: impl Fn(&Page) -> bool) -> Page {
+async fn wait_for_view<P: PageView>(browser: &Client, what: &str, ready: impl Fn(&P) -> bool) -> P {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let page = read_page(browser).await;
+        let page: P = read(browser).await;
         if ready(&page) {
             return page;
         }
         if Instant::now() >= deadline {
             panic!(
-                "timed out after {PATIENCE:?} waiting for the page to show {what}; it shows \
-                 state={:?} instance={:?} count={:?}\n--- page log ---\n{}",
-                page.state, page.instance, page.count, page.log
+                "timed out after {PATIENCE:?} waiting for the page to show {what}; it shows {}",
+                page.describe()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn wait_for(browser: &Client, what: &str, ready: impl Fn(&Page) -> bool) -> Page {
+    wait_for_view(browser, what, ready).await
 }
 
 async fn click(browser: &Client, id: &str) {
@@ -113,6 +146,16 @@ async fn click(browser: &Client, id: &str) {
         .click()
         .await
         .unwrap_or_else(|e| panic!("clicking #{id}: {e}"));
+}
+
+/// Replaces the text of the input `id` with `text`.
+async fn type_into(browser: &Client, id: &str, text: &str) {
+    let input = browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"));
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
 }
 
 /// Clicks a send button and waits for the counter to show `expected`.
@@ -150,10 +193,32 @@ async fn save_screenshot(browser: &Client, name: &str) -> PathBuf {
     path
 }
 
+/// Runs `scenario` in `browser`; when it fails, keeps a screenshot of the page as
+/// `failure_png` first. Closes the browser session either way.
+async fn in_browser(browser: Client, failure_png: &str, scenario: impl Future<Output = ()>) {
+    let _ = std::fs::remove_file(artifacts_dir().join(failure_png));
+    let outcome = AssertUnwindSafe(scenario).catch_unwind().await;
+    if outcome.is_err() {
+        // Best effort: what the page looked like when the test gave up.
+        if let Ok(Ok(png)) =
+            tokio::time::timeout(Duration::from_secs(5), browser.screenshot()).await
+        {
+            let path = artifacts_dir().join(failure_png);
+            if std::fs::write(&path, png).is_ok() {
+                eprintln!("screenshot of the failure: {}", path.display());
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), browser.close()).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_page_resumes_on_another_instance_with_the_count_going_on() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let _ = std::fs::remove_file(artifacts_dir().join("test-page-failure.png"));
     // First, so that a machine without the browser fails at once with the line to run.
     let driver = ChromeDriver::start().await;
     let redis = RedisServer::start().await;
@@ -161,26 +226,9 @@ async fn test_page_resumes_on_another_instance_with_the_count_going_on() {
     let b = ChildNode::start(&redis, "node-b", NODE_FLAGS).await;
     let proxy = Proxy::start(a.addr).await;
     let browser = driver.session().await;
-
-    let outcome = AssertUnwindSafe(scenario(&browser, &redis, a, b, &proxy))
-        .catch_unwind()
-        .await;
-    if outcome.is_err() {
-        // Best effort: what the page looked like when the test gave up.
-        if let Ok(Ok(png)) =
-            tokio::time::timeout(Duration::from_secs(5), browser.screenshot()).await
-        {
-            let path = artifacts_dir().join("test-page-failure.png");
-            if std::fs::write(&path, png).is_ok() {
-                eprintln!("screenshot of the failure: {}", path.display());
-            }
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), browser.close()).await;
+    let run = scenario(&browser, &redis, a, b, &proxy);
+    in_browser(browser.clone(), "test-page-failure.png", run).await;
     drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
     eprintln!("browser test took {:.1?}", started.elapsed());
 }
 

@@ -23,6 +23,9 @@ pub(crate) struct ClientReport {
     pub(crate) byes: u64,
     /// Replies lost with a broken connection and recovered from the welcome (rule 4, w > acked).
     pub(crate) recovered_from_welcome: u64,
+    /// Broadcast frames received: nobody broadcasts in these tests, so any is a leak (e.g. a
+    /// smoke test that publishes to the whole fleet).
+    pub(crate) broadcasts: u64,
 }
 
 /// One client, closed loop (one message in flight), through nginx, following the resume rules
@@ -134,6 +137,8 @@ pub(crate) async fn resuming_client(
                 acked = Some(n);
                 pending = false;
                 traffic.acknowledged.fetch_add(1, Ordering::Relaxed);
+            } else if frame.get("broadcast").is_some() {
+                report.broadcasts += 1;
             } else if frame["bye"] == true {
                 report.byes += 1;
                 let a = acked.unwrap_or(0);
@@ -172,6 +177,15 @@ pub(crate) async fn resuming_client(
 
 /// Upgrade and welcome; returns the welcome's count.
 pub(crate) async fn connect(url: &str) -> Result<(Socket, u64), String> {
+    let (socket, welcome) = connect_welcome(url).await?;
+    welcome["count"]
+        .as_u64()
+        .map(|c| (socket, c))
+        .ok_or_else(|| format!("not a welcome: {welcome}"))
+}
+
+/// Upgrade; returns the welcome frame.
+pub(crate) async fn connect_welcome(url: &str) -> Result<(Socket, Value), String> {
     let (mut socket, _) =
         tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
             .await
@@ -180,10 +194,7 @@ pub(crate) async fn connect(url: &str) -> Result<(Socket, u64), String> {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => {
                 let welcome: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                return welcome["count"]
-                    .as_u64()
-                    .map(|c| (socket, c))
-                    .ok_or_else(|| format!("not a welcome: {text}"));
+                return Ok((socket, welcome));
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => return Err(format!("before the welcome: {other:?}")),

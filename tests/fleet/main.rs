@@ -115,6 +115,18 @@ async fn clients_resuming_through_nginx_lose_no_count_across_scale_promote_and_s
     );
     fleet.expect_instances(4, "green").await;
     expect_progress(&traffic, 3 * clients, "make promote").await;
+    // The smoke test published to a private room of its own, not to the fleet: the fleet's
+    // broadcast stream is still empty (and no client got a broadcast, checked below).
+    let (fresh, welcome) = connect_welcome(&fleet.ws_url(&format!("e2e-{tag}-after-promote")))
+        .await
+        .unwrap();
+    assert_eq!(welcome["offset"], 0, "a broadcast was published: {welcome}");
+    drop(fresh);
+    assert!(
+        out.text.contains("offsets 1 and 2 received"),
+        "the smoke test went through its room: {}",
+        out.text
+    );
 
     let status = tokio::task::block_in_place(|| fleet.make("status", &[], limit));
     status.assert_ok("make status");
@@ -152,6 +164,11 @@ async fn clients_resuming_through_nginx_lose_no_count_across_scale_promote_and_s
     );
     // The promotion drained every blue socket: every client resumed at least once, and still
     // ended where its replies said.
+    let leaked: u64 = reports.iter().map(|r| r.broadcasts).sum();
+    assert_eq!(
+        leaked, 0,
+        "clients received broadcasts nobody meant for them"
+    );
     let not_moved: Vec<&str> = reports
         .iter()
         .filter(|r| r.reconnects == 0)
@@ -209,7 +226,7 @@ async fn a_promote_whose_new_colour_fails_rolls_back_and_the_old_colour_keeps_se
     fleet.expect_instances(1, "blue").await;
 
     // A new colour that starts and is ready, but fails the smoke test (its broadcast token is
-    // not the fleet's, so the smoke test's broadcast is refused).
+    // not the fleet's, so the smoke test's operator message to its room is refused).
     let out = tokio::task::block_in_place(|| {
         fleet.make(
             "promote",

@@ -39,8 +39,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Smoke test of one instance, contacted directly: /readyz, a counted round trip, a
-    /// broadcast received. What `make promote` runs before moving traffic.
+    /// Smoke test of one instance, contacted directly: /readyz, a counted round trip, two
+    /// publications to a private room received (nothing reaches real users). What `make
+    /// promote` runs before moving traffic.
     Smoke(SmokeArgs),
     /// The numbers scripts/bench.sh writes, from the JSON reports of its runs (--json):
     /// values, CPU, medians, ratios, verdicts; `?` for what a report lacks.

@@ -5,8 +5,14 @@
 //! 1. `GET /readyz` answers 200;
 //! 2. a socket on a fresh session gets its welcome (count 0), and two text frames are answered
 //!    `{"count":1}` then `{"count":2}` (heartbeats in between are skipped);
-//! 3. `POST /broadcast` with the operator token answers 202, and the socket receives that very
-//!    broadcast (a nonce tells it apart) within `--broadcast-timeout`.
+//! 3. a second socket, and both join a private room `smoke-<nonce>` (new, so its offset is 0);
+//!    the first publishes to it and the second receives that message at offset 1; then
+//!    `POST /broadcast` with the operator token and `"room"` answers 202 and the second socket
+//!    receives it from `operator` at offset 2 (each within `--delivery-timeout`); both leave.
+//!
+//! Nothing reaches real users: the smoke test never broadcasts to the fleet (a fleet broadcast
+//! goes to every live socket, of both colours), and nobody else is in a room named after a
+//! nonce. The room's two publications stay in Redis for `HISTORY_TTL`, like any room's.
 //!
 //! Exit 0 with one `smoke: ok …` line on stdout, or 1 with one `smoke: FAILED …` line on
 //! stderr naming the step that failed. Every wait is bounded; only the given URLs are contacted.
@@ -19,17 +25,22 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
 use tokio::{net::TcpStream, time::Instant};
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{protocol::frame::coding::CloseCode, protocol::CloseFrame, Message},
     MaybeTlsStream, WebSocketStream,
 };
-use wsfleet::{config::parse_duration, protocol::ServerFrame};
+use wsfleet::{
+    config::parse_duration,
+    protocol::{rooms::RoomMessage, ServerFrame},
+};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Smoke test of one wsfleet instance: /readyz, a counted round trip, a broadcast received.
+/// Smoke test of one wsfleet instance: /readyz, a counted round trip, publications to a
+/// private room received.
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
     /// The instance's WebSocket endpoint (ws:// only).
@@ -49,9 +60,9 @@ pub struct SmokeArgs {
     #[arg(long, env = "LOADTEST_TOKEN", hide_env_values = true)]
     pub token: String,
 
-    /// Longest wait for the broadcast to come back through the socket.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub broadcast_timeout: Duration,
+    /// Longest wait for a publication to the smoke room to reach the other socket.
+    #[arg(long, alias = "broadcast-timeout", default_value = "5s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
 
     /// Longest wait for any other single step (HTTP request, connect, reply).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -102,27 +113,16 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
         bail!("GET /readyz answered {status}: {}", body.trim());
     }
 
-    let session = format!("smoke-{}", nonce());
-    let sep = if args.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}session_uuid={session}", args.url);
-    let (mut socket, _) = bounded(step, "the WebSocket upgrade", async {
-        connect_async(url.as_str())
-            .await
-            .map_err(anyhow::Error::from)
-    })
-    .await?;
-    match bounded(step, "the welcome frame", next_frame(&mut socket)).await? {
-        ServerFrame::Welcome(w) if w.count == 0 => {}
-        other => bail!("expected a welcome with count 0 for a new session, got {other:?}"),
-    }
+    let run = nonce();
+    let mut first = open_socket(&args.url, &format!("smoke-{run}-a"), step).await?;
     for expected in 1..=2u64 {
-        socket
+        first
             .send(Message::text("smoke"))
             .await
             .context("sending a text frame")?;
         let reply = bounded(step, "a count reply", async {
             loop {
-                match next_frame(&mut socket).await? {
+                match next_frame(&mut first).await? {
                     ServerFrame::Heartbeat(_) | ServerFrame::Broadcast(_) => continue,
                     other => return Ok(other),
                 }
@@ -135,10 +135,32 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
         }
     }
 
-    let tag = nonce();
-    let body = serde_json::json!({ "message": { "smoke": tag } });
+    // A room of its own: both sockets in it, nobody else.
+    let room = format!("smoke-{run}");
+    let mut second = open_socket(&args.url, &format!("smoke-{run}-b"), step).await?;
+    let epoch = join(&mut first, &room, step).await?;
+    join(&mut second, &room, step).await?;
+
     let sent = Instant::now();
-    let (status, answered) = bounded(step, "POST /broadcast", async {
+    let content = json!({ "smoke": format!("{run}-socket") });
+    let command = json!({"type": "message", "room": room, "content": content});
+    first
+        .send(Message::text(command.to_string()))
+        .await
+        .context("sending the room message")?;
+    let what = "the room message to reach the other socket";
+    let message = bounded(
+        args.delivery_timeout,
+        what,
+        next_message(&mut second, &room),
+    )
+    .await?;
+    expect_publication(&message, &content, 1, &epoch)?;
+    let waited = sent.elapsed();
+
+    let content = json!({ "smoke": format!("{run}-operator") });
+    let body = json!({ "room": room, "message": content });
+    let (status, answered) = bounded(step, "POST /broadcast to the room", async {
         let request = http
             .post(format!("{base}/broadcast"))
             .bearer_auth(&args.token)
@@ -147,35 +169,133 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
     })
     .await?;
     if status != 202 {
-        bail!("POST /broadcast answered {status}: {}", answered.trim());
+        bail!(
+            "POST /broadcast to the room answered {status}: {}",
+            answered.trim()
+        );
     }
-    bounded(args.broadcast_timeout, "the broadcast to arrive", async {
+    let what = "the operator's room message to arrive";
+    let message = bounded(
+        args.delivery_timeout,
+        what,
+        next_message(&mut second, &room),
+    )
+    .await?;
+    expect_publication(&message, &content, 2, &epoch)?;
+    if message.sender != "operator" {
+        bail!("the operator's room message came from {:?}", message.sender);
+    }
+
+    // Leave at once rather than after PRESENCE_GRACE, then close.
+    for socket in [&mut first, &mut second] {
+        leave_and_close(socket, &room, step).await;
+    }
+    Ok(format!(
+        "{} readyz 200, counts 1 and 2, room {room}: offsets 1 and 2 received \
+         (socket to socket in {} ms)",
+        args.http,
+        waited.as_millis()
+    ))
+}
+
+/// A socket on a fresh session, past its welcome (count 0).
+async fn open_socket(url: &str, session: &str, step: Duration) -> Result<Socket> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}session_uuid={session}");
+    let (mut socket, _) = bounded(step, "the WebSocket upgrade", async {
+        connect_async(url.as_str())
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
+    match bounded(step, "the welcome frame", next_frame(&mut socket)).await? {
+        ServerFrame::Welcome(w) if w.count == 0 => Ok(socket),
+        other => bail!("expected a welcome with count 0 for a new session, got {other:?}"),
+    }
+}
+
+/// Joins `room`, which must be new (offset 0); returns its epoch.
+async fn join(socket: &mut Socket, room: &str, step: Duration) -> Result<String> {
+    let command = json!({"type": "join", "room": room});
+    socket
+        .send(Message::text(command.to_string()))
+        .await
+        .context("sending the join")?;
+    let users = bounded(step, "the join's room_users", async {
         loop {
-            if let ServerFrame::Broadcast(b) = next_frame(&mut socket).await? {
-                if b.broadcast["smoke"] == tag.as_str() {
-                    return Ok(());
-                }
+            let frame = next_room_frame(socket).await?;
+            if frame["type"] != "user_joined" {
+                return Ok(frame);
             }
         }
     })
     .await?;
-    let waited = sent.elapsed();
+    if users["type"] != "room_users" || users["room"] != room {
+        bail!("join {room} was answered {users}");
+    }
+    if users["offset"] != 0 {
+        bail!("the smoke room {room} is not new (someone else publishes to it?): {users}");
+    }
+    users["epoch"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("room_users without an epoch: {users}"))
+}
 
+/// The next publication to `room` (presence events skipped; an error frame fails).
+async fn next_message(socket: &mut Socket, room: &str) -> Result<RoomMessage> {
+    loop {
+        let frame = next_room_frame(socket).await?;
+        match frame["type"].as_str() {
+            Some("message") if frame["room"] == room => {
+                return serde_json::from_value(frame.clone())
+                    .with_context(|| format!("a malformed room message {frame}"));
+            }
+            Some("error") => bail!("the room answered an error: {frame}"),
+            _ => continue,
+        }
+    }
+}
+
+fn expect_publication(got: &RoomMessage, content: &Value, offset: u64, epoch: &str) -> Result<()> {
+    if &got.content != content || got.offset != offset || got.epoch != epoch {
+        bail!(
+            "expected {content} at offset {offset} of epoch {epoch}, got {} at offset {} of epoch {}",
+            got.content,
+            got.offset,
+            got.epoch
+        );
+    }
+    Ok(())
+}
+
+/// Best effort: the smoke test passed or failed by now.
+async fn leave_and_close(socket: &mut Socket, room: &str, step: Duration) {
     let _ = tokio::time::timeout(step, async {
+        let command = json!({"type": "leave", "room": room});
+        socket.send(Message::text(command.to_string())).await?;
+        while next_room_frame(socket).await?["type"] != "left" {}
         let close = CloseFrame {
             code: CloseCode::Normal,
             reason: "smoke test done".into(),
         };
-        if socket.send(Message::Close(Some(close))).await.is_ok() {
-            while let Some(Ok(_)) = socket.next().await {}
-        }
+        socket.send(Message::Close(Some(close))).await?;
+        while let Some(Ok(_)) = socket.next().await {}
+        Ok::<_, anyhow::Error>(())
     })
     .await;
-    Ok(format!(
-        "{} readyz 200, counts 1 and 2, broadcast received in {} ms",
-        args.http,
-        waited.as_millis()
-    ))
+}
+
+/// The next room frame (one with a `"type"`), as JSON; heartbeats and broadcasts are skipped.
+async fn next_room_frame(socket: &mut Socket) -> Result<Value> {
+    loop {
+        let text = next_text(socket).await?;
+        let frame: Value = serde_json::from_str(&text)
+            .with_context(|| format!("unexpected text frame {text:?}"))?;
+        if frame.get("type").is_some() {
+            return Ok(frame);
+        }
+    }
 }
 
 /// Runs `what` with a deadline; running out is an error naming the step.
@@ -192,12 +312,15 @@ async fn bounded<T>(
 
 /// The next text frame, typed; a close or a broken connection is an error.
 async fn next_frame(socket: &mut Socket) -> Result<ServerFrame> {
+    let text = next_text(socket).await?;
+    serde_json::from_str(&text).with_context(|| format!("unexpected text frame {text:?}"))
+}
+
+/// The next text frame; a close or a broken connection is an error.
+async fn next_text(socket: &mut Socket) -> Result<String> {
     loop {
         match socket.next().await {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text)
-                    .with_context(|| format!("unexpected text frame {text:?}"));
-            }
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
             Some(Ok(Message::Close(frame))) => {
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -281,7 +404,7 @@ mod tests {
         ])
         .unwrap()
         .args;
-        assert_eq!(args.broadcast_timeout, Duration::from_secs(5));
+        assert_eq!(args.delivery_timeout, Duration::from_secs(5));
         assert_eq!(args.token, "t");
     }
 }

@@ -8,6 +8,7 @@
 
 mod harness;
 mod rooms;
+mod smoke;
 mod workers;
 
 use std::time::Duration;
