@@ -65,6 +65,7 @@ mod link;
 mod live;
 mod plot;
 mod progress;
+mod recovery;
 mod redis_info;
 mod report;
 mod scenario;
@@ -177,9 +178,10 @@ fn check_options(scenario: &Scenario) -> Result<()> {
         if !(*rate > 0.0 && rate.is_finite()) {
             bail!("--rate must be a positive number of publications per second, got {rate}");
         }
-        if common.during.is_some() {
-            // A resumed socket would have to join again with `since` to recover; not built.
-            bail!("--during is not supported by rooms yet");
+        if common.during.is_some() && !scenario.resumes_with_offsets() {
+            // Without recovery a member away during the disruption misses publications, and
+            // the verifier cannot tell that from a fleet that lost them.
+            bail!("--during with rooms needs --resume");
         }
     }
     if let Scenario::FanOut { broadcast_urls, .. } = scenario {

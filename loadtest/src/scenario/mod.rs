@@ -189,8 +189,9 @@ async fn work_sockets(
 ) {
     let common = scenario.common();
     let payload: tokio_tungstenite::tungstenite::Utf8Bytes = common.payload.as_str().into();
-    // Sockets the server closes come back on their session only when a disruption is run.
-    let follows = common.during.is_some();
+    // Sockets the server closes come back on their session only when a disruption is run,
+    // or when rooms and fan-out recover with offsets (--resume).
+    let follows = common.during.is_some() || scenario.resumes_with_offsets();
     let link = |i: usize, conn: Conn| Link::new(i, conn, target, follows);
     match *scenario {
         Scenario::ClosedLoop { messages, .. } => {
@@ -256,8 +257,9 @@ async fn work_sockets(
             let plan = std::sync::Arc::new(rooms::Plan::of(scenario).expect("a rooms run"));
             // The schedule's origin; each worker process starts its own at the parent's go.
             let start = Instant::now();
-            for_each_socket(conns, totals, finish, |i, conn, seat| {
-                rooms::run(i, conn, seat, plan.clone(), start, deadline)
+            for_each_socket(conns, totals, finish, |i, mut conn, seat| {
+                let joined = conn.room.take();
+                rooms::run(i, link(i, conn), joined, seat, plan.clone(), start, deadline)
             })
             .await
         }
