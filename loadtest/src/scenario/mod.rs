@@ -37,8 +37,9 @@ use crate::{
     link::Link,
     live::LIVE,
     progress::{Progress, RunGoal},
+    recovery::Position,
     redis_info::{Probe, RedisCost},
-    report::{Disruption, FanOut, Phase, Report, ResumeSummary, Rooms},
+    report::{Disruption, FanOut, Phase, Recovery, Report, ResumeSummary, Rooms},
     series,
     stats::{Tally, Totals},
 };
@@ -245,10 +246,19 @@ async fn work_sockets(
         } => {
             let (stop, stopper) = fan_out::stop_after_grace(published, deadline);
             let run_id = run_id.clone().unwrap_or_default();
+            let resume = scenario.resumes_with_offsets();
             for_each_socket(conns, totals, finish, |i, conn, seat| {
+                // Where the welcome put it in the broadcast stream (--resume).
+                let from = resume.then(|| match (conn.welcome.offset, &conn.welcome.epoch) {
+                    (Some(offset), Some(epoch)) => Some(Position {
+                        offset,
+                        epoch: epoch.clone(),
+                    }),
+                    _ => None,
+                });
                 let link = link(i, conn);
                 let stop = stop.clone();
-                fan_out::receive(link, seat, run_id.clone(), broadcasts, stop, deadline)
+                fan_out::receive(link, seat, run_id.clone(), broadcasts, from, stop, deadline)
             })
             .await;
             stopper.abort();
@@ -328,6 +338,9 @@ pub fn report(
     let rooms = rooms::Plan::of(scenario).map(|plan| Rooms::new(&plan, &totals, run.seconds));
     let resume = matches!(scenario, Scenario::Resume { .. })
         .then(|| ResumeSummary::from_totals(&totals.resumes));
+    let recovery = scenario
+        .resumes_with_offsets()
+        .then(|| Recovery::new(&totals.resumes, &totals.rooms));
     let disruption = finished
         .command
         .map(|command| Disruption::new(&command, &totals.resumes));
@@ -344,6 +357,7 @@ pub fn report(
     report.rooms = rooms;
     report.resume = resume;
     report.disruption = disruption;
+    report.recovery = recovery;
     report
 }
 
