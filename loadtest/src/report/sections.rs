@@ -254,7 +254,14 @@ mod tests {
     fn sections_appear_in_the_table_and_the_json_only_when_present() {
         let mut r = sample();
         let plain = serde_json::to_value(&r).unwrap();
-        for absent in ["fan_out", "rooms", "resume", "disruption", "redis", "recovery"] {
+        for absent in [
+            "fan_out",
+            "rooms",
+            "resume",
+            "disruption",
+            "redis",
+            "recovery",
+        ] {
             assert!(plain.get(absent).is_none(), "{absent} in {plain}");
         }
         let resumes = Resumes {

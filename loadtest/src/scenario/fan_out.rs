@@ -287,7 +287,9 @@ pub async fn receive(
         tally.error("resume: a welcome without offset");
     }
     let from = from.flatten();
-    let mut offsets = from.as_ref().map(|from| OffsetCheck::joined_at(from.offset));
+    let mut offsets = from
+        .as_ref()
+        .map(|from| OffsetCheck::joined_at(from.offset));
     link.since = from;
     let mut overtime = false;
     // Made once, not per frame: a new `sleep_until` per frame is a timer-wheel insert and

@@ -269,7 +269,15 @@ async fn work_sockets(
             let start = Instant::now();
             for_each_socket(conns, totals, finish, |i, mut conn, seat| {
                 let joined = conn.room.take();
-                rooms::run(i, link(i, conn), joined, seat, plan.clone(), start, deadline)
+                rooms::run(
+                    i,
+                    link(i, conn),
+                    joined,
+                    seat,
+                    plan.clone(),
+                    start,
+                    deadline,
+                )
             })
             .await
         }
