@@ -33,6 +33,9 @@
 //!   reading typed frames, closing.
 //! - [`link`]: a socket that resumes its session when the server ends it, judging each
 //!   welcome by the protocol's resume rule.
+//! - [`recovery`]: `--resume` with offsets (rooms, fan-out): a socket's place in its stream
+//!   (the `since` of a rejoin or a resumed welcome), the `recovered` verdict, and a
+//!   publisher's outbox of messages to resend by client id after a reconnect.
 //! - [`scenario`]: the two phases (connect, run) and each scenario's per-socket loop;
 //!   `scenario::fan_out` publishes and receives broadcasts, `scenario::during` runs the
 //!   `--during` command; `scenario::rooms` publishes to rooms through members and checks
