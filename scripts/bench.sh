@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh [all|SECTION...]      SECTION: closed-loop redis startup sigterm
 #                                          nginx-closed nginx-open hold fan-out promote faults
-#                                          rooms
+#                                          rooms rooms-promote
 #
 # Starts everything it needs on loopback ports of its own, in its own run directory
 # (.run/bench), so a `make up` fleet is never touched: redis-server, wsfleet instances,
@@ -25,6 +25,7 @@
 #   BENCH_PROFILE=0           1: one more wsfleet closed loop (not in the medians) under perf
 #   SKIP_BUILD=1              use the binaries already built (CARGO_TARGET_DIR)
 #   ROOMS_SMOKE=1             the rooms section at tiny sizes (checks it runs; not a measurement)
+#   ROOMS_PROMOTE_SMOKE=1     the rooms-promote section (issue 12) at tiny sizes, likewise
 set -euo pipefail
 # The bench's own run directory, whatever RUN_DIR a `make up` fleet uses.
 RUN_DIR="${BENCH_RUN_DIR:-.run/bench}"
@@ -65,7 +66,7 @@ source "$ROOT_DIR/scripts/lib-bench-rooms.sh"
 
 CEILING_BIN="$(dirname "$LOADTEST_BIN")/wsfleet-ceiling"
 RESULTS_DIR="$ROOT_DIR/docs/benchmarks"
-ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote faults rooms)
+ALL_SECTIONS=(closed-loop redis startup sigterm nginx-closed nginx-open hold fan-out promote faults rooms rooms-promote)
 
 # --- 1. closed loop, one instance, against the ceiling ---------------------------------------
 

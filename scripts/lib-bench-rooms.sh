@@ -159,3 +159,52 @@ section_rooms() {
     md_cmd
     section_end
 }
+
+# --- rooms-promote: issue 12's record ------------------------------------------------------------
+#
+#   ROOMS_PROMOTE_SMOKE=1   tiny sizes: checks that the section runs to the end, not a
+#                           measurement (the record says so).
+
+section_rooms_promote() {
+    local rooms=100 members=50 rate=20 secs=40 after=3s note=""
+    if [ "${ROOMS_PROMOTE_SMOKE:-0}" = 1 ]; then
+        rooms=4 members=5 rate=5 secs=20
+        note="**ROOMS_PROMOTE_SMOKE=1: tiny sizes, a check that the section runs, not a measurement.**"
+    fi
+    local n=$((rooms * members)) title
+    title="Rooms during a promote: $n members in $rooms rooms through nginx, $rate publications/s per room, --resume"
+    if ! lt_has rooms --resume; then
+        section_skip rooms-promote "$title" "the load tester lacks \`rooms --resume\` (recovery with offsets)."
+        return
+    fi
+    section_begin rooms-promote "$title"
+    [ -z "$note" ] || md "$note" ""
+    bench_instances blue 2
+    # shellcheck disable=SC2046
+    bench_nginx $(names blue)
+    echo blue >"$RUN_DIR/color"
+    echo 2 >"$RUN_DIR/scale"
+    wait_for_quiet
+    md "\`wsfleet-loadtest rooms --resume\` through nginx while \`make promote\` (scripts/promote.sh on" \
+        "the bench's fleet) replaces the blue instances with green ones: every socket of blue gets \`bye\`" \
+        "and 1001, resumes its session on green, joins its room again with \`since\`/\`epoch\`, and must" \
+        "then receive every publication it missed, once, in order, before the live ones. Publishers" \
+        "keep publishing; one whose socket is down resends what it has not seen back, with the same" \
+        "client \`id\` (published once). Every member checks every offset of its room." ""
+    local promote="RUN_DIR=$RUN_DIR PORT=$PORT REDIS_PORT=$REDIS_PORT BASE_PORT=$BASE_PORT NGINX_ADDRESS=$NGINX_ADDRESS NGINX_LIMIT_CONN=$NGINX_LIMIT_CONN NGINX_LIMIT_RATE=$NGINX_LIMIT_RATE NGINX_LIMIT_BURST=$NGINX_LIMIT_BURST SKIP_BUILD=1 WSFLEET_BIN=$WSFLEET_BIN LOADTEST_BIN=$LOADTEST_BIN bash $ROOT_DIR/scripts/promote.sh"
+    loadtest rooms-promote rooms --rooms $rooms --members $members --rate $rate --duration "${secs}s" \
+        --resume --url "$(NGINX_URL)" --concurrency 100 --connect-timeout 30s \
+        --during "$promote >$BENCH_OUT/rooms-promote-script.log 2>&1" --during-after $after
+    local r=rooms-promote
+    md "| members ok | deliveries / expected | lost / duplicated / out of order | not recovered | reconnects | longest gap (ms) | resent | p50 / p99 / max (ms) | promote exit / seconds | errors |" \
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    md "| $(j $r .connections.ok) | $(j $r .rooms.deliveries) / $(j $r .rooms.expected_deliveries) | $(j $r .rooms.lost) / $(j $r .rooms.duplicated) / $(j $r .rooms.out_of_order) | $(j $r .recovery.not_recovered) | $(j $r .recovery.reconnects) | $(j $r .recovery.longest_gap_ms) | $(j $r .recovery.resent) | $(j $r .latency_ms.p50) / $(j $r .latency_ms.p99) / $(j $r .latency_ms.max) | $(j $r .disruption.exit_code) / $(j $r .disruption.command_seconds) | $(j $r .errors) |" ""
+    md "Target: 0 lost, 0 duplicated: lost $(verdict "$(j $r .rooms.lost)" '==' 0), duplicated" \
+        "$(verdict "$(j $r .rooms.duplicated)" '==' 0), out of order $(verdict "$(j $r .rooms.out_of_order)" '==' 0)," \
+        "every rejoin recovered $(verdict "$(j $r .recovery.not_recovered)" '==' 0), every member resumed" \
+        "(reconnects ≥ $n): $(verdict "$(j $r .recovery.reconnects)" '>=' "$n"), errors $(verdict "$(j $r .errors)" '==' 0)." \
+        "Latency includes each outage (a missed publication is timed from its send to its recovery)." ""
+    md_cmd "${LT_CMD//"$ROOT_DIR"\//}"
+    rm -f "$RUN_DIR/color" "$RUN_DIR/scale"
+    section_end
+}

@@ -11,7 +11,12 @@
 //! data, an eviction) instead of starting it again at 0; such a welcome says
 //! `"repaired": true` and is counted in the report, and is judged like any other. Other closes
 //! (rate limit, protocol errors) are the client's fault or the server's refusal, and stay
-//! errors.
+//! errors. A 1013 (the socket fell too far behind the fan-out) is resumed too: the server
+//! released it, and with `--resume` its history recovers what was missed.
+//!
+//! With `--resume` the caller keeps [`Link::since`] at its place in the broadcast stream; the
+//! reconnect then asks for the broadcasts after it (`since`/`epoch` on the URL) and the
+//! welcome must say `recovered: true` ([`crate::recovery`]).
 
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ use wsfleet::protocol::{judge_resume, Resumption, ServerFrame};
 
 use crate::{
     client::{self, Conn, Dial, Event, Socket, Target},
+    recovery::{self, Position},
     stats::Tally,
     verify::CountCheck,
 };
@@ -49,6 +55,10 @@ pub struct Link {
     /// Whether a socket the server ends is reconnected (`--during`) or is an error.
     follows_server_closes: bool,
     connect_timeout: Duration,
+    /// `--resume` on the broadcast stream: where this socket stands in it, kept current by
+    /// the caller. A reconnect then recovers the broadcasts after it and judges the
+    /// welcome's `recovered`. `None`: broadcasts missed while away stay missed.
+    pub since: Option<Position>,
 }
 
 impl Link {
@@ -60,6 +70,7 @@ impl Link {
             socket: conn.socket,
             follows_server_closes,
             connect_timeout: target.connect_timeout,
+            since: None,
         }
     }
 
@@ -102,6 +113,9 @@ impl Link {
             .reconnect(deadline.min(lost_at + RESUME_PATIENCE))
             .await?;
         tally.resumes.reconnected(lost_at.elapsed());
+        if self.since.is_some() {
+            recovery::judge_recovered(conn.welcome.recovered, tally);
+        }
         Ok(self.take_over(conn, pending, tally))
     }
 
@@ -139,7 +153,10 @@ impl Link {
     /// Connects to the session again (passing the last count it was told), with a short
     /// back-off, until `give_up`.
     async fn reconnect(&self, give_up: Instant) -> Result<Conn, String> {
-        let dial = self.session.resuming_from(self.check.acked());
+        let mut dial = self.session.resuming_from(self.check.acked());
+        if let Some(since) = &self.since {
+            dial = dial.recovering(since);
+        }
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt_until = give_up.min(Instant::now() + self.connect_timeout);
@@ -185,14 +202,15 @@ impl Link {
 }
 
 /// The server ending a socket in a way a client resumes from: a drain's `bye` or close 1001,
-/// close 1008 `session resumed elsewhere` (fenced by a newer socket of its session), or the
-/// connection breaking (reset, ended without a close frame). Other 1008s (rate limit, no pong)
-/// are not: they are this client's fault.
+/// close 1013 (a slow consumer, released), close 1008 `session resumed elsewhere` (fenced by a
+/// newer socket of its session), or the connection breaking (reset, ended without a close
+/// frame, as after a SIGKILL). Other 1008s (rate limit, no pong) are not: they are this
+/// client's fault.
 pub fn is_server_close(event: &Event) -> bool {
-    use wsfleet::protocol::close_code::{GOING_AWAY, POLICY_VIOLATION};
+    use wsfleet::protocol::close_code::{GOING_AWAY, POLICY_VIOLATION, TRY_AGAIN_LATER};
     match event {
         Event::Frame(ServerFrame::Bye(_)) | Event::Failed(_) => true,
-        Event::Closed(code, _) if *code == GOING_AWAY => true,
+        Event::Closed(code, _) if *code == GOING_AWAY || *code == TRY_AGAIN_LATER => true,
         Event::Closed(code, reason) => *code == POLICY_VIOLATION && reason == RESUMED_ELSEWHERE,
         _ => false,
     }
@@ -230,6 +248,10 @@ mod tests {
         assert!(is_server_close(&Event::Closed(
             1008,
             RESUMED_ELSEWHERE.into()
+        )));
+        assert!(is_server_close(&Event::Closed(
+            1013,
+            "slow consumer: more than SEND_QUEUE frames behind".into()
         )));
         assert!(!is_server_close(&Event::Closed(
             1008,

@@ -33,6 +33,9 @@
 //!   reading typed frames, closing.
 //! - [`link`]: a socket that resumes its session when the server ends it, judging each
 //!   welcome by the protocol's resume rule.
+//! - [`recovery`]: `--resume` with offsets (rooms, fan-out): a socket's place in its stream
+//!   (the `since` of a rejoin or a resumed welcome), the `recovered` verdict, and a
+//!   publisher's outbox of messages to resend by client id after a reconnect.
 //! - [`scenario`]: the two phases (connect, run) and each scenario's per-socket loop;
 //!   `scenario::fan_out` publishes and receives broadcasts, `scenario::during` runs the
 //!   `--during` command; `scenario::rooms` publishes to rooms through members and checks
@@ -65,6 +68,7 @@ mod link;
 mod live;
 mod plot;
 mod progress;
+mod recovery;
 mod redis_info;
 mod report;
 mod scenario;
@@ -177,9 +181,10 @@ fn check_options(scenario: &Scenario) -> Result<()> {
         if !(*rate > 0.0 && rate.is_finite()) {
             bail!("--rate must be a positive number of publications per second, got {rate}");
         }
-        if common.during.is_some() {
-            // A resumed socket would have to join again with `since` to recover; not built.
-            bail!("--during is not supported by rooms yet");
+        if common.during.is_some() && !scenario.resumes_with_offsets() {
+            // Without recovery a member away during the disruption misses publications, and
+            // the verifier cannot tell that from a fleet that lost them.
+            bail!("--during with rooms needs --resume");
         }
     }
     if let Scenario::FanOut { broadcast_urls, .. } = scenario {

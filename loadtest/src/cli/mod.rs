@@ -120,6 +120,13 @@ pub enum Scenario {
         /// set by a parent process for its workers, through the environment).
         #[arg(long, hide = true, env = "LOADTEST_RUN_ID")]
         run_id: Option<String>,
+        /// Recover across reconnects with offsets (SPEC "History and recovery"): a socket
+        /// the server closes (bye and 1001, 1013, the connection lost) resumes its session
+        /// with `since`/`epoch` on the URL; every offset must still arrive exactly once and in order, and an answer
+        /// without `recovered: true` is a violation (not_recovered). Broadcasts carry an
+        /// Idempotency-Key and are retried until accepted.
+        #[arg(long, env = "LOADTEST_RESUME")]
+        resume: bool,
     },
     /// --rooms rooms of --members sockets each (--connections is set to their product): every
     /// socket joins its room while connecting (`join`; its `room_users` offset is where its
@@ -153,6 +160,14 @@ pub enum Scenario {
         /// with fresh rooms at offset 0).
         #[arg(long, env = "LOADTEST_ROOM_PREFIX")]
         room_prefix: Option<String>,
+        /// Recover across reconnects with offsets (SPEC "History and recovery"): a socket
+        /// the server closes (bye and 1001, 1013, the connection lost) resumes its session
+        /// and joins its room again with `since`/`epoch`; every offset must still arrive exactly once and in order, and an answer
+        /// without `recovered: true` is a violation (not_recovered). Publishers send a client `id`
+        /// with each message and resend those not seen back after a reconnect (the server
+        /// publishes an id once). Needed for --during.
+        #[arg(long, env = "LOADTEST_RESUME")]
+        resume: bool,
     },
     /// Every socket uses session <PREFIX>-<i> (--session-prefix, default a random one) and
     /// has --messages counted over --resumes + 1 connections: it closes and resumes its
@@ -197,8 +212,9 @@ impl Scenario {
     /// is handed to other processes, which must share them): the session prefix of `resume`
     /// and of `--during` runs (resuming needs known sessions), and the fan-out run id.
     pub fn settle_random_defaults(&mut self) {
-        let needs_sessions =
-            matches!(self, Scenario::Resume { .. }) || self.common().during.is_some();
+        let needs_sessions = matches!(self, Scenario::Resume { .. })
+            || self.common().during.is_some()
+            || self.resumes_with_offsets();
         if needs_sessions {
             self.common_mut()
                 .session_prefix
@@ -218,6 +234,15 @@ impl Scenario {
             room_prefix.get_or_insert_with(|| format!("lt-{}", crate::scenario::smoke::nonce()));
             common.connections = usize::try_from(*rooms * *members).unwrap_or(usize::MAX);
         }
+    }
+
+    /// Whether sockets recover their streams with offsets across reconnects (`--resume` of
+    /// rooms and fan-out).
+    pub fn resumes_with_offsets(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Rooms { resume: true, .. } | Scenario::FanOut { resume: true, .. }
+        )
     }
 
     pub fn name(&self) -> &'static str {

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use wsfleet::protocol::rooms::{RoomError, RoomMessage, RoomUsers};
 
 use super::{error_kind, next_event, Event, Socket};
+use crate::recovery::Position;
 
 /// A frame about a room.
 #[derive(Debug, Clone)]
@@ -48,11 +49,28 @@ pub fn parse(text: &str) -> Option<Result<RoomFrame, &'static str>> {
 /// Sends `{"type":"join","room":R}` and waits for its `room_users`; presence events of
 /// others joining meanwhile are skipped. Err is a short kind for the report.
 pub async fn join(socket: &mut Socket, room: &str) -> Result<RoomUsers, String> {
-    let command = serde_json::json!({"type": "join", "room": room}).to_string();
-    socket
-        .send(Message::text(command))
+    rejoin(socket, room, None)
         .await
-        .map_err(|e| format!("join: {}", error_kind(&e)))?;
+        .map_err(|event| format!("join: {}", event.describe()))
+}
+
+/// Sends a join, with `"since"`/`"epoch"` when recovering from `since` (the server then
+/// answers `recovered` and sends what was missed right after the answer), and waits for its
+/// `room_users`. Err is the event that came instead, so a caller that resumes after a server
+/// close can tell one from a refusal.
+pub async fn rejoin(
+    socket: &mut Socket,
+    room: &str,
+    since: Option<&Position>,
+) -> Result<RoomUsers, Event> {
+    let mut command = serde_json::json!({"type": "join", "room": room});
+    if let Some(since) = since {
+        command["since"] = since.offset.into();
+        command["epoch"] = since.epoch.as_str().into();
+    }
+    if let Err(e) = socket.send(Message::text(command.to_string())).await {
+        return Err(Event::Failed(format!("send: {}", error_kind(&e))));
+    }
     loop {
         match next_event(socket).await {
             Event::Room(RoomFrame::Users(users)) if users.room == room => return Ok(*users),
@@ -62,8 +80,7 @@ pub async fn join(socket: &mut Socket, room: &str) -> Result<RoomUsers, String> 
                 wsfleet::protocol::ServerFrame::Heartbeat(_)
                 | wsfleet::protocol::ServerFrame::Broadcast(_),
             ) => {}
-            Event::Room(RoomFrame::Error(e)) => return Err(format!("join: error {:?}", e.error)),
-            other => return Err(format!("join: {}", other.describe())),
+            other => return Err(other),
         }
     }
 }

@@ -165,6 +165,32 @@ impl Dial {
     }
 }
 
+impl Dial {
+    /// The same dial asking for the broadcasts after `since` (`since=k&epoch=e`): the
+    /// welcome says whether they follow (docs/PROTOCOL.md, recovery).
+    pub fn recovering(&self, since: &crate::recovery::Position) -> Dial {
+        let url = with_param(&self.url, "since", &since.offset.to_string());
+        Dial {
+            url: with_param(&url, "epoch", &percent_encoded(&since.epoch)),
+            ..self.clone()
+        }
+    }
+}
+
+/// `value` safe in a query: everything but unreserved characters percent-encoded. (An epoch
+/// is the server's string; today it is hex, but the client does not rely on that.)
+fn percent_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// `url` asking for `session`.
 fn with_session(url: &str, session: &str) -> String {
     with_param(url, "session_uuid", session)
@@ -261,6 +287,19 @@ mod tests {
             session.resuming_from(0).url,
             "ws://a/ws/chat/?session_uuid=lt-0&last_count=0",
             "a session told nothing yet still says so"
+        );
+    }
+
+    #[test]
+    fn a_recovering_dial_carries_the_stream_position_encoded() {
+        let dial = target(&["ws://h:1/ws/chat/"], &[]).dial_session(0, "s");
+        let since = crate::recovery::Position {
+            offset: 41,
+            epoch: "ab 9&".into(),
+        };
+        assert_eq!(
+            dial.resuming_from(3).recovering(&since).url,
+            "ws://h:1/ws/chat/?session_uuid=s&last_count=3&since=41&epoch=ab%209%26"
         );
     }
 

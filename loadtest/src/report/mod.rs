@@ -12,7 +12,7 @@ use crate::{cpu::CpuUse, redis_info::RedisCost, stats::Totals};
 mod plot_data;
 mod sections;
 pub use plot_data::{Bin, PlotData};
-pub use sections::{Disruption, FanOut, ResumeSummary, Rooms};
+pub use sections::{Disruption, FanOut, Recovery, ResumeSummary, Rooms};
 
 /// How long a phase took.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +65,9 @@ pub struct Report {
     /// With --during only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disruption: Option<Disruption>,
+    /// rooms and fan-out with --resume only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
     /// With --redis-info only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisCost>,
@@ -174,6 +177,7 @@ impl Report {
             rooms: None,
             resume: None,
             disruption: None,
+            recovery: None,
             redis: None,
             plot,
         }

@@ -1,5 +1,6 @@
 //! The report's sections that only some runs have: `fan_out` (fan-out scenario), `resume`
-//! (resume scenario) and `disruption` (with `--during`). Kept apart from the headline numbers
+//! (resume scenario), `disruption` (with `--during`) and `recovery` (rooms and fan-out with
+//! `--resume`). Kept apart from the headline numbers
 //! so each scenario adds its part without touching the others.
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use super::Report;
 use crate::{
     scenario::during,
     stats::{Resumes, Totals},
+    verify::offsets::OffsetBreaks,
 };
 
 /// Fan-out: what was published and what arrived.
@@ -115,6 +117,40 @@ impl Disruption {
     }
 }
 
+/// `--resume` (rooms, fan-out): how the sockets the server closed recovered their streams.
+/// Every offset once and in order is the verdict (`lost`, `duplicated`, `out_of_order` all
+/// 0), and every recovering answer said `recovered: true` (`not_recovered` 0).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recovery {
+    /// Sockets the server closed that came back on their session.
+    pub reconnects: u64,
+    /// Longest time from losing a socket to the welcome of its replacement.
+    pub longest_gap_ms: f64,
+    /// Welcomes or rejoins after `since` that did not say `recovered: true` (violations).
+    pub not_recovered: u64,
+    /// Publications sent again (same client id) after a reconnect, not having been seen back.
+    pub resent: u64,
+    /// Offsets of the stream (the rooms', or the broadcast stream's) never received,
+    /// received twice, received after a higher one, over every socket.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+impl Recovery {
+    pub fn new(resumes: &Resumes, breaks: &OffsetBreaks) -> Self {
+        Self {
+            reconnects: resumes.reconnects,
+            longest_gap_ms: resumes.longest_gap_us as f64 / 1000.0,
+            not_recovered: resumes.not_recovered,
+            resent: resumes.resent,
+            lost: breaks.lost,
+            duplicated: breaks.duplicated,
+            out_of_order: breaks.out_of_order,
+        }
+    }
+}
+
 /// Table rows for the sections present.
 pub(super) fn rows(report: &Report, row: &mut impl FnMut(&str, String)) {
     if let Some(f) = &report.fan_out {
@@ -197,6 +233,16 @@ pub(super) fn rows(report: &Report, row: &mut impl FnMut(&str, String)) {
         );
         row("welcomes repaired", d.repaired.to_string());
     }
+    if let Some(r) = &report.recovery {
+        row(
+            "recovery: reconnects / not recovered / resent",
+            format!("{} / {} / {}", r.reconnects, r.not_recovered, r.resent),
+        );
+        row(
+            "recovery: offsets lost / duplicated / out of order",
+            format!("{} / {} / {}", r.lost, r.duplicated, r.out_of_order),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -208,7 +254,14 @@ mod tests {
     fn sections_appear_in_the_table_and_the_json_only_when_present() {
         let mut r = sample();
         let plain = serde_json::to_value(&r).unwrap();
-        for absent in ["fan_out", "rooms", "resume", "disruption", "redis"] {
+        for absent in [
+            "fan_out",
+            "rooms",
+            "resume",
+            "disruption",
+            "redis",
+            "recovery",
+        ] {
             assert!(plain.get(absent).is_none(), "{absent} in {plain}");
         }
         let resumes = Resumes {
@@ -246,6 +299,17 @@ mod tests {
             failure: None,
         };
         r.disruption = Some(Disruption::new(&command, &resumes));
+        let breaks = OffsetBreaks {
+            lost: 7,
+            duplicated: 0,
+            out_of_order: 0,
+        };
+        let recovering = Resumes {
+            not_recovered: 1,
+            resent: 5,
+            ..resumes.clone()
+        };
+        r.recovery = Some(Recovery::new(&recovering, &breaks));
         let table = r.table();
         for needle in [
             "29 / 30 (3 broadcasts)",
@@ -259,6 +323,8 @@ mod tests {
             "1234.5",
             "0 / 1",
             "welcomes repaired",
+            "4 / 1 / 5",
+            "7 / 0 / 0",
         ] {
             assert!(table.contains(needle), "missing {needle:?} in\n{table}");
         }
@@ -271,5 +337,8 @@ mod tests {
         assert_eq!(json["disruption"]["counts_lost"], 0);
         assert_eq!(json["disruption"]["repaired"], 2);
         assert_eq!(json["resume"]["repaired"], 2);
+        assert_eq!(json["recovery"]["not_recovered"], 1);
+        assert_eq!(json["recovery"]["lost"], 7);
+        assert_eq!(json["recovery"]["longest_gap_ms"], 1234.5);
     }
 }

@@ -16,15 +16,17 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
-use wsfleet::protocol::ServerFrame;
+use wsfleet::protocol::{Broadcast, ServerFrame};
 
 use super::finish::Seat;
 use crate::{
     cli::Scenario,
     client::{self, Event},
     link::{self, Link},
+    recovery::Position,
     series,
     stats::Tally,
+    verify::offsets::OffsetCheck,
 };
 
 /// How long after the last broadcast was published receivers still wait for what they miss.
@@ -69,6 +71,9 @@ pub struct Plan<'a> {
     pub broadcasts: u64,
     /// Time between two broadcasts.
     pub interval: Duration,
+    /// `--resume`: receivers recover the broadcast stream with offsets; each broadcast
+    /// carries an Idempotency-Key and is retried until accepted.
+    pub resume: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -81,6 +86,7 @@ impl<'a> Plan<'a> {
                 broadcasts,
                 broadcast_interval,
                 run_id,
+                resume,
                 ..
             } => Some(Plan {
                 broadcast_urls,
@@ -88,6 +94,7 @@ impl<'a> Plan<'a> {
                 run_id: run_id.as_deref().unwrap_or_default(),
                 broadcasts: *broadcasts,
                 interval: *broadcast_interval,
+                resume: *resume,
             }),
             _ => None,
         }
@@ -123,7 +130,12 @@ pub struct Publisher {
     run_id: String,
     broadcasts: u64,
     interval: Duration,
+    resume: bool,
 }
+
+/// Longest a broadcast is retried (`--resume`) before it counts as failed: a drain and a
+/// replacement instance take seconds; past this the instance is not coming back.
+const RETRY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What publishing did: broadcasts the server accepted (202), and an error kind for each one
 /// it did not.
@@ -148,6 +160,7 @@ impl Publisher {
             run_id: plan.run_id.to_string(),
             broadcasts: plan.broadcasts,
             interval: plan.interval,
+            resume: plan.resume,
         })
     }
 
@@ -169,7 +182,11 @@ impl Publisher {
                 published_us: series::unix_micros(),
             };
             let body = serde_json::json!({ "message": stamp });
-            let requests = self.urls.iter().map(|url| self.post(url, &body, deadline));
+            let key = format!("{}-{seq}", self.run_id);
+            let requests = self
+                .urls
+                .iter()
+                .map(|url| self.post_until_accepted(url, &body, &key, deadline));
             let failures: Vec<String> = futures_util::future::join_all(requests)
                 .await
                 .into_iter()
@@ -183,16 +200,51 @@ impl Publisher {
         published
     }
 
-    /// One `POST /broadcast`; Err is the kind of failure.
-    async fn post(&self, url: &str, body: &Value, deadline: Instant) -> Result<(), String> {
-        let request = self
-            .http
-            .post(url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send();
-        match tokio::time::timeout_at(deadline, request).await {
+    /// One broadcast to one server: one `POST /broadcast`, or with `--resume` as many as it
+    /// takes (the instance may be draining or restarting), each with the same
+    /// Idempotency-Key so that it is published once. A refusal (4xx) is not retried.
+    async fn post_until_accepted(
+        &self,
+        url: &str,
+        body: &Value,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        if !self.resume {
+            return self.post(url, body, None, deadline).await;
+        }
+        let give_up = deadline.min(Instant::now() + RETRY_PATIENCE);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let error = match self.post(url, body, Some(key), deadline).await {
+                Ok(()) => return Ok(()),
+                Err(kind) if kind.starts_with("publish: http 4") => return Err(kind),
+                Err(kind) => kind,
+            };
+            if Instant::now() + backoff >= give_up {
+                return Err(error);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One `POST /broadcast`; Err is the kind of failure. With an Idempotency-Key a 200 (a
+    /// repeat of a key: published before) is as good as a 202.
+    async fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        key: Option<&str>,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let mut request = self.http.post(url).bearer_auth(&self.token).json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        match tokio::time::timeout_at(deadline, request.send()).await {
             Ok(Ok(response)) if response.status().as_u16() == 202 => Ok(()),
+            Ok(Ok(response)) if key.is_some() && response.status().as_u16() == 200 => Ok(()),
             Ok(Ok(response)) => Err(format!("publish: http {}", response.status().as_u16())),
             Ok(Err(e)) => Err(format!(
                 "publish: {}",
@@ -213,18 +265,33 @@ impl Publisher {
 /// passed, see [`DELIVERY_GRACE`]) or `deadline`, whether or not it already has every one of
 /// the run's `broadcasts`. Each delivery is a
 /// received message with its latency; each broadcast missed is an error, and so is one
-/// delivered twice. A socket the server ends is resumed when the link follows such closes
-/// (broadcasts published while it was away are missed: delivery is at most once).
+/// delivered twice. A socket the server ends is resumed when the link follows such closes.
+/// Without `from` (no --resume; `Some(None)`: --resume, but the welcome did not say where the
+/// stream stood, an error) broadcasts published while it was away are missed: delivery
+/// is at most once. With `from` (the welcome's place in the broadcast stream) the link
+/// recovers them by offset, every offset of the stream is checked (once, in order: see
+/// [`OffsetCheck`]), and a socket still missing one of the run's broadcasts when `stop`
+/// turns true reads on until it has them or the deadline.
 pub async fn receive(
     mut link: Link,
     mut seat: Seat,
     run_id: String,
     broadcasts: u64,
+    from: Option<Option<Position>>,
     mut stop: watch::Receiver<bool>,
     deadline: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut seen = BTreeSet::new();
+    if from.as_ref().is_some_and(Option::is_none) {
+        tally.error("resume: a welcome without offset");
+    }
+    let from = from.flatten();
+    let mut offsets = from
+        .as_ref()
+        .map(|from| OffsetCheck::joined_at(from.offset));
+    link.since = from;
+    let mut overtime = false;
     // Made once, not per frame: a new `sleep_until` per frame is a timer-wheel insert and
     // removal, and a new `wait_for` registers on and leaves a list that every socket of
     // the process shares, each under its lock (this tool shares the cores with the servers).
@@ -234,7 +301,13 @@ pub async fn receive(
         let event = tokio::select! {
             event = client::next_event(&mut link.socket) => event,
             // Err: the sender is gone, so nothing more will be published either.
-            _ = stopped.as_mut() => break Ok(()),
+            _ = stopped.as_mut(), if !overtime => {
+                if offsets.is_none() || seen.len() as u64 >= broadcasts {
+                    break Ok(());
+                }
+                overtime = true;
+                continue;
+            }
             // Only an error for a socket still missing a broadcast.
             () = expired.as_mut() => {
                 break if seen.len() as u64 >= broadcasts { Ok(()) } else { Err("deadline".to_string()) };
@@ -242,6 +315,9 @@ pub async fn receive(
         };
         match event {
             Event::Frame(ServerFrame::Broadcast(b)) => {
+                if let Some(check) = &mut offsets {
+                    stream_offset(check, &mut link, &b, &mut tally);
+                }
                 let Some(stamp) = Stamp::of_run(&b.broadcast, &run_id) else {
                     continue;
                 };
@@ -257,6 +333,9 @@ pub async fn receive(
                     // reading until the grace is over, see DELIVERY_GRACE.
                     if seen.len() as u64 == broadcasts {
                         seat.done();
+                        if overtime {
+                            break Ok(());
+                        }
                     }
                 }
             }
@@ -270,6 +349,14 @@ pub async fn receive(
         }
     };
     tally.errors_of_kind("broadcast missed", broadcasts - seen.len() as u64);
+    if let Some(check) = offsets {
+        // Up to the highest offset seen: a gap below it is lost; a tail never reached is
+        // the run's broadcasts missed, counted above.
+        let highest = link.since.as_ref().map_or(0, |since| since.offset);
+        let breaks = check.finish(highest);
+        tally.count_violations += breaks.total();
+        tally.rooms.add(&breaks);
+    }
     match outcome {
         Ok(()) => {
             tally.open_at_end = true;
@@ -278,6 +365,18 @@ pub async fn receive(
         Err(kind) => tally.error(kind),
     }
     tally
+}
+
+/// Checks one broadcast's place in the stream and moves the link's `since` to it.
+fn stream_offset(check: &mut OffsetCheck, link: &mut Link, b: &Broadcast, tally: &mut Tally) {
+    let (Some(offset), Some(epoch)) = (b.offset, b.epoch.as_deref()) else {
+        tally.error("broadcast without offset");
+        return;
+    };
+    check.receive(offset);
+    if let Some(since) = &mut link.since {
+        since.advance(offset, epoch);
+    }
 }
 
 #[cfg(test)]

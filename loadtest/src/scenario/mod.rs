@@ -37,8 +37,9 @@ use crate::{
     link::Link,
     live::LIVE,
     progress::{Progress, RunGoal},
+    recovery::Position,
     redis_info::{Probe, RedisCost},
-    report::{Disruption, FanOut, Phase, Report, ResumeSummary, Rooms},
+    report::{Disruption, FanOut, Phase, Recovery, Report, ResumeSummary, Rooms},
     series,
     stats::{Tally, Totals},
 };
@@ -189,8 +190,9 @@ async fn work_sockets(
 ) {
     let common = scenario.common();
     let payload: tokio_tungstenite::tungstenite::Utf8Bytes = common.payload.as_str().into();
-    // Sockets the server closes come back on their session only when a disruption is run.
-    let follows = common.during.is_some();
+    // Sockets the server closes come back on their session only when a disruption is run,
+    // or when rooms and fan-out recover with offsets (--resume).
+    let follows = common.during.is_some() || scenario.resumes_with_offsets();
     let link = |i: usize, conn: Conn| Link::new(i, conn, target, follows);
     match *scenario {
         Scenario::ClosedLoop { messages, .. } => {
@@ -244,10 +246,19 @@ async fn work_sockets(
         } => {
             let (stop, stopper) = fan_out::stop_after_grace(published, deadline);
             let run_id = run_id.clone().unwrap_or_default();
+            let resume = scenario.resumes_with_offsets();
             for_each_socket(conns, totals, finish, |i, conn, seat| {
+                // Where the welcome put it in the broadcast stream (--resume).
+                let from = resume.then(|| match (conn.welcome.offset, &conn.welcome.epoch) {
+                    (Some(offset), Some(epoch)) => Some(Position {
+                        offset,
+                        epoch: epoch.clone(),
+                    }),
+                    _ => None,
+                });
                 let link = link(i, conn);
                 let stop = stop.clone();
-                fan_out::receive(link, seat, run_id.clone(), broadcasts, stop, deadline)
+                fan_out::receive(link, seat, run_id.clone(), broadcasts, from, stop, deadline)
             })
             .await;
             stopper.abort();
@@ -256,8 +267,17 @@ async fn work_sockets(
             let plan = std::sync::Arc::new(rooms::Plan::of(scenario).expect("a rooms run"));
             // The schedule's origin; each worker process starts its own at the parent's go.
             let start = Instant::now();
-            for_each_socket(conns, totals, finish, |i, conn, seat| {
-                rooms::run(i, conn, seat, plan.clone(), start, deadline)
+            for_each_socket(conns, totals, finish, |i, mut conn, seat| {
+                let joined = conn.room.take();
+                rooms::run(
+                    i,
+                    link(i, conn),
+                    joined,
+                    seat,
+                    plan.clone(),
+                    start,
+                    deadline,
+                )
             })
             .await
         }
@@ -326,6 +346,9 @@ pub fn report(
     let rooms = rooms::Plan::of(scenario).map(|plan| Rooms::new(&plan, &totals, run.seconds));
     let resume = matches!(scenario, Scenario::Resume { .. })
         .then(|| ResumeSummary::from_totals(&totals.resumes));
+    let recovery = scenario
+        .resumes_with_offsets()
+        .then(|| Recovery::new(&totals.resumes, &totals.rooms));
     let disruption = finished
         .command
         .map(|command| Disruption::new(&command, &totals.resumes));
@@ -342,6 +365,7 @@ pub fn report(
     report.rooms = rooms;
     report.resume = resume;
     report.disruption = disruption;
+    report.recovery = recovery;
     report
 }
 

@@ -32,7 +32,9 @@ use wsfleet::protocol::{rooms::RoomMessage, ServerFrame};
 use super::{fan_out::DELIVERY_GRACE, finish::Seat};
 use crate::{
     cli::Scenario,
-    client::{self, Conn, Event, RoomFrame, RoomLayout},
+    client::{self, Event, Joined, RoomFrame, RoomLayout, Socket},
+    link::{self, Link},
+    recovery::{self, Outbox, Position},
     series,
     stats::Tally,
     verify::offsets::{Arrival, OffsetCheck},
@@ -48,6 +50,8 @@ pub struct Plan {
     pub rate: f64,
     /// Publications each room gets.
     pub publications: u64,
+    /// `--resume`: members recover their room with offsets across reconnects.
+    pub resume: bool,
 }
 
 impl Plan {
@@ -60,6 +64,7 @@ impl Plan {
             duration,
             publishers,
             room_prefix,
+            resume,
             ..
         } = scenario
         else {
@@ -74,6 +79,7 @@ impl Plan {
             publishers: (*publishers).min(*members),
             rate: *rate,
             publications: ((rate * duration.as_secs_f64()).round() as u64).max(1),
+            resume: *resume,
         })
     }
 
@@ -98,69 +104,99 @@ pub fn publishing(scenario: &Scenario) -> Option<Duration> {
 /// One member's side. `start` is the run phase's start (the schedule's origin).
 pub async fn run(
     i: usize,
-    conn: Conn,
-    mut seat: Seat,
+    mut link: Link,
+    joined: Option<Joined>,
+    seat: Seat,
     plan: Arc<Plan>,
     start: Instant,
     deadline: Instant,
 ) -> Tally {
-    let mut tally = Tally::default();
-    let Conn {
-        mut socket, room, ..
-    } = conn;
-    let Some(joined) = room else {
+    let Some(joined) = joined else {
+        let mut tally = Tally::default();
         tally.error("rooms: a socket without a room");
         return tally;
     };
     let (room, place) = plan.layout.seat(i);
     // This member's publications: s = place, place + publishers, … (none past them).
     let mut next = first_publication(place, &plan).filter(|s| *s < plan.publications);
-    let name = joined.users.room;
-    let mut check = OffsetCheck::joined_at(joined.users.offset);
-    let last = joined.users.offset + plan.publications;
+    let users = joined.users;
     let mut member = Member {
-        check: &mut check,
-        tally: &mut tally,
-        seat: &mut seat,
-        room: &name,
-        last,
+        check: OffsetCheck::joined_at(users.offset),
+        position: Position {
+            offset: users.offset,
+            epoch: users.epoch,
+        },
+        outbox: Outbox::default(),
+        tally: Tally::default(),
+        seat,
+        last: users.offset + plan.publications,
+        room: users.room,
+        resume: plan.resume,
     };
     for message in joined.early {
         member.receive(&message);
     }
     let stop_at = deadline.min(start + plan.span() + DELIVERY_GRACE);
     let mut stopped = pin!(tokio::time::sleep_until(stop_at));
+    // With --resume a member still missing something at `stop_at` (a disruption delayed it)
+    // reads on until it has everything or the deadline.
+    let mut overtime = false;
     let outcome = loop {
         let due = next.map(|s| start + plan.due(room, s));
         let event = tokio::select! {
-            event = client::next_event(&mut socket) => event,
+            event = client::next_event(&mut link.socket) => event,
             () = sleep_until_some(due) => {
                 let s = next.expect("due only with a publication");
-                let content = json!({"t": series::unix_micros()});
-                let frame = json!({"type": "message", "room": &name, "content": content});
-                if let Err(e) = socket.send(Message::text(frame.to_string())).await {
-                    break Err(format!("publish: {}", client::error_kind(&e)));
-                }
-                member.tally.sent += 1;
                 next = Some(s + plan.publishers).filter(|s| *s < plan.publications);
+                match member.publish(&mut link.socket, s).await {
+                    // With --resume it stays in the outbox; reading shows the close next.
+                    Err(_) if member.resume => continue,
+                    Err(kind) => break Err(kind),
+                    Ok(()) => continue,
+                }
+            }
+            () = stopped.as_mut() => {
+                if !member.resume || member.finished(next) || overtime {
+                    break Ok(());
+                }
+                overtime = true;
+                stopped.as_mut().reset(deadline);
                 continue;
             }
-            () = stopped.as_mut() => break Ok(()),
         };
         match event {
-            Event::Room(RoomFrame::Message(message)) => member.receive(&message),
+            Event::Room(RoomFrame::Message(message)) => {
+                member.receive(&message);
+                if overtime && member.finished(next) {
+                    break Ok(());
+                }
+            }
             Event::Room(RoomFrame::Presence) | Event::Frame(ServerFrame::Broadcast(_)) => {}
             Event::Frame(ServerFrame::Heartbeat(_)) => member.tally.heartbeats += 1,
             // A publication refused (`unavailable`): said, and its offset never comes.
             Event::Room(RoomFrame::Error(e)) => {
                 member.tally.error(format!("room error {:?}", e.error));
             }
-            other => break Err(other.describe()),
+            other if link.resumes_after(&other) => {
+                if let Err(kind) = member.recover(&mut link, other, deadline).await {
+                    break Err(kind);
+                }
+            }
+            other => break Err(link::loss_kind(&other)),
         }
     };
+    let Member {
+        check,
+        outbox,
+        mut tally,
+        seat,
+        last,
+        ..
+    } = member;
     if next.is_some() {
         tally.error("publish: not all published");
     }
+    tally.errors_of_kind("publish: never seen back", outbox.len() as u64);
     if outcome.is_ok() && !check.has_all_up_to(last) && Instant::now() >= deadline {
         tally.error("deadline");
     }
@@ -170,7 +206,7 @@ pub async fn run(
     match outcome {
         Ok(()) => {
             tally.open_at_end = true;
-            seat.close_when_all_done(&mut socket, deadline).await;
+            seat.close_when_all_done(&mut link.socket, deadline).await;
         }
         Err(kind) => tally.error(kind),
     }
@@ -191,21 +227,55 @@ async fn sleep_until_some(due: Option<Instant>) {
     }
 }
 
-/// What a member checks and counts for each publication it receives.
-struct Member<'a> {
-    check: &'a mut OffsetCheck,
-    tally: &'a mut Tally,
-    seat: &'a mut Seat,
-    room: &'a str,
+/// What a member checks, counts and keeps for one room.
+struct Member {
+    check: OffsetCheck,
+    /// Where it stands in the room's stream: the `since` of a rejoin.
+    position: Position,
+    /// `--resume`: its own publications not seen back yet.
+    outbox: Outbox,
+    tally: Tally,
+    seat: Seat,
+    room: String,
     /// The offset the room reaches with every publication of the run.
     last: u64,
+    resume: bool,
 }
 
-impl Member<'_> {
+impl Member {
+    /// Sends publication `s` (with `--resume`, as client id `s`, kept until it comes back).
+    /// Err is the kind of send failure.
+    async fn publish(&mut self, socket: &mut Socket, s: u64) -> Result<(), String> {
+        let content = json!({"t": series::unix_micros()});
+        let mut frame = json!({"type": "message", "room": &self.room, "content": content});
+        if self.resume {
+            // Unique in the room: each publication number has one publisher.
+            frame["id"] = s.to_string().into();
+        }
+        let frame = frame.to_string();
+        if self.resume {
+            self.outbox.sent(s, frame.clone());
+        }
+        self.tally.sent += 1;
+        socket
+            .send(Message::text(frame))
+            .await
+            .map_err(|e| format!("publish: {}", client::error_kind(&e)))
+    }
+
+    /// Whether nothing is left to do: everything published and seen back, every offset in.
+    fn finished(&self, next: Option<u64>) -> bool {
+        next.is_none() && self.outbox.is_empty() && self.check.has_all_up_to(self.last)
+    }
+
     fn receive(&mut self, message: &RoomMessage) {
         if message.room != self.room {
             self.tally.error("rooms: a message of another room");
             return;
+        }
+        self.position.advance(message.offset, &message.epoch);
+        if let Some(id) = message.id.as_deref().and_then(|id| id.parse().ok()) {
+            self.outbox.confirmed(id);
         }
         match self.check.receive(message.offset) {
             Arrival::Duplicate => return,
@@ -221,6 +291,42 @@ impl Member<'_> {
         }
         if self.check.has_all_up_to(self.last) {
             self.seat.done();
+        }
+    }
+
+    /// After the server ended the socket with `lost`: resumes the session, joins the room
+    /// again from where this member stands (the server answers `recovered` and sends what
+    /// was missed), and resends what it published and has not seen back. A server close
+    /// during all that is resumed the same way. Err: it could not come back.
+    async fn recover(
+        &mut self,
+        link: &mut Link,
+        mut lost: Event,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        'reconnect: loop {
+            link.recover(lost, 0, &mut self.tally, deadline).await?;
+            let since = Some(&self.position).filter(|_| self.resume);
+            match client::rooms::rejoin(&mut link.socket, &self.room, since).await {
+                Ok(users) => {
+                    if since.is_some() {
+                        recovery::judge_recovered(users.recovered, &mut self.tally);
+                    }
+                }
+                Err(event) if link.resumes_after(&event) => {
+                    lost = event;
+                    continue 'reconnect;
+                }
+                Err(event) => return Err(format!("rejoin: {}", event.describe())),
+            }
+            for frame in self.outbox.to_resend() {
+                self.tally.resumes.resent += 1;
+                if let Err(e) = link.socket.send(Message::text(frame)).await {
+                    lost = Event::Failed(format!("send: {}", client::error_kind(&e)));
+                    continue 'reconnect;
+                }
+            }
+            return Ok(());
         }
     }
 }
@@ -239,6 +345,7 @@ mod tests {
             publishers,
             rate,
             publications,
+            resume: false,
         }
     }
 

@@ -39,7 +39,8 @@ pub struct Tally {
     pub open_at_end: bool,
     /// Reconnects, planned resumes and what their welcomes showed.
     pub resumes: Resumes,
-    /// `rooms`: publications lost, duplicated, out of order (each also a count violation).
+    /// Offsets lost, duplicated, out of order (each also a count violation): `rooms`, and
+    /// `fan-out --resume` (the broadcast stream's offsets).
     pub rooms: OffsetBreaks,
     /// Round trips in microseconds.
     latencies_us: Vec<u32>,
@@ -112,6 +113,14 @@ pub struct Resumes {
     /// welcome's count is judged like any other.
     #[serde(default)]
     pub repaired: u64,
+    /// `--resume`: answers to a `since` (a resumed welcome, a room rejoin) that did not say
+    /// `recovered: true`. Each is a count violation too.
+    #[serde(default)]
+    pub not_recovered: u64,
+    /// `--resume`: publications a publisher sent again after a reconnect, not having seen
+    /// them come back (the server publishes a client id once).
+    #[serde(default)]
+    pub resent: u64,
 }
 
 impl Resumes {
@@ -130,6 +139,8 @@ impl Resumes {
         self.resumes_ok += other.resumes_ok;
         self.resumes_failed += other.resumes_failed;
         self.repaired += other.repaired;
+        self.not_recovered += other.not_recovered;
+        self.resent += other.resent;
     }
 }
 

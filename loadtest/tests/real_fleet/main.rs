@@ -161,6 +161,64 @@ fn during_a_sigterm_of_the_instance_sockets_resume_and_no_count_is_lost_or_repea
 }
 
 #[test]
+fn fan_out_resume_recovers_the_broadcasts_a_drained_instances_sockets_missed() {
+    let redis = Redis::start();
+    let publisher = Server::start(&redis, harness::free_port());
+    let port = harness::free_port();
+    let mut drained = Server::start(&redis, port);
+    let command = format!("kill -TERM {}", drained.pid());
+    let (a, b, broadcast) = (
+        publisher.ws_url(),
+        drained.ws_url(),
+        publisher.broadcast_url(),
+    );
+    let json = json_path();
+    let child = spawn_loadtest(
+        &[
+            "fan-out",
+            "-n",
+            "10",
+            "--url",
+            &a,
+            "--url",
+            &b,
+            "--broadcast-url",
+            &broadcast,
+            "--token",
+            TOKEN,
+            "--broadcasts",
+            "20",
+            "--broadcast-interval",
+            "150ms",
+            "--resume",
+            "--workers",
+            "1",
+            "--timeout",
+            "80s",
+            "--during",
+            &command,
+            "--during-after",
+            "500ms",
+        ],
+        &json,
+    );
+    assert!(drained.wait_exit().success(), "the drain exits 0");
+    let replacement = Server::start(&redis, port);
+    let run = finish_loadtest(child, &json, Duration::from_secs(90));
+    drop(replacement);
+
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let r = &run.report;
+    assert_eq!(r["fan_out"]["deliveries"], 200, "{r}");
+    let recovery = &r["recovery"];
+    assert!(recovery["reconnects"].as_u64().unwrap() > 0, "{r}");
+    for field in ["lost", "duplicated", "out_of_order", "not_recovered"] {
+        assert_eq!(recovery[field], 0, "{field}: {r}");
+    }
+    assert_eq!(r["errors"], 0, "{r}");
+}
+
+#[test]
 fn a_failing_during_command_fails_the_run_and_is_reported() {
     let redis = Redis::start();
     let server = Server::start(&redis, harness::free_port());

@@ -80,3 +80,94 @@ fn rooms_deliver_every_publication_to_every_member_once_in_order() {
     assert_eq!(run.report["workers"], 2, "{}", run.report);
     assert_every_delivery_verified(&run.report);
 }
+
+/// A rooms run with `--resume` while one of the two instances is stopped by `signal`: its
+/// members resume on a replacement at the same port, rejoin with `since`, and the report
+/// must still show every offset once and in order at every member.
+fn rooms_resume_across(signal: &str) -> Value {
+    let redis = Redis::start();
+    let first = Server::start(&redis, harness::free_port());
+    let port = harness::free_port();
+    let mut second = Server::start(&redis, port);
+    let command = format!("kill -{signal} {}", second.pid());
+    let (a, b) = (first.ws_url(), second.ws_url());
+    let json = harness::json_path();
+    let child = harness::spawn_loadtest(
+        &[
+            "rooms",
+            "--rooms",
+            "3",
+            "--members",
+            "4",
+            "--publishers",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "4s",
+            "--resume",
+            "--url",
+            &a,
+            "--url",
+            &b,
+            "--workers",
+            "1",
+            "--timeout",
+            "80s",
+            "--during",
+            &command,
+            "--during-after",
+            "1s",
+        ],
+        &json,
+    );
+    // The stopped instance exits; a replacement takes its port, as a restart would.
+    let stopped = second.wait_exit();
+    assert_eq!(
+        stopped.success(),
+        signal == "TERM",
+        "a drain exits 0, a kill does not: {stopped:?}"
+    );
+    let replacement = Server::start(&redis, port);
+    let run = harness::finish_loadtest(child, &json, std::time::Duration::from_secs(90));
+    drop(replacement);
+
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let r = run.report;
+    let rooms = &r["rooms"];
+    assert_eq!(rooms["publications_per_room"], 40, "{r}");
+    assert_eq!(rooms["published"], 120, "every publication sent once: {r}");
+    assert_eq!(rooms["expected_deliveries"], 480, "{r}");
+    assert_eq!(rooms["deliveries"], 480, "{r}");
+    let recovery = &r["recovery"];
+    assert!(recovery["reconnects"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(
+        (
+            &recovery["lost"],
+            &recovery["duplicated"],
+            &recovery["out_of_order"],
+            &recovery["not_recovered"]
+        ),
+        (
+            &Value::from(0),
+            &Value::from(0),
+            &Value::from(0),
+            &Value::from(0)
+        ),
+        "{r}"
+    );
+    assert_eq!(r["count_violations"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    r
+}
+
+#[test]
+fn rooms_resume_recovers_every_publication_across_a_drain_of_one_instance() {
+    let r = rooms_resume_across("TERM");
+    assert_eq!(r["disruption"]["exit_code"], 0, "{r}");
+}
+
+#[test]
+fn rooms_resume_recovers_every_publication_across_a_sigkill_of_one_instance() {
+    rooms_resume_across("KILL");
+}
