@@ -1,0 +1,140 @@
+// The client against a real fleet (redis-server and two wsfleet processes): a SIGTERM drain of
+// the instance it is on moves it to the other one, and the application sees every count once,
+// 1..N, and every room message and broadcast once, in offset order, the ones published while it
+// was away included.
+
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, test } from "node:test";
+import WebSocket from "ws";
+
+import { connect } from "../src/index.js";
+import { Fleet, eventually, gate } from "./fleet.js";
+
+/** @type {Fleet} */
+let fleet;
+let clients = [];
+beforeEach(async () => {
+  fleet = await Fleet.start(2);
+});
+afterEach(async () => {
+  for (const c of clients) c.close();
+  clients = [];
+  await fleet?.stop();
+});
+
+/**
+ * A client of `url` (a string, or a function asked before each attempt) that records what the
+ * application is given.
+ */
+function client(url, options = {}) {
+  const c = connect(url, { WebSocket, ...options });
+  clients.push(c);
+  c.seen = { anomalies: [], lost: [], disconnects: [], messages: [], broadcasts: [], presence: [] };
+  c.on("anomaly", (a) => c.seen.anomalies.push(a));
+  c.on("lost", (l) => c.seen.lost.push(l));
+  c.on("disconnect", (d) => c.seen.disconnects.push(d));
+  c.on("message", (m) => c.seen.messages.push(m));
+  c.on("broadcast", (b) => c.seen.broadcasts.push(b));
+  c.on("presence", (p) => c.seen.presence.push(p));
+  return c;
+}
+
+/**
+ * The URL of the first node that is not draining; once the first node drains, it waits at
+ * `away` (so that the test can publish while the client is away) when one is given.
+ */
+function firstLiveNode(away) {
+  return async () => {
+    if (fleet.nodes[0].draining && away) await away.wait();
+    return fleet.liveUrl();
+  };
+}
+
+const opened = (c) => eventually("the client's welcome", () => c.state === "open");
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test("counts go 1..N with no gap and no repeat across a drain, on the other instance", async () => {
+  const N = 400;
+  const c = client(firstLiveNode());
+  await opened(c);
+  const first = c.instance;
+
+  let drained;
+  const counts = [];
+  for (let i = 1; i <= N; i++) {
+    counts.push(c.send(`frame ${i}`));
+    // Sent as fast as replies come back, so that the drain catches frames on the wire.
+    if (i % 16 === 0) await counts[i - 1];
+    if (i === N / 4) drained = fleet.nodes[0].drain();
+  }
+  assert.deepEqual(await Promise.all(counts), range(1, N), "each send() its own count, in order");
+  assert.equal((await drained).code, 0, "the drained node exited 0");
+  assert.notEqual(c.instance, first, "resumed on the other instance");
+  assert.deepEqual(
+    c.seen.disconnects.map((d) => d.code),
+    [1001],
+  );
+  assert.deepEqual(c.seen.anomalies, []);
+  assert.equal(c.acked, N);
+  assert.equal(c.pendingCount, 0);
+});
+
+test("room messages published while the client was away come once each, in offset order", async () => {
+  const away = gate();
+  const alice = client(firstLiveNode(away), { user: "alice" });
+  const bob = client(fleet.nodes[1].ws, { user: "bob" });
+  await opened(alice);
+  await opened(bob);
+  await alice.join("lobby");
+  assert.deepEqual((await bob.join("lobby")).users, ["alice", "bob"]);
+  for (const n of range(1, 5)) await bob.publish("lobby", n);
+  await eventually("alice to see 5 messages", () => alice.seen.messages.length === 5);
+
+  const drained = fleet.nodes[0].drain();
+  await eventually("alice to lose her socket", () => alice.state === "reconnecting");
+  // Published while she is away: in the room's history only.
+  for (const n of range(6, 10)) await bob.publish("lobby", n);
+  const hers = alice.publish("lobby", "sent while away");
+  away.open();
+  assert.equal((await hers).offset, 11, "her message went out after she recovered 6..10");
+  for (const n of range(12, 13)) await bob.publish("lobby", n);
+  await eventually("alice to see 13 messages", () => alice.seen.messages.length >= 13);
+  await eventually("bob to see 13 messages", () => bob.seen.messages.length >= 13);
+  assert.equal((await drained).code, 0);
+
+  const contents = [...range(1, 10), "sent while away", 12, 13];
+  for (const c of [alice, bob]) {
+    const who = c === alice ? "alice" : "bob";
+    assert.deepEqual(c.seen.messages.map((m) => m.offset), range(1, 13), `${who}: offsets once each`);
+    assert.deepEqual(c.seen.messages.map((m) => m.content), contents, `${who}: contents`);
+    assert.deepEqual(c.seen.lost, [], `${who}: nothing lost`);
+    assert.deepEqual(c.seen.anomalies, [], `${who}: no anomaly`);
+  }
+  assert.ok(
+    !bob.seen.presence.some((p) => p.kind === "left"),
+    `a drain causes no user_left: ${JSON.stringify(bob.seen.presence)}`,
+  );
+});
+
+test("broadcasts published while the client was away come once each, in offset order", async () => {
+  const away = gate();
+  const c = client(firstLiveNode(away));
+  await opened(c);
+  const other = fleet.nodes[1];
+  const { offset: start } = await fleet.broadcast(other, "before");
+  await eventually("the first broadcast", () => c.seen.broadcasts.length === 1);
+
+  const drained = fleet.nodes[0].drain();
+  await eventually("the client to lose its socket", () => c.state === "reconnecting");
+  for (const n of range(2, 4)) await fleet.broadcast(other, n);
+  away.open();
+  await opened(c);
+  await fleet.broadcast(other, "live");
+  await eventually("5 broadcasts", () => c.seen.broadcasts.length >= 5);
+  assert.equal((await drained).code, 0);
+
+  assert.deepEqual(c.seen.broadcasts.map((b) => b.message), ["before", 2, 3, 4, "live"]);
+  assert.deepEqual(c.seen.broadcasts.map((b) => b.offset), range(start, start + 4));
+  assert.deepEqual(c.seen.lost, []);
+  assert.deepEqual(c.seen.anomalies, []);
+});
