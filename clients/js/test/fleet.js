@@ -3,6 +3,7 @@
 // Every process is a child of the test and is stopped by its own handle when the test ends.
 
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
@@ -66,8 +67,8 @@ export class Fleet {
   #processes = [];
   nodes = [];
 
-  /** Redis and `count` wsfleet nodes, every one ready. */
-  static async start(count = 2) {
+  /** Redis and `count` wsfleet nodes, every one ready, with `extra` flags. */
+  static async start(count = 2, extra = []) {
     if (!existsSync(BINARY)) {
       throw new Error(`${BINARY} is missing: cargo build --bin wsfleet (or set WSFLEET_BIN)`);
     }
@@ -79,11 +80,11 @@ export class Fleet {
     fleet.#processes.push(redis);
     fleet.redisUrl = `redis://127.0.0.1:${redisPort}`;
     await eventually(`redis-server on ${redisPort}`, () => redisAnswers(redisPort));
-    for (let i = 0; i < count; i++) fleet.nodes.push(await fleet.#startNode(`node${i}`));
+    for (let i = 0; i < count; i++) fleet.nodes.push(await fleet.#startNode(`node${i}`, extra));
     return fleet;
   }
 
-  async #startNode(name) {
+  async #startNode(name, extra) {
     const port = await freePort();
     const args = [
       "--bind-addr", `127.0.0.1:${port}`,
@@ -96,6 +97,7 @@ export class Fleet {
       "--shutdown-timeout", "5s",
       // The tests send as fast as replies come; the rate limit is not what they are about.
       "--rate-limit", "0",
+      ...extra,
     ];
     const node = start(name, BINARY, args);
     this.#processes.push(node);
@@ -154,4 +156,13 @@ export function gate() {
   let open;
   const opened = new Promise((resolve) => (open = resolve));
   return { wait: () => opened, open: () => open() };
+}
+
+/** An HS256 JWT for `sub`, expiring `seconds` from now (SPEC "Identity"). */
+export function jwt(secret, sub, seconds) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const exp = Math.floor(Date.now() / 1000) + seconds;
+  const body = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub, exp })}`;
+  const signature = createHmac("sha256", secret).update(body).digest("base64url");
+  return `${body}.${signature}`;
 }

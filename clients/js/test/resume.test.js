@@ -8,13 +8,17 @@ import { afterEach, beforeEach, test } from "node:test";
 import WebSocket from "ws";
 
 import { connect } from "../src/index.js";
-import { Fleet, eventually, gate } from "./fleet.js";
+import { Fleet, eventually, gate, jwt } from "./fleet.js";
+
+const SECRET = "a secret of at least thirty-two bytes!";
 
 /** @type {Fleet} */
 let fleet;
 let clients = [];
-beforeEach(async () => {
-  fleet = await Fleet.start(2);
+beforeEach(async (t) => {
+  // The token test's fleet checks tokens; the others run without authentication.
+  const auth = t.name.includes("token") ? ["--auth-secret", SECRET] : [];
+  fleet = await Fleet.start(2, auth);
 });
 afterEach(async () => {
   for (const c of clients) c.close();
@@ -50,14 +54,19 @@ function firstLiveNode(away) {
   };
 }
 
+/** No test may hang: each fails after a minute, whatever it waits for. */
+const BOUNDED = { timeout: 60_000 };
+
 const opened = (c) => eventually("the client's welcome", () => c.state === "open");
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-test("counts go 1..N with no gap and no repeat across a drain, on the other instance", async () => {
+test("counts go 1..N with no gap and no repeat across a drain, on the other instance", BOUNDED, async () => {
   const N = 400;
   const c = client(firstLiveNode());
   await opened(c);
   const first = c.instance;
+  let inFlightAtBye;
+  c.on("disconnect", () => (inFlightAtBye = c.pendingCount));
 
   let drained;
   const counts = [];
@@ -68,6 +77,9 @@ test("counts go 1..N with no gap and no repeat across a drain, on the other inst
     if (i === N / 4) drained = fleet.nodes[0].drain();
   }
   assert.deepEqual(await Promise.all(counts), range(1, N), "each send() its own count, in order");
+  // The client keeps sending until a frame goes unanswered, so the drain, which stops reading,
+  // always leaves some without a reply: they were resent on the other instance.
+  assert.ok(inFlightAtBye > 0, `frames were in flight at the drain: ${inFlightAtBye}`);
   assert.equal((await drained).code, 0, "the drained node exited 0");
   assert.notEqual(c.instance, first, "resumed on the other instance");
   assert.deepEqual(
@@ -79,7 +91,7 @@ test("counts go 1..N with no gap and no repeat across a drain, on the other inst
   assert.equal(c.pendingCount, 0);
 });
 
-test("room messages published while the client was away come once each, in offset order", async () => {
+test("room messages published while the client was away come once each, in offset order", BOUNDED, async () => {
   const away = gate();
   const alice = client(firstLiveNode(away), { user: "alice" });
   const bob = client(fleet.nodes[1].ws, { user: "bob" });
@@ -116,7 +128,7 @@ test("room messages published while the client was away come once each, in offse
   );
 });
 
-test("broadcasts published while the client was away come once each, in offset order", async () => {
+test("broadcasts published while the client was away come once each, in offset order", BOUNDED, async () => {
   const away = gate();
   const c = client(firstLiveNode(away));
   await opened(c);
@@ -136,5 +148,33 @@ test("broadcasts published while the client was away come once each, in offset o
   assert.deepEqual(c.seen.broadcasts.map((b) => b.message), ["before", 2, 3, 4, "live"]);
   assert.deepEqual(c.seen.broadcasts.map((b) => b.offset), range(start, start + 4));
   assert.deepEqual(c.seen.lost, []);
+  assert.deepEqual(c.seen.anomalies, []);
+});
+
+test("a session resumed elsewhere stops the older client for good, the newer one counts on", BOUNDED, async () => {
+  const older = client(fleet.nodes[0].ws, { session: "twice" });
+  assert.deepEqual([await older.send("a"), await older.send("b")], [1, 2]);
+  const newer = client(fleet.nodes[1].ws, { session: "twice" });
+  await opened(newer);
+  await assert.rejects(older.send("fenced"), /session resumed elsewhere/);
+  assert.equal(older.state, "closed");
+  assert.deepEqual(older.seen.disconnects, [{ code: 1008, reason: "session resumed elsewhere" }]);
+  assert.equal(await newer.send("c"), 3, "the fenced frame was not counted");
+  assert.equal(older.state, "closed", "and the older client did not come back to fence it");
+});
+
+test("an expired token is replaced by the token function and the count goes on", BOUNDED, async () => {
+  let issued = 0;
+  const token = () => {
+    issued += 1;
+    // The first token expires in a second; the server closes 1008 `token expired` then.
+    return jwt(SECRET, "alice", issued === 1 ? 1 : 600);
+  };
+  const c = client(fleet.nodes[0].ws, { token });
+  assert.equal(await c.send("a"), 1);
+  await eventually("the expired token's close", () => c.seen.disconnects.length === 1);
+  assert.deepEqual(c.seen.disconnects, [{ code: 1008, reason: "token expired" }]);
+  assert.equal(await c.send("b"), 2);
+  assert.equal(issued, 2, "one fresh token");
   assert.deepEqual(c.seen.anomalies, []);
 });
