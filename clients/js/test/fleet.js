@@ -79,8 +79,13 @@ export class Fleet {
     ]);
     fleet.#processes.push(redis);
     fleet.redisUrl = `redis://127.0.0.1:${redisPort}`;
-    await eventually(`redis-server on ${redisPort}`, () => redisAnswers(redisPort));
-    for (let i = 0; i < count; i++) fleet.nodes.push(await fleet.#startNode(`node${i}`, extra));
+    try {
+      await eventually(`redis-server on ${redisPort}`, () => redisAnswers(redisPort));
+      for (let i = 0; i < count; i++) fleet.nodes.push(await fleet.#startNode(`node${i}`, extra));
+    } catch (error) {
+      await fleet.stop(); // what did start, stopped by its own handle
+      throw error;
+    }
     return fleet;
   }
 

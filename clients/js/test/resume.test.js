@@ -4,7 +4,7 @@
 // was away included.
 
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, test } from "node:test";
+import { afterEach, test } from "node:test";
 import WebSocket from "ws";
 
 import { connect } from "../src/index.js";
@@ -12,18 +12,18 @@ import { Fleet, eventually, gate, jwt } from "./fleet.js";
 
 const SECRET = "a secret of at least thirty-two bytes!";
 
-/** @type {Fleet} */
+/** @type {Fleet} the fleet of the running test (each test starts its own) */
 let fleet;
 let clients = [];
-beforeEach(async (t) => {
-  // The token test's fleet checks tokens; the others run without authentication.
-  const auth = t.name.includes("token") ? ["--auth-secret", SECRET] : [];
-  fleet = await Fleet.start(2, auth);
-});
+/** Redis and two wsfleet nodes, with `extra` flags. */
+async function startFleet(extra = []) {
+  fleet = await Fleet.start(2, extra);
+}
 afterEach(async () => {
   for (const c of clients) c.close();
   clients = [];
   await fleet?.stop();
+  fleet = undefined;
 });
 
 /**
@@ -61,6 +61,7 @@ const opened = (c) => eventually("the client's welcome", () => c.state === "open
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 test("counts go 1..N with no gap and no repeat across a drain, on the other instance", BOUNDED, async () => {
+  await startFleet();
   const N = 400;
   const c = client(firstLiveNode());
   await opened(c);
@@ -92,6 +93,7 @@ test("counts go 1..N with no gap and no repeat across a drain, on the other inst
 });
 
 test("room messages published while the client was away come once each, in offset order", BOUNDED, async () => {
+  await startFleet();
   const away = gate();
   const alice = client(firstLiveNode(away), { user: "alice" });
   const bob = client(fleet.nodes[1].ws, { user: "bob" });
@@ -129,6 +131,7 @@ test("room messages published while the client was away come once each, in offse
 });
 
 test("broadcasts published while the client was away come once each, in offset order", BOUNDED, async () => {
+  await startFleet();
   const away = gate();
   const c = client(firstLiveNode(away));
   await opened(c);
@@ -152,6 +155,7 @@ test("broadcasts published while the client was away come once each, in offset o
 });
 
 test("a session resumed elsewhere stops the older client for good, the newer one counts on", BOUNDED, async () => {
+  await startFleet();
   const older = client(fleet.nodes[0].ws, { session: "twice" });
   assert.deepEqual([await older.send("a"), await older.send("b")], [1, 2]);
   const newer = client(fleet.nodes[1].ws, { session: "twice" });
@@ -164,6 +168,7 @@ test("a session resumed elsewhere stops the older client for good, the newer one
 });
 
 test("an expired token is replaced by the token function and the count goes on", BOUNDED, async () => {
+  await startFleet(["--auth-secret", SECRET]);
   let issued = 0;
   const token = () => {
     issued += 1;
