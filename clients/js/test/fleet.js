@@ -118,6 +118,12 @@ export class Fleet {
       ws: `ws://${addr}/ws/chat/`,
       /** Set when the node was told to drain: clients should go elsewhere. */
       draining: false,
+      /** SIGKILL: the node vanishes mid-frame (clients see 1006); resolves with its exit. */
+      crash() {
+        this.draining = true;
+        node.child.kill("SIGKILL");
+        return node.exited;
+      },
       /** SIGTERM: the node drains (bye, 1001) and exits; resolves with its exit. */
       drain() {
         this.draining = true;

@@ -92,6 +92,26 @@ test("counts go 1..N with no gap and no repeat across a drain, on the other inst
   assert.equal(c.pendingCount, 0);
 });
 
+test("counts go 1..N with no gap and no repeat when the client's instance is killed", BOUNDED, async () => {
+  await startFleet();
+  const N = 400;
+  const c = client(firstLiveNode());
+  await opened(c);
+  let crashed;
+  const counts = [];
+  for (let i = 1; i <= N; i++) {
+    counts.push(c.send(`frame ${i}`));
+    if (i % 16 === 0) await counts[i - 1];
+    if (i === N / 4) crashed = fleet.nodes[0].crash();
+  }
+  // Frames counted whose replies died with the instance are resolved by the welcome (rule 4).
+  assert.deepEqual(await Promise.all(counts), range(1, N), "each send() its own count, in order");
+  assert.equal((await crashed).signal, "SIGKILL");
+  assert.equal(c.seen.disconnects[0]?.code, 1006, JSON.stringify(c.seen.disconnects));
+  assert.deepEqual(c.seen.anomalies, []);
+  assert.equal(c.acked, N);
+});
+
 test("room messages published while the client was away come once each, in offset order", BOUNDED, async () => {
   await startFleet();
   const away = gate();
