@@ -105,10 +105,12 @@ impl LocalRooms {
         rooms.values().filter(|r| !r.members.is_empty()).count()
     }
 
-    /// Every local membership, by room, for the lease renewal.
+    /// Every local membership, by room, for the lease renewal; sorted by room, so that each
+    /// room is renewed at the same point of every period (the leases' arithmetic assumes a
+    /// room's renewals are one period apart).
     pub fn holdings(&self) -> Vec<(Arc<str>, Vec<Holding>)> {
         let rooms = self.rooms.lock().expect("rooms lock");
-        rooms
+        let mut holdings: Vec<_> = rooms
             .iter()
             .filter(|(_, r)| !r.members.is_empty())
             .map(|(name, r)| {
@@ -119,7 +121,10 @@ impl LocalRooms {
                     .collect();
                 (name.clone(), held)
             })
-            .collect()
+            .collect();
+        drop(rooms);
+        holdings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        holdings
     }
 
     /// Hands a frame from the room's channel to its local members that receive traffic,

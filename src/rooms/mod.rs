@@ -137,6 +137,9 @@ pub struct Rooms {
     pub max_rooms: usize,
 }
 
+/// Rooms renewed together by one step of [`Rooms::renew_all`].
+const RENEW_GROUP: usize = 50;
+
 fn ms(d: Duration) -> i64 {
     d.as_millis().try_into().unwrap_or(i64::MAX)
 }
@@ -396,38 +399,56 @@ impl Rooms {
         }
     }
 
+    /// Renews every local membership once, spread evenly over most of a lease period in
+    /// groups of [`RENEW_GROUP`] rooms: renewing thousands of rooms at once put thousands of
+    /// script calls in front of every publication on the connection at each period (the p99
+    /// of the many-rooms benchmark, docs/BENCHMARKS.md).
     async fn renew_all(&self) {
         let holdings = self.local.holdings();
-        let calls = holdings.iter().map(|(room, held)| async move {
-            let mut args: Vec<Value> = vec![
-                self.limits.lease_ms.into(),
-                channel_name(room).into(),
-                room.as_ref().into(),
-                self.limits.keep_ms.into(),
-                self.limits.history_ttl_ms.into(),
-            ];
-            for (session, token) in held {
-                args.push(session.as_ref().into());
-                args.push(token.as_ref().into());
-            }
-            let gone: Result<Vec<String>, _> = self
-                .store
-                .run("room_renew", &self.scripts.renew, room_keys(room), args)
-                .await;
-            (room.clone(), gone)
-        });
-        for (room, gone) in futures_util::future::join_all(calls).await {
-            match gone {
-                Ok(gone) => {
-                    for session in gone {
-                        self.forget(&session, &[room.to_string()]).await;
+        let groups = holdings.len().div_ceil(RENEW_GROUP).max(1);
+        // Three quarters of the period: the last group is done well before the next round.
+        let step = self.limits.renew_every * 3 / 4 / groups as u32;
+        let start = tokio::time::Instant::now();
+        for (i, group) in holdings.chunks(RENEW_GROUP).enumerate() {
+            tokio::time::sleep_until(start + step * i as u32).await;
+            let calls = group.iter().map(|(room, held)| self.renew(room, held));
+            for (room, gone) in futures_util::future::join_all(calls).await {
+                match gone {
+                    Ok(gone) => {
+                        for session in gone {
+                            self.forget(&session, &[room.to_string()]).await;
+                        }
                     }
-                }
-                Err(error) => {
-                    crate::warn_throttled!(%error, "renewing room memberships failed")
+                    Err(error) => {
+                        crate::warn_throttled!(%error, "renewing room memberships failed")
+                    }
                 }
             }
         }
+    }
+
+    /// Renews this instance's memberships of `room` and sweeps it; returns who was removed.
+    async fn renew(
+        &self,
+        room: &Arc<str>,
+        held: &[local::Holding],
+    ) -> (Arc<str>, Result<Vec<String>, StoreError>) {
+        let mut args: Vec<Value> = vec![
+            self.limits.lease_ms.into(),
+            channel_name(room).into(),
+            room.as_ref().into(),
+            self.limits.keep_ms.into(),
+            self.limits.history_ttl_ms.into(),
+        ];
+        for (session, token) in held {
+            args.push(session.as_ref().into());
+            args.push(token.as_ref().into());
+        }
+        let gone = self
+            .store
+            .run("room_renew", &self.scripts.renew, room_keys(room), args)
+            .await;
+        (room.clone(), gone)
     }
 
     /// `GET /rooms/{R}`.
