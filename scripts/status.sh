@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make status: one line per instance we started (colour, instance id, port, pid, ready, local
 # connections), nginx and Redis, then the fleet as the registry sees it (GET /status, read with
-# jq), then the fleet's health. STATUS_JSON=1: the raw GET /status of the fleet (through nginx).
+# jq), then the fleet's health. STATUS_JSON=1: the raw GET /status of the fleet (from the first
+# instance of ours that answers on its loopback port: /status is not on nginx's public listener).
 # RUNTIME=docker: docker compose ps instead.
 #
 # A health check: exit 0 when GET /readyz through nginx (http://127.0.0.1:PORT/readyz) answers
@@ -19,10 +20,14 @@ source "$ROOT_DIR/scripts/lib-fleet.sh"
 need_tool curl curl
 ensure_package jq jq
 if [ "${STATUS_JSON:-0}" = 1 ]; then
-    body="$(curl -fsS -m 5 "http://127.0.0.1:$PORT/status" 2>/dev/null)" ||
-        die "no answer from http://127.0.0.1:$PORT/status: is the fleet up? (make up)"
-    printf '%s\n' "$body" | show_json
-    exit 0
+    # /status is not on nginx's public listener: ask our instances on their loopback ports.
+    for name in $(instances "$(live_color)") $(instances "$(other_color "$(live_color)")"); do
+        if body="$(curl -fsS -m 5 "http://127.0.0.1:$(instance_port "$name")/status" 2>/dev/null)"; then
+            printf '%s\n' "$body" | show_json
+            exit 0
+        fi
+    done
+    die "no instance of ours answers GET /status: is the fleet up? (make up)"
 fi
 LIVE="$(live_color)"
 mapfile -t names < <(instances "$LIVE"; instances "$(other_color "$LIVE")")

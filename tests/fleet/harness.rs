@@ -209,13 +209,13 @@ impl Fleet {
         )
     }
 
-    /// `GET /status` through nginx: the colours of the live instances, sorted.
+    /// `GET /status` of the first instance of the run directory that answers (on its loopback
+    /// port: /status is not on nginx's public listener): the colours of the live instances of
+    /// the registry, sorted.
     pub(crate) async fn colours(&self) -> Vec<String> {
-        let url = format!("http://127.0.0.1:{}/status", self.port);
-        let Ok(response) = reqwest::get(&url).await else {
+        let Some(body) = self.status().await else {
             return vec![];
         };
-        let body: Value = response.json().await.unwrap_or(Value::Null);
         let mut colours: Vec<String> = body["instances"]
             .as_array()
             .map(|list| {
@@ -227,6 +227,33 @@ impl Fleet {
             .unwrap_or_default();
         colours.sort();
         colours
+    }
+
+    /// The registry as the first of our instances that answers sees it.
+    async fn status(&self) -> Option<Value> {
+        let entries = std::fs::read_dir(&self.run_dir).ok()?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !(name.starts_with("wsfleet-") && name.ends_with(".port")) {
+                continue;
+            }
+            let Ok(port) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let url = format!("http://127.0.0.1:{}/status", port.trim());
+            if let Ok(response) = reqwest::get(&url).await {
+                if let Ok(body) = response.json::<Value>().await {
+                    return Some(body);
+                }
+            }
+        }
+        None
+    }
+
+    /// `/status` is not on nginx's public listener.
+    pub(crate) async fn public_status_code(&self) -> u16 {
+        let url = format!("http://127.0.0.1:{}/status", self.port);
+        reqwest::get(&url).await.map_or(0, |r| r.status().as_u16())
     }
 
     /// Waits until the registry lists exactly `n` instances, all of `colour`.

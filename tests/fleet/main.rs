@@ -64,6 +64,11 @@ async fn clients_resuming_through_nginx_lose_no_count_across_scale_promote_and_s
         up.text
     );
     fleet.expect_instances(2, "blue").await;
+    assert_eq!(
+        fleet.public_status_code().await,
+        404,
+        "/status is not on nginx's public listener"
+    );
 
     // /broadcast, /metrics and nginx's stub_status are not on the public listener.
     for (method, path) in [

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What authentication costs (issue 13, docs/BENCHMARKS.md): the closed loop and the connect
+# rate of one instance with AUTH_SECRET (every socket carries an HS256 token, verified once at
+# its upgrade) against the same instance without, alternating, ROUNDS runs of each.
+#
+#   bash scripts/bench-tools/auth-ab.sh [ROUNDS=3] [CONNECTIONS=1000] [MESSAGES=200]
+#
+# Release build; its own redis-server and two instances on free loopback ports, stopped by pid.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+rounds=${1:-3} connections=${2:-1000} messages=${3:-200}
+for tool in redis-server redis-cli python3 curl; do
+    command -v "$tool" >/dev/null || { echo "error: $tool not found: install it (apt-get install redis-server python3 curl)" >&2; exit 1; }
+done
+cargo build --release --quiet --bin wsfleet -p wsfleet-loadtest
+dir=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+redis_port=$(free_port) on_port=$(free_port) off_port=$(free_port)
+secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; kill "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --daemonize yes \
+    --pidfile "$dir/redis.pid" >/dev/null
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+start() { # PORT [AUTH_SECRET]
+    BIND_ADDR="127.0.0.1:$1" REDIS_URL="redis://127.0.0.1:$redis_port" RATE_LIMIT=0 \
+        AUTH_SECRET="${2:-}" target/release/wsfleet >"$dir/node-$1.log" 2>&1 &
+    pids+=("$!")
+}
+start "$on_port" "$secret"
+start "$off_port"
+for port in "$on_port" "$off_port"; do
+    until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do sleep 0.1; done
+done
+value() { target/release/wsfleet-loadtest summarize value "$1" "$2"; }
+run() { # NAME PORT [SECRET] -> "msg/s connects/s"
+    local json="$dir/$1.json"
+    LOADTEST_AUTH_SECRET="${3:-}" target/release/wsfleet-loadtest closed-loop \
+        --connections "$connections" --messages "$messages" \
+        --url "ws://127.0.0.1:$2/ws/chat/" --json "$json" >/dev/null
+    echo "$(value "$json" messages.per_second) $(value "$json" connections.per_second)"
+}
+echo "round  auth-on msg/s connects/s   auth-off msg/s connects/s"
+for i in $(seq "$rounds"); do
+    echo "$i      $(run "on-$i" "$on_port" "$secret")   $(run "off-$i" "$off_port")"
+done
