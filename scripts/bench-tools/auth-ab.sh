@@ -12,7 +12,7 @@ rounds=${1:-3} connections=${2:-1000} messages=${3:-200}
 for tool in redis-server redis-cli python3 curl; do
     command -v "$tool" >/dev/null || { echo "error: $tool not found: install it (apt-get install redis-server python3 curl)" >&2; exit 1; }
 done
-cargo build --release --quiet --bin wsfleet -p wsfleet-loadtest
+cargo build --release --quiet -p wsfleet -p wsfleet-loadtest
 dir=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 redis_port=$(free_port) on_port=$(free_port) off_port=$(free_port)
@@ -24,19 +24,28 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --d
     --pidfile "$dir/redis.pid" >/dev/null
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 start() { # PORT [AUTH_SECRET]
-    BIND_ADDR="127.0.0.1:$1" REDIS_URL="redis://127.0.0.1:$redis_port" RATE_LIMIT=0 \
-        AUTH_SECRET="${2:-}" target/release/wsfleet >"$dir/node-$1.log" 2>&1 &
+    local auth=()
+    [ -z "${2:-}" ] || auth=("AUTH_SECRET=$2")
+    env BIND_ADDR="127.0.0.1:$1" REDIS_URL="redis://127.0.0.1:$redis_port" RATE_LIMIT=0 \
+        "${auth[@]}" target/release/wsfleet >"$dir/node-$1.log" 2>&1 &
     pids+=("$!")
 }
 start "$on_port" "$secret"
 start "$off_port"
 for port in "$on_port" "$off_port"; do
-    until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do sleep 0.1; done
+    for _ in $(seq 100); do
+        curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 ||
+        { echo "error: the instance on port $port did not get ready:" >&2; cat "$dir/node-$port.log" >&2; exit 1; }
 done
 value() { target/release/wsfleet-loadtest summarize value "$1" "$2"; }
 run() { # NAME PORT [SECRET] -> "msg/s connects/s"
     local json="$dir/$1.json"
-    LOADTEST_AUTH_SECRET="${3:-}" target/release/wsfleet-loadtest closed-loop \
+    local auth=()
+    [ -z "${3:-}" ] || auth=(--auth-secret "$3")
+    target/release/wsfleet-loadtest closed-loop "${auth[@]}" \
         --connections "$connections" --messages "$messages" \
         --url "ws://127.0.0.1:$2/ws/chat/" --json "$json" >/dev/null
     echo "$(value "$json" messages.per_second) $(value "$json" connections.per_second)"
