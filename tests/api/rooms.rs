@@ -352,3 +352,47 @@ async fn a_resumed_session_is_told_its_rooms_and_recovers_what_it_missed() {
     .await;
     assert_eq!(users["recovered"], false, "{users}");
 }
+
+#[tokio::test]
+async fn no_frame_another_client_gets_shows_a_session_id() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app(&redis, &["--broadcast-token", "t"]).await;
+    let secret = "alice-secret-session-7f3a";
+    // Without a `user`, alice is known by her anonymous id, derived from her session id.
+    let mut alice =
+        Client::connect(&format!("ws://{}/ws/chat/?session_uuid={secret}", app.addr)).await;
+    let mut bob = member(&app, "bob", None).await;
+    join(&mut bob, "r").await;
+    let users = join(&mut alice, "r").await;
+    let anon = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u.as_str().is_some_and(|u| u.starts_with("anon-")))
+        .expect("alice's anonymous id")
+        .clone();
+    alice
+        .send(&json!({"type": "message", "room": "r", "content": "hi", "id": "m1"}).to_string())
+        .await;
+    ask(&mut alice, json!({"type": "leave", "room": "r"})).await;
+    post_broadcast(&app, json!({"message": "to the room", "room": "r"})).await;
+    // Everything bob was sent because of alice: her join, her message, her leave.
+    let mut seen = Vec::new();
+    loop {
+        let frame = next_frame(&mut bob).await;
+        seen.push(frame.to_string());
+        if frame["content"] == "to the room" {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|f| f.contains(anon.as_str().unwrap())),
+        "{seen:?}"
+    );
+    for frame in &seen {
+        assert!(
+            !frame.contains(secret),
+            "bob saw alice's session id: {frame}"
+        );
+    }
+}
