@@ -74,10 +74,13 @@ done
 wait_ready "${new_names[@]}" || rollback "the new $NEW instances did not become ready"
 
 token="$(<"$TOKEN_FILE")"
+# With authentication on, the smoke sockets sign their own tokens with the fleet's secret.
+auth=()
+if [ -s "$AUTH_SECRET_FILE" ]; then auth=(LOADTEST_AUTH_SECRET="$(<"$AUTH_SECRET_FILE")"); fi
 for name in "${new_names[@]}"; do
     port="$(instance_port "$name")"
     step "smoke test of $name on 127.0.0.1:$port"
-    if ! LOADTEST_TOKEN="$token" timeout 30 "$LOADTEST_BIN" smoke \
+    if ! env "${auth[@]}" LOADTEST_TOKEN="$token" timeout 30 "$LOADTEST_BIN" smoke \
         --url "ws://127.0.0.1:$port/ws/chat/" --http "http://127.0.0.1:$port"; then
         rollback "the smoke test of $name failed (above)"
     fi

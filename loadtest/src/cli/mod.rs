@@ -384,7 +384,7 @@ impl Common {
 }
 
 /// Keeps a token out of `Debug` output (a panic message printing the options, say).
-fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+pub(crate) fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::from(s.to_string()))
 }
 

@@ -23,6 +23,8 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::{cli::parse_secret, client::token::Minter};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -33,7 +35,7 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 use wsfleet::{
-    config::parse_duration,
+    config::{parse_duration, Secret},
     protocol::{rooms::RoomMessage, ServerFrame},
 };
 
@@ -59,6 +61,12 @@ pub struct SmokeArgs {
     /// visible to every user of the machine.
     #[arg(long, env = "LOADTEST_TOKEN", hide_env_values = true)]
     pub token: String,
+
+    /// The fleet's AUTH_SECRET (HS256), when it has authentication on: each smoke socket then
+    /// carries a token of its own, for a user of its own (`smoke-<nonce>-a`/`-b`). Prefer the
+    /// environment variable: a command line is visible to every user of the machine.
+    #[arg(long, env = "LOADTEST_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_secret: Option<Secret>,
 
     /// Longest wait for a publication to the smoke room to reach the other socket.
     #[arg(long, alias = "broadcast-timeout", default_value = "5s", value_parser = parse_duration)]
@@ -114,7 +122,9 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
     }
 
     let run = nonce();
-    let mut first = open_socket(&args.url, &format!("smoke-{run}-a"), step).await?;
+    let minter = args.auth_secret.as_ref().map(Minter::new);
+    let dial = |session: String| open_socket(&args.url, session, minter.as_ref(), step);
+    let mut first = dial(format!("smoke-{run}-a")).await?;
     for expected in 1..=2u64 {
         first
             .send(Message::text("smoke"))
@@ -137,7 +147,7 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
 
     // A room of its own: both sockets in it, nobody else.
     let room = format!("smoke-{run}");
-    let mut second = open_socket(&args.url, &format!("smoke-{run}-b"), step).await?;
+    let mut second = dial(format!("smoke-{run}-b")).await?;
     let epoch = join(&mut first, &room, step).await?;
     join(&mut second, &room, step).await?;
 
@@ -198,10 +208,20 @@ pub async fn run(args: &SmokeArgs) -> Result<String> {
     ))
 }
 
-/// A socket on a fresh session, past its welcome (count 0).
-async fn open_socket(url: &str, session: &str, step: Duration) -> Result<Socket> {
+/// A socket on a fresh session, past its welcome (count 0). With `minter`, it carries a token
+/// for a user named after the session (so it owns it), valid for the smoke test's few seconds.
+async fn open_socket(
+    url: &str,
+    session: String,
+    minter: Option<&Minter>,
+    step: Duration,
+) -> Result<Socket> {
     let sep = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{sep}session_uuid={session}");
+    let mut url = format!("{url}{sep}session_uuid={session}");
+    if let Some(minter) = minter {
+        url.push_str("&token=");
+        url.push_str(&minter.mint(&session, TOKEN_LIFETIME));
+    }
     let (mut socket, _) = bounded(step, "the WebSocket upgrade", async {
         connect_async(url.as_str())
             .await
@@ -343,6 +363,9 @@ pub(crate) fn nonce() -> String {
         .unwrap_or(0);
     format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
+
+/// How long a smoke socket's token is valid: longer than any smoke test.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// `--http` as a base URL without a trailing slash: `http://host[:port]`, no path.
 fn base_url(url: &str) -> Result<&str> {

@@ -57,7 +57,12 @@ pub struct Server {
 impl Server {
     /// Starts a server on `port` and waits until /readyz answers 200.
     pub fn start(redis: &Redis, port: u16) -> Server {
-        let extra = [
+        Server::start_with(redis, port, &[])
+    }
+
+    /// [`Server::start`] with more command-line options (e.g. `--auth-secret`).
+    pub fn start_with(redis: &Redis, port: u16, more: &[&str]) -> Server {
+        let base = [
             "--broadcast-token",
             TOKEN,
             // The closed loop sends as fast as replies come: far above the default 100/s.
@@ -70,6 +75,7 @@ impl Server {
             "--redis-timeout",
             "2s",
         ];
+        let extra = [&base[..], more].concat();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let (mut command, log) = node_command(addr, redis, None, &extra);
         let child = command.spawn().expect("the wsfleet binary starts");

@@ -10,7 +10,17 @@ use wsfleet_testkit::Client;
 use crate::harness::{finish_loadtest, free_port, json_path, Redis, Run, Server, TOKEN};
 
 fn smoke(server: &Server, token: &str) -> Run {
-    let child = Command::new(env!("CARGO_BIN_EXE_wsfleet-loadtest"))
+    smoke_signed(server, token, None)
+}
+
+/// The smoke test, signing its sockets' tokens with `auth_secret` when given.
+fn smoke_signed(server: &Server, token: &str, auth_secret: Option<&str>) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsfleet-loadtest"));
+    command.env_remove("LOADTEST_AUTH_SECRET");
+    if let Some(secret) = auth_secret {
+        command.env("LOADTEST_AUTH_SECRET", secret);
+    }
+    let child = command
         .args(["smoke", "--url", &server.ws_url(), "--http"])
         .arg(format!("http://127.0.0.1:{}", server.port))
         .env("LOADTEST_TOKEN", token)
@@ -71,4 +81,25 @@ fn smoke_passes_through_a_private_room_and_reaches_no_other_socket() {
             );
         }
     });
+}
+
+/// `make up AUTH_SECRET=…` then `make promote`: the smoke test signs its sockets' tokens with
+/// the fleet's secret (promote.sh passes it); without it, the upgrade's 401 fails the test.
+#[test]
+fn smoke_passes_on_a_fleet_with_authentication_when_given_its_secret() {
+    const SECRET: &str = "smoke-test-secret-of-at-least-32-bytes";
+    let redis = Redis::start();
+    let server = Server::start_with(&redis, free_port(), &["--auth-secret", SECRET]);
+
+    let run = smoke_signed(&server, TOKEN, None);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert!(run.output.contains("401"), "{}", run.describe());
+
+    let run = smoke_signed(&server, TOKEN, Some(SECRET));
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(
+        run.output.contains("offsets 1 and 2 received"),
+        "{}",
+        run.describe()
+    );
 }
