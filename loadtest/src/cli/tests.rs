@@ -1,4 +1,5 @@
 use super::*;
+use crate::workers::plan::{Slice, Workers};
 
 /// The load scenario a command line parses to, as `cli.scenario`.
 struct LoadCli {

@@ -12,11 +12,14 @@
 
 use std::{collections::BTreeSet, pin::pin, time::Duration};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use wsfleet::protocol::{Broadcast, ServerFrame};
+
+mod publisher;
+
+pub use publisher::{Published, Publisher};
 
 use super::finish::Seat;
 use crate::{
@@ -36,9 +39,6 @@ use crate::{
 /// measure the teardown (it did: the last of three broadcasts to 50,000 took 3 s, the first
 /// two 1 s). Sockets also go on checking that nothing arrives twice.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(5);
-
-/// Longest wait for one `POST /broadcast` answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What each broadcast of a run carries: which run, which one of them, and when it was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,146 +119,6 @@ pub fn stop_after_grace(
         stop.send_replace(true);
     });
     (stopping, task)
-}
-
-/// Publishes a run's broadcasts through one instance's `POST /broadcast` (or each of
-/// several servers').
-pub struct Publisher {
-    http: reqwest::Client,
-    urls: Vec<String>,
-    token: String,
-    run_id: String,
-    broadcasts: u64,
-    interval: Duration,
-    resume: bool,
-}
-
-/// Longest a broadcast is retried (`--resume`) before it counts as failed: a drain and a
-/// replacement instance take seconds; past this the instance is not coming back.
-const RETRY_PATIENCE: Duration = Duration::from_secs(30);
-
-/// What publishing did: broadcasts the server accepted (202), and an error kind for each one
-/// it did not.
-#[derive(Debug, Default)]
-pub struct Published {
-    pub accepted: u64,
-    pub errors: Vec<String>,
-}
-
-impl Publisher {
-    pub fn new(plan: &Plan<'_>) -> Result<Publisher> {
-        let http = reqwest::Client::builder()
-            // Only the URL given is contacted: never a proxy from the environment.
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Publisher {
-            http,
-            urls: plan.broadcast_urls.to_vec(),
-            token: plan.token.to_string(),
-            run_id: plan.run_id.to_string(),
-            broadcasts: plan.broadcasts,
-            interval: plan.interval,
-            resume: plan.resume,
-        })
-    }
-
-    /// Publishes the broadcasts one `interval` apart (on a fixed schedule, so a slow answer
-    /// does not push the later ones back), stopping at `deadline`.
-    pub async fn publish(&self, deadline: Instant) -> Published {
-        let mut published = Published::default();
-        let start = Instant::now();
-        for seq in 0..self.broadcasts {
-            let due = start + self.interval * u32::try_from(seq).unwrap_or(u32::MAX);
-            if due >= deadline {
-                published.errors.push("publish: deadline".into());
-                continue;
-            }
-            tokio::time::sleep_until(due).await;
-            let stamp = Stamp {
-                wsfleet_loadtest: self.run_id.clone(),
-                seq,
-                published_us: series::unix_micros(),
-            };
-            let body = serde_json::json!({ "message": stamp });
-            let key = format!("{}-{seq}", self.run_id);
-            let requests = self
-                .urls
-                .iter()
-                .map(|url| self.post_until_accepted(url, &body, &key, deadline));
-            let failures: Vec<String> = futures_util::future::join_all(requests)
-                .await
-                .into_iter()
-                .filter_map(Result::err)
-                .collect();
-            if failures.is_empty() {
-                published.accepted += 1;
-            }
-            published.errors.extend(failures);
-        }
-        published
-    }
-
-    /// One broadcast to one server: one `POST /broadcast`, or with `--resume` as many as it
-    /// takes (the instance may be draining or restarting), each with the same
-    /// Idempotency-Key so that it is published once. A refusal (4xx) is not retried.
-    async fn post_until_accepted(
-        &self,
-        url: &str,
-        body: &Value,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<(), String> {
-        if !self.resume {
-            return self.post(url, body, None, deadline).await;
-        }
-        let give_up = deadline.min(Instant::now() + RETRY_PATIENCE);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let error = match self.post(url, body, Some(key), deadline).await {
-                Ok(()) => return Ok(()),
-                Err(kind) if kind.starts_with("publish: http 4") => return Err(kind),
-                Err(kind) => kind,
-            };
-            if Instant::now() + backoff >= give_up {
-                return Err(error);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
-    }
-
-    /// One `POST /broadcast`; Err is the kind of failure. With an Idempotency-Key a 200 (a
-    /// repeat of a key: published before) is as good as a 202.
-    async fn post(
-        &self,
-        url: &str,
-        body: &Value,
-        key: Option<&str>,
-        deadline: Instant,
-    ) -> Result<(), String> {
-        let mut request = self.http.post(url).bearer_auth(&self.token).json(body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        match tokio::time::timeout_at(deadline, request.send()).await {
-            Ok(Ok(response)) if response.status().as_u16() == 202 => Ok(()),
-            Ok(Ok(response)) if key.is_some() && response.status().as_u16() == 200 => Ok(()),
-            Ok(Ok(response)) => Err(format!("publish: http {}", response.status().as_u16())),
-            Ok(Err(e)) => Err(format!(
-                "publish: {}",
-                if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connect failed"
-                } else {
-                    "request failed"
-                }
-            )),
-            Err(_) => Err("publish: deadline".into()),
-        }
-    }
 }
 
 /// One socket's side: reads until `stop` turns true (publishing is over and its grace

@@ -23,8 +23,6 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-
-use crate::{cli::parse_secret, client::token::Minter};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -38,6 +36,12 @@ use wsfleet::{
     config::{parse_duration, Secret},
     protocol::{rooms::RoomMessage, ServerFrame},
 };
+
+use crate::{cli::parse_secret, client::token::Minter};
+
+mod frames;
+
+use frames::{answer, base_url, bounded, next_frame, next_room_frame};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -306,55 +310,6 @@ async fn leave_and_close(socket: &mut Socket, room: &str, step: Duration) {
     .await;
 }
 
-/// The next room frame (one with a `"type"`), as JSON; heartbeats and broadcasts are skipped.
-async fn next_room_frame(socket: &mut Socket) -> Result<Value> {
-    loop {
-        let text = next_text(socket).await?;
-        let frame: Value = serde_json::from_str(&text)
-            .with_context(|| format!("unexpected text frame {text:?}"))?;
-        if frame.get("type").is_some() {
-            return Ok(frame);
-        }
-    }
-}
-
-/// Runs `what` with a deadline; running out is an error naming the step.
-async fn bounded<T>(
-    limit: Duration,
-    step: &str,
-    what: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match tokio::time::timeout(limit, what).await {
-        Ok(result) => result.with_context(|| format!("{step} failed")),
-        Err(_) => Err(anyhow!("{step}: nothing within {limit:?}")),
-    }
-}
-
-/// The next text frame, typed; a close or a broken connection is an error.
-async fn next_frame(socket: &mut Socket) -> Result<ServerFrame> {
-    let text = next_text(socket).await?;
-    serde_json::from_str(&text).with_context(|| format!("unexpected text frame {text:?}"))
-}
-
-/// The next text frame; a close or a broken connection is an error.
-async fn next_text(socket: &mut Socket) -> Result<String> {
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
-            Some(Ok(Message::Close(frame))) => {
-                let (code, reason) = frame
-                    .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
-                bail!("the server closed the socket: {code} {reason}");
-            }
-            Some(Ok(Message::Binary(_))) => bail!("unexpected binary frame"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => bail!("socket error: {e}"),
-            None => bail!("the connection ended"),
-        }
-    }
-}
-
 /// A value unique enough to tell this run's session and broadcast from any other.
 pub(crate) fn nonce() -> String {
     let nanos = SystemTime::now()
@@ -367,47 +322,9 @@ pub(crate) fn nonce() -> String {
 /// How long a smoke socket's token is valid: longer than any smoke test.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
-/// `--http` as a base URL without a trailing slash: `http://host[:port]`, no path.
-fn base_url(url: &str) -> Result<&str> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("--http must be an http:// URL, got {url:?}"))?;
-    let authority = rest.trim_end_matches('/');
-    if authority.contains('/') {
-        bail!("--http must be a base URL without a path, got {url:?}");
-    }
-    if authority.is_empty() || authority.starts_with(':') {
-        bail!("--http has no host: {url:?}");
-    }
-    Ok(url.trim_end_matches('/'))
-}
-
-/// The status code and body text of a response.
-async fn answer(response: reqwest::Response) -> Result<(u16, String)> {
-    let status = response.status().as_u16();
-    Ok((status, response.text().await?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_urls_are_checked() {
-        assert_eq!(
-            base_url("http://127.0.0.1:8001/").unwrap(),
-            "http://127.0.0.1:8001"
-        );
-        assert_eq!(base_url("http://localhost").unwrap(), "http://localhost");
-        for bad in [
-            "https://127.0.0.1:1",
-            "http://127.0.0.1:1/readyz",
-            "http://",
-            "http://:80",
-        ] {
-            assert!(base_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn smoke_options_parse_with_defaults() {
