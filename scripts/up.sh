@@ -23,7 +23,10 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" up; fi
+if [ "${RUNTIME:-native}" = docker ]; then
+    [ "${REDIS:-single}" = single ] || die "REDIS=$REDIS is for the fleet on this machine, not RUNTIME=docker (compose runs one Redis)"
+    exec bash "$ROOT_DIR/scripts/compose.sh" up
+fi
 # shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
 source "$ROOT_DIR/scripts/lib-fleet.sh"
 # shellcheck source-path=SCRIPTDIR source=lib-prometheus.sh
