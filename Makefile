@@ -1,5 +1,5 @@
 # wsfleet on this machine. The logic lives in scripts/*.sh; these targets only call them.
-#   make up [N=2] [PORT=8080] [REDIS_PORT=6379] [REDIS_URL=redis://…] [RUNTIME=docker]
+#   make up [N=2] [PORT=8080] [REDIS_PORT=6379] [REDIS=single|sentinel|cluster] [REDIS_URL=redis://…] [RUNTIME=docker]
 #   make scale N=4 | make promote | make status | make logs | make monitor | make down
 #   make load-test [CONNECTIONS=5000] [MESSAGES=20] [SCENARIO=closed-loop] [ARGS="--json r.json"]
 #   make bench [SECTION=closed-loop] | make fuzz [FUZZ_SECONDS=60]
@@ -14,7 +14,7 @@ SHELL := bash
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
-up: ## build, start Redis, N (2) instances and nginx on :8080; wait until ready
+up: ## build, start Redis (REDIS=sentinel|cluster: a topology), N (2) instances and nginx on :8080; wait until ready
 	@bash scripts/up.sh
 
 down: ## drain and stop every instance, nginx and our Redis; nothing of ours is left

@@ -8,7 +8,8 @@
 #   3. nginx, its sockets now closed, exits (SIGTERM if it still lingers, then SIGKILL);
 #   4. our Prometheus, if make up started one;
 #   5. our redis-server last (SIGTERM: it saves its data to $RUN_DIR/redis/), since draining
-#      instances still talk to it. A Redis given by REDIS_URL is left alone.
+#      instances still talk to it; with REDIS=sentinel|cluster every process of it, by pid,
+#      the Sentinels first (lib-redis-topology.sh). A Redis given by REDIS_URL is left alone.
 # Logs and the token stay in $RUN_DIR. RUNTIME=docker: docker compose down instead.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -68,7 +69,12 @@ if redis_alive; then
     stopped=$((stopped + 1))
     say "redis-server stopped."
 fi
-rm -f "$RUN_DIR/color" "$RUN_DIR/scale" "$NGINX_DIR/port" "$NGINX_DIR/address"
+topology_stop
+if [ "$TOPOLOGY_STOPPED" -gt 0 ]; then
+    stopped=$((stopped + TOPOLOGY_STOPPED))
+    say "our $REDIS stopped ($TOPOLOGY_STOPPED redis-server processes; data in $(rel "$RUN_DIR")/redis-$REDIS/)."
+fi
+rm -f "$RUN_DIR/color" "$RUN_DIR/scale" "$NGINX_DIR/port" "$NGINX_DIR/address" "$REDIS_TOPOLOGY_FILE"
 
 if [ "$stopped" -eq 0 ]; then
     say "nothing to stop: no wsfleet instance, nginx or redis-server of ours is running."

@@ -10,6 +10,8 @@
 #                        below the ephemeral range, 32768 and up on Linux, where outgoing
 #                        connections take their local ports)
 #   REDIS_PORT=6379      our redis-server, when we start one; REDIS_URL= uses another Redis
+#   REDIS=single         or sentinel, or cluster: the Redis we start (lib-redis-topology.sh; their
+#                        ports from REDIS_PORT up); default: what the running fleet uses
 #   REDIS_MAXMEMORY=256mb  our redis-server's memory bound (maxmemory; see lib-redis.sh for the
 #                        eviction policy and the append-only file)
 #   READY_TIMEOUT=30     seconds to wait for an instance's /readyz, nginx, Redis
@@ -23,7 +25,12 @@
 # PORT: given, else the port our running nginx was started on, else 8080.
 if [ -z "${PORT:-}" ]; then PORT="$(cat "$RUN_DIR/nginx/port" 2>/dev/null || echo 8080)"; fi
 : "${BASE_PORT:=8001}"
+# REDIS_PORT as given (a topology with data keeps the ports it was made with, see
+# lib-redis-topology.sh), then its default.
+REDIS_PORT_GIVEN=${REDIS_PORT:-}
 : "${REDIS_PORT:=6379}"
+# REDIS: given, else the topology our running Redis has, else single.
+if [ -z "${REDIS:-}" ]; then REDIS="$(cat "$RUN_DIR/redis.topology" 2>/dev/null || echo single)"; fi
 : "${REDIS_URL:=}"
 : "${REDIS_MAXMEMORY:=256mb}"
 : "${READY_TIMEOUT:=30}"
@@ -139,6 +146,9 @@ port_taken() {
     for f in "$RUN_DIR"/wsfleet-*.port; do
         [ -f "$f" ] && [ "$(<"$f")" = "$p" ] && return 0
     done
+    if [ "$REDIS" != single ] && [ -z "$REDIS_URL" ]; then
+        topology_ports | grep -qx "$p" && return 0
+    fi
     port_open "$p"
 }
 

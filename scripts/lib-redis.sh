@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Our redis-server (make up starts one unless REDIS_URL names another Redis): how it is started,
+# Our redis-server (make up starts one unless REDIS_URL names another Redis, or REDIS=sentinel|cluster
+# asks for several: lib-redis-topology.sh, sourced at the end): how it is started,
 # with which durability and memory bound, and how to tell that it runs. Sourced by lib-fleet.sh
 # (its settings: REDIS_PORT, REDIS_MAXMEMORY, READY_TIMEOUT); never run.
 #
@@ -97,3 +98,7 @@ redis_start() {
             die "redis-server did not write its append-only file; see $(rel "$REDIS_LOG")"
     fi
 }
+
+# The topologies of make up REDIS=sentinel|cluster.
+# shellcheck source-path=SCRIPTDIR source=lib-redis-topology.sh
+source "$ROOT_DIR/scripts/lib-redis-topology.sh"

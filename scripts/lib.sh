@@ -4,6 +4,8 @@
 # Run state lives in one git-ignored directory, $RUN_DIR (default .run/; a relative path is
 # taken from the repository root and made absolute here):
 #   redis.pid  redis.port  redis.log  redis/      our redis-server, when we started one
+#   redis-<name>.{pid,port,log}  redis-<topology>/  our Sentinel set or cluster (REDIS=…), and
+#   redis.topology                                which one runs (lib-redis-topology.sh)
 #   redis_url                                     the Redis the instances were given
 #   wsfleet-<colour>-<n>.{pid,port,id,log}        instance n of a colour (blue, green)
 #   bin/wsfleet-<colour>                          the binary that colour runs (a copy of the build)

@@ -16,7 +16,7 @@ if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.
 : "${LOG_FOLLOW:=1}"
 : "${LOG_RAW:=0}"
 
-mapfile -t logs < <(compgen -G "$RUN_DIR/wsfleet-*.log"; compgen -G "$RUN_DIR/nginx/*.log"; compgen -G "$RUN_DIR/redis.log" || true)
+mapfile -t logs < <(compgen -G "$RUN_DIR/wsfleet-*.log"; compgen -G "$RUN_DIR/nginx/*.log"; compgen -G "$RUN_DIR/redis.log"; compgen -G "$RUN_DIR/redis-*.log" || true)
 [ "${#logs[@]}" -gt 0 ] || die "no logs in $RUN_DIR yet: run make up first"
 
 # One JSON line as "time level message key=value …"; anything else unchanged.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make status: one line per instance we started (colour, instance id, port, pid, ready, local
-# connections), nginx and Redis, then the fleet as the registry sees it (GET /status, read with
+# connections), nginx and Redis (with REDIS=sentinel|cluster: which, whether it is healthy and why
+# not, and one line per process with its role), then the fleet as the registry sees it (GET /status, read with
 # jq), then the fleet's health. STATUS_JSON=1: the raw GET /status of the fleet (from the first
 # instance of ours that answers on its loopback port: /status is not on nginx's public listener).
 # RUNTIME=docker: docker compose ps instead.
@@ -60,7 +61,13 @@ if nginx_alive; then
 else
     say "nginx   not running"
 fi
-if redis_alive; then
+if [ "$REDIS" != single ] && [ -s "$REDIS_TOPOLOGY_FILE" ]; then
+    # Several processes of ours: the topology's health, then one line each.
+    topology_healthy || true
+    say "redis   $REDIS, $TOPOLOGY_HEALTH"
+    say "        $(cat "$RUN_DIR/redis_url" 2>/dev/null)"
+    topology_lines
+elif redis_alive; then
     say "redis   pid $(<"$RUN_DIR/redis.pid"), $(cat "$RUN_DIR/redis_url" 2>/dev/null)"
 elif [ -s "$RUN_DIR/redis_url" ] && [ ! -f "$RUN_DIR/redis.port" ]; then
     say "redis   $(<"$RUN_DIR/redis_url") (not ours)"

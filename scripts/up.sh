@@ -5,6 +5,9 @@
 #   N=2                  instances of the live colour
 #   PORT=8080            nginx's public port; BASE_PORT=8001: the instances' first port
 #   REDIS_PORT=6379      our redis-server; REDIS_URL= an existing Redis instead (none started)
+#   REDIS=single         our Redis: one redis-server; REDIS=sentinel: a primary, a replica and
+#                        three Sentinels; REDIS=cluster: a 3-primary cluster with a replica each
+#                        (scripts/lib-redis-topology.sh; ports from REDIS_PORT up)
 #   REDIS_MAXMEMORY=256mb  our redis-server's memory bound (append-only file and eviction
 #                        policy: scripts/lib-redis.sh)
 #   BROADCAST_TOKEN=     the operator token (default: generated once, kept in $RUN_DIR/token)
@@ -20,7 +23,10 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-if [ "${RUNTIME:-native}" = docker ]; then exec bash "$ROOT_DIR/scripts/compose.sh" up; fi
+if [ "${RUNTIME:-native}" = docker ]; then
+    [ "${REDIS:-single}" = single ] || die "REDIS=$REDIS is for the fleet on this machine, not RUNTIME=docker (compose runs one Redis)"
+    exec bash "$ROOT_DIR/scripts/compose.sh" up
+fi
 # shellcheck source-path=SCRIPTDIR source=lib-fleet.sh
 source "$ROOT_DIR/scripts/lib-fleet.sh"
 # shellcheck source-path=SCRIPTDIR source=lib-prometheus.sh
@@ -30,6 +36,15 @@ check_port PORT "$PORT"
 check_port REDIS_PORT "$REDIS_PORT"
 check_port BASE_PORT "$BASE_PORT"
 [ -n "$REDIS_URL" ] || check_redis_maxmemory
+check_redis_topology
+if [ -n "$REDIS_URL" ] && [ "$REDIS" != single ]; then
+    die "REDIS=$REDIS starts our own Redis, REDIS_URL names another: give one of them"
+fi
+running_topology="$(cat "$REDIS_TOPOLOGY_FILE" 2>/dev/null || true)"
+if [ -n "$running_topology" ] && [ "$running_topology" != "$REDIS" ] &&
+    { redis_alive 2>/dev/null || [ "$(REDIS=$running_topology topology_missing 2>/dev/null | wc -l)" -lt "$(topology_names "$running_topology" | wc -l)" ]; }; then
+    die "our Redis runs as $running_topology, not $REDIS: make down first (its data stays in $(rel "$RUN_DIR"))"
+fi
 mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 
@@ -49,7 +64,7 @@ summary() {
   test page  http://127.0.0.1:$PORT/test/
   socket     ws://127.0.0.1:$PORT/ws/chat/?session_uuid=<your-id>
   instances  $COLOR x${#names[@]}: ${ports[*]}
-  redis      $(cat "$RUN_DIR/redis_url" 2>/dev/null || echo '?')
+  redis      $(cat "$RUN_DIR/redis_url" 2>/dev/null || echo '?')$(redis_kind)
   token      $(<"$TOKEN_FILE")   (in $(rel "$TOKEN_FILE"), mode 600)
   auth       $(auth_line)
   broadcast  $(broadcast_line "$(instance_port "${names[0]}")")
@@ -58,6 +73,13 @@ $(prometheus_line)
 
   make status | make scale N=4 | make promote | make logs | make monitor | make down
 EOF
+}
+
+# redis_kind: what our Redis is, when it is more than one redis-server.
+redis_kind() {
+    if [ -z "$REDIS_URL" ] && [ "$REDIS" != single ]; then
+        printf '\n             (%s of ours: %s processes, their logs in %s/redis-*.log)' "$REDIS" "$(topology_names "$REDIS" | wc -l)" "$(rel "$RUN_DIR")"
+    fi
 }
 
 auth_line() {
@@ -81,6 +103,13 @@ if [ -z "$REDIS_URL" ] && [ "${#running[@]}" -gt 0 ] && [ -s "$RUN_DIR/redis.por
     REDIS_PORT="$(<"$RUN_DIR/redis.port")"
     redis_died=1
     say "note: our redis-server (port $REDIS_PORT) is not running; starting it again"
+elif [ -z "$REDIS_URL" ] && [ "$REDIS" != single ] && [ "${#running[@]}" -gt 0 ]; then
+    mapfile -t redis_missing < <(topology_missing 2>/dev/null)
+    if [ "${#redis_missing[@]}" -gt 0 ]; then
+        # Killed or crashed: started again from their own configuration files and data.
+        redis_died=1
+        say "note: part of our $REDIS is not running (${redis_missing[*]}); starting it again"
+    fi
 fi
 if nginx_alive && [ "${#running[@]}" -gt 0 ] && [ "$redis_died" = 0 ]; then
     say "the fleet is already up: nginx (pid $(<"$NGINX_PID")) on :$(<"$NGINX_DIR/port"), $COLOR x${#running[@]}; make down stops it."
@@ -114,11 +143,16 @@ build_release wsfleet
 # --- redis --------------------------------------------------------------------------------
 if [ -n "$REDIS_URL" ]; then
     step "using REDIS_URL=$REDIS_URL (no redis-server of ours)"
-    if command -v redis-cli >/dev/null 2>&1 &&
+    # redis-cli -u reads redis:// only (not TLS, Sentinel or Cluster URLs).
+    if [[ "$REDIS_URL" == redis://* ]] && command -v redis-cli >/dev/null 2>&1 &&
         [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null)" != "PONG" ]; then
         say "warning: $REDIS_URL does not answer PING yet; the instances stay unready until it does" >&2
     fi
     redis_url=$REDIS_URL
+    rm -f "$REDIS_TOPOLOGY_FILE"
+elif [ "$REDIS" != single ]; then
+    topology_up
+    redis_url="$(topology_url)"
 elif redis_alive; then
     redis_port="$(<"$RUN_DIR/redis.port")"
     step "our redis-server is already running on 127.0.0.1:$redis_port (pid $(<"$RUN_DIR/redis.pid"))"
@@ -130,6 +164,7 @@ else
     redis_start
     redis_url="redis://127.0.0.1:$REDIS_PORT"
 fi
+[ -n "$REDIS_URL" ] || echo "$REDIS" >"$REDIS_TOPOLOGY_FILE"
 echo "$redis_url" >"$RUN_DIR/redis_url"
 
 # --- token --------------------------------------------------------------------------------
@@ -151,7 +186,12 @@ fi
 
 # --- the instances ------------------------------------------------------------------------
 redis_hint() {
-    if redis_alive; then printf '; our redis-server keeps running (make down stops it)'; fi
+    if redis_alive 2>/dev/null || [ "$REDIS" != single ]; then
+        printf '; our Redis keeps running (make down stops it)'
+    fi
+    if [ "$REDIS" = cluster ]; then
+        printf '. If the log says Redis Cluster is not supported, this build predates Cluster support: the cluster itself is up (make status)'
+    fi
 }
 # A colour with no live instance starts from the build just made.
 [ "${#running[@]}" -gt 0 ] || install_binary "$COLOR"

@@ -20,17 +20,45 @@ use fred::types::{scripts::Script, Value};
 
 use crate::store::{Store, StoreError, KEY_PREFIX};
 
-/// Shared functions of the stream scripts; KEYS[1] is `meta`, KEYS[2] `history`.
-const STREAM_PRELUDE: &str = r#"
-local function epoch_of(candidate, ttl)
-  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+/// The stream functions, shared with the rooms' scripts (src/rooms/scripts.rs), whose stream
+/// keys stand at other KEYS indexes: hence the keys as arguments.
+///
+/// `epoch_of(meta, history, candidate, ttl)`: the stream's epoch, made from `candidate` (with
+/// offset 0 and an empty history) when `meta` is gone; `meta` lives `ttl` ms from now.
+///
+/// `position(meta, history, candidate, ttl, since, client_epoch)`: `offset, epoch, recovered,
+/// missed`: where the stream stands and, with `since` ≥ 0, what came after it (recovered: -1
+/// not asked, 0 impossible, 1 `missed` holds every frame after `since`, newest first).
+pub const STREAM_LUA: &str = r#"
+local function epoch_of(meta, history, candidate, ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = candidate
-    redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-    redis.call('DEL', KEYS[2])
+    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+    redis.call('DEL', history)
   end
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', meta, ttl)
   return epoch
+end
+local function position(meta, history, candidate, ttl, since, client_epoch)
+  local epoch = epoch_of(meta, history, candidate, ttl)
+  local offset = tonumber(redis.call('HGET', meta, 'offset'))
+  since = tonumber(since)
+  local recovered = -1
+  local missed = {}
+  if since >= 0 then
+    recovered = 0
+    if client_epoch == epoch and since <= offset then
+      local n = offset - since
+      if n == 0 then
+        recovered = 1
+      elseif n <= redis.call('LLEN', history) then
+        missed = redis.call('LRANGE', history, 0, n - 1)
+        recovered = 1
+      end
+    end
+  end
+  return offset, epoch, recovered, missed
 end
 "#;
 
@@ -41,7 +69,7 @@ end
 /// Returns `{1 (published) or 0 (repeat), offset, epoch, what the key holds, receivers}`
 /// (receivers: the instances the channel reached, as `PUBLISH` counts them).
 const PUBLISH_LUA: &str = r#"
-local epoch = epoch_of(ARGV[1], ARGV[4])
+local epoch = epoch_of(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
 if KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
   if seen then return {0, 0, epoch, seen} end
@@ -63,23 +91,7 @@ return {1, offset, epoch, '', receivers}
 /// history. ARGV: epoch candidate, history TTL ms, since (-1: none), the client's epoch.
 /// Returns `{offset, epoch, recovered (-1 not asked, 0, 1), frames newest first}`.
 const READ_LUA: &str = r#"
-local epoch = epoch_of(ARGV[1], ARGV[2])
-local offset = tonumber(redis.call('HGET', KEYS[1], 'offset'))
-local since = tonumber(ARGV[3])
-local recovered = -1
-local missed = {}
-if since >= 0 then
-  recovered = 0
-  if ARGV[4] == epoch and since <= offset then
-    local n = offset - since
-    if n == 0 then
-      recovered = 1
-    elseif n <= redis.call('LLEN', KEYS[2]) then
-      missed = redis.call('LRANGE', KEYS[2], 0, n - 1)
-      recovered = 1
-    end
-  end
-end
+local offset, epoch, recovered, missed = position(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return {offset, epoch, recovered, missed}
 "#;
 
@@ -168,7 +180,7 @@ pub struct History {
 
 impl History {
     pub fn new(store: Store, size: u64, ttl: std::time::Duration) -> History {
-        let script = |body: &str| Script::from_lua(format!("{STREAM_PRELUDE}{body}"));
+        let script = |body: &str| Script::from_lua(format!("{STREAM_LUA}{body}"));
         History {
             store,
             publish: script(PUBLISH_LUA),

@@ -11,13 +11,17 @@
 //! 5. `meta`: hash, `offset` (the latest publication) and `epoch`;
 //! 6. `history`: list of the latest publications' frames, newest first.
 //!
-//! 5 and 6 are the room's publication stream, which src/history.rs publishes to.
+//! 5 and 6 are the room's publication stream, which src/history.rs publishes to; its Lua
+//! functions (`epoch_of`, `position`) are the ones the scripts here use on them.
 //!
 //! Channel payloads (read by `super::Rooms::deliver`): `m <offset> <epoch> <frame>` for a
 //! publication, `p <session> <frame>` for a presence event (`-`: for everyone; otherwise the
 //! session that caused it, which does not get it).
 
-/// Functions every script starts with.
+use crate::history::STREAM_LUA;
+
+/// Functions every script starts with (after the stream functions, `epoch_of` and `position`,
+/// of src/history.rs).
 const PRELUDE: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
@@ -46,16 +50,6 @@ end
 local function keep(ms)
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ms) end
 end
-local function epoch_of(candidate, ttl)
-  local epoch = redis.call('HGET', KEYS[5], 'epoch')
-  if not epoch then
-    epoch = candidate
-    redis.call('HSET', KEYS[5], 'epoch', epoch, 'offset', 0)
-    redis.call('DEL', KEYS[6])
-  end
-  redis.call('PEXPIRE', KEYS[5], ttl)
-  return epoch
-end
 "#;
 
 /// Joins (or re-joins) a session. ARGV: session, user, writer token, lease ms, epoch candidate,
@@ -81,23 +75,7 @@ if not known then
   end
 end
 keep(ARGV[11])
-local epoch = epoch_of(ARGV[5], ARGV[8])
-local offset = tonumber(redis.call('HGET', KEYS[5], 'offset'))
-local since = tonumber(ARGV[6])
-local recovered = -1
-local missed = {}
-if since >= 0 then
-  recovered = 0
-  if ARGV[7] == epoch and since <= offset then
-    local n = offset - since
-    if n == 0 then
-      recovered = 1
-    elseif n <= redis.call('LLEN', KEYS[6]) then
-      missed = redis.call('LRANGE', KEYS[6], 0, n - 1)
-      recovered = 1
-    end
-  end
-end
+local offset, epoch, recovered, missed = position(KEYS[5], KEYS[6], ARGV[5], ARGV[8], ARGV[6], ARGV[7])
 return {offset, epoch, recovered, redis.call('HKEYS', KEYS[4]), missed}
 "#;
 
@@ -151,12 +129,12 @@ return gone
 /// candidate, history TTL ms. Returns `{members, users, offset, epoch}`.
 pub const INFO: &str = r#"
 sweep(now_ms(), ARGV[1], ARGV[2])
-local epoch = epoch_of(ARGV[3], ARGV[4])
+local epoch = epoch_of(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
 return {redis.call('ZCARD', KEYS[1]), redis.call('HKEYS', KEYS[4]),
         tonumber(redis.call('HGET', KEYS[5], 'offset')), epoch}
 "#;
 
 /// `body` with the shared functions in front.
 pub fn with_prelude(body: &str) -> String {
-    format!("{PRELUDE}{body}")
+    format!("{STREAM_LUA}{PRELUDE}{body}")
 }

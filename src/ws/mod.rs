@@ -2,6 +2,7 @@
 //! capacity, draining, the claim on the session in Redis), then hands the socket to
 //! [`session`].
 
+mod broadcasts;
 mod close;
 mod connection;
 mod rate_limit;

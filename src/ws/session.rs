@@ -1,6 +1,7 @@
 //! One socket's life: welcome, then a single task that `select!`s over the client's frames,
 //! the fan-out (which also carries the drain signal) and one timer (pings and silence),
-//! until one of them ends it (the endings are in [`super::close`]). Every branch is polled at
+//! until one of them ends it (the endings are in [`super::close`]; what a fan-out item becomes,
+//! broadcasts' gap filling included, is in [`super::broadcasts`]). Every branch is polled at
 //! each wake-up of the task, so there are as few as there can be: each costs CPU on every
 //! message and every broadcast.
 //!
@@ -10,7 +11,7 @@
 //!
 //! The loop ([`Session`]) knows nothing of the network or of Redis: it takes any
 //! `Sink + Stream` of messages (axum's `WebSocket` in the server, channels in its tests, see
-//! src/ws/socket_tests.rs) and any [`Counting`] (the session counter in the server). Everything else
+//! src/ws/socket_tests/) and any [`Counting`] (the session counter in the server). Everything else
 //! a socket does (the registry, the open and close counts, its log span, its rooms and
 //! broadcast position at the start) is in src/ws/connection.rs.
 
@@ -18,12 +19,10 @@ use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::{
-    sync::broadcast::{error::RecvError, Receiver},
-    time::Instant,
-};
+use tokio::{sync::broadcast::Receiver, time::Instant};
 
 use super::{
+    broadcasts::next_fanout,
     close::{classify, End, FENCED_REASON, TOKEN_EXPIRED_REASON},
     rate_limit::TokenBucket,
     rooms::SocketRooms,
@@ -129,7 +128,8 @@ pub struct Session<C> {
     /// one timer. `None`: never (no authentication).
     pub expires: Option<Instant>,
     bucket: Option<TokenBucket>,
-    write_timeout: Duration,
+    /// How long one write may take (two ping intervals).
+    pub(super) write_timeout: Duration,
 }
 
 impl<C: Counting> Session<C> {
@@ -235,32 +235,8 @@ impl<C: Counting> Session<C> {
                     }
                 }
                 (fanned, fanout) = fanout_next.as_mut() => {
-                    match fanned {
-                        // A write stuck behind a full buffer still watches the ring.
-                        Ok(Fanned::Frame(text)) => {
-                            let limit = self.settings.send_queue;
-                            let behind = || Some(fanout.len()).filter(|n| *n > limit);
-                            match slow::forward(socket, text, behind, self.write_timeout).await {
-                                Forwarded::Sent => self.metrics.messages_sent.inc(),
-                                Forwarded::Behind(behind) => return self.slow(behind),
-                                Forwarded::Gone => return End::Peer(1006),
-                            };
-                        }
-                        Ok(Fanned::Broadcast { offset, epoch, text }) => {
-                            for text in self.broadcast_frames(offset, epoch, text).await {
-                                let limit = self.settings.send_queue;
-                                let behind = || Some(fanout.len()).filter(|n| *n > limit);
-                                match slow::forward(socket, text, behind, self.write_timeout).await {
-                                    Forwarded::Sent => self.metrics.messages_sent.inc(),
-                                    Forwarded::Behind(behind) => return self.slow(behind),
-                                    Forwarded::Gone => return End::Peer(1006),
-                                };
-                            }
-                        }
-                        Ok(Fanned::Drain) => return End::Drain,
-                        Err(RecvError::Lagged(skipped)) => return self.slow(skipped as usize),
-                        // Only when the process is going away.
-                        Err(RecvError::Closed) => return End::Drain,
+                    if let Some(end) = self.on_fanned(socket, fanned, &fanout).await {
+                        return end;
                     }
                     fanout_next.set(next_fanout(fanout));
                 }
@@ -324,51 +300,12 @@ impl<C: Counting> Session<C> {
         None
     }
 
-    /// What to send for a broadcast from the ring, in order: nothing (the client has it), the
-    /// frame, or, when broadcasts before it never came (lost on their way to this instance),
-    /// those first from the broadcast history.
-    async fn broadcast_frames(
-        &mut self,
-        offset: u64,
-        epoch: Arc<str>,
-        text: Utf8Bytes,
-    ) -> Vec<Utf8Bytes> {
-        let Some(cursor) = &mut self.broadcasts else {
-            self.broadcasts = Some(Cursor { offset, epoch });
-            return vec![text];
-        };
-        let history = self.broadcast_history.as_ref();
-        let Some((history, stream)) = history.filter(|_| cursor.gap_before(offset, &epoch)) else {
-            return if cursor.admit(offset, &epoch) {
-                vec![text]
-            } else {
-                Vec::new()
-            };
-        };
-        let since = cursor.offset;
-        match history.read(stream, Some((since, &cursor.epoch))).await {
-            Ok(read) if read.recovered == Some(true) && read.offset >= offset => {
-                crate::warn_throttled!(
-                    missed = offset - since - 1,
-                    "live broadcasts never came; sent from history"
-                );
-                *cursor = Cursor::new(read.offset, &read.epoch);
-                read.missed.into_iter().map(Utf8Bytes::from).collect()
-            }
-            _ => {
-                crate::warn_throttled!("live broadcasts never came and history has none");
-                cursor.admit(offset, &epoch);
-                vec![text]
-            }
-        }
-    }
-
     /// `wake`, or the token's expiry if that comes first.
     fn until_expiry(&self, wake: Instant) -> Instant {
         self.expires.map_or(wake, |expires| wake.min(expires))
     }
 
-    fn slow(&self, behind: usize) -> End {
+    pub(super) fn slow(&self, behind: usize) -> End {
         self.metrics.slow_consumer_closes.inc();
         tracing::warn!(behind, "slow consumer: fell behind the fan-out");
         End::Slow
@@ -470,12 +407,4 @@ async fn next_delivery(inbox: &mut Option<Inbox>) -> Option<Delivery> {
         Some(inbox) => inbox.receiver.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// The next fan-out item, with the receiver handed back so the next wait can reuse it.
-async fn next_fanout(
-    mut fanout: Receiver<Fanned>,
-) -> (Result<Fanned, RecvError>, Receiver<Fanned>) {
-    let frame = fanout.recv().await;
-    (frame, fanout)
 }

@@ -2,7 +2,8 @@
 
 use super::*;
 
-/// Ports per fleet: nginx, Redis, the instances (a scale-up and a promote start more).
+/// Ports per fleet: nginx, Redis (12 for `REDIS=cluster`: six nodes and their bus ports), the
+/// instances (a scale-up and a promote start more).
 const PORTS_PER_FLEET: u16 = 24;
 
 /// A port is free when nothing accepts connections on it.
@@ -110,6 +111,7 @@ impl Fleet {
             "MFLAGS",
             "MAKELEVEL",
             "REDIS_URL",
+            "REDIS",
             "RUNTIME",
             "N",
             "PROMOTE_ENV",
@@ -325,10 +327,14 @@ impl Drop for Fleet {
         }
         let run_dir = self.run_dir.to_string_lossy().to_string();
         for pid in &self.pids {
-            // Only what is still ours: its command line names our run directory or ports.
+            // Only what is still ours: its command line names our run directory, or it is a
+            // redis-server whose title names one of our ports.
             let line = cmdline(*pid);
-            let ours =
-                line.contains(&run_dir) || line.contains(&format!("127.0.0.1:{}", self.redis_port));
+            let our_redis = line
+                .strip_prefix("redis-server 127.0.0.1:")
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u16>().ok())
+                .is_some_and(|port| self.ports.contains(&port));
+            let ours = line.contains(&run_dir) || our_redis;
             if !process_is_gone(*pid) && ours {
                 send_signal(*pid as i32, SIGKILL);
             }

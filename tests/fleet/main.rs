@@ -1,7 +1,8 @@
 //! The fleet end to end: the real `make` targets (`up`, `scale`, `promote`, `status`, `down`)
 //! with our own nginx, Redis and instances, while resuming WebSocket clients keep sending
-//! through nginx; (reload.rs) nginx reloaded under load; and (redis.rs) `make up`'s Redis
-//! surviving a SIGKILL with its counts, and `make status` as a health check.
+//! through nginx; (reload.rs) nginx reloaded under load; (redis.rs) `make up`'s Redis
+//! surviving a SIGKILL with its counts, and `make status` as a health check; and (topology.rs)
+//! `make up REDIS=sentinel` (and `REDIS=cluster`, once the server supports it).
 //!
 //! Each test gets a private run directory (`RUN_DIR`) and free loopback ports (`PORT`,
 //! `REDIS_PORT`, `BASE_PORT`), so it never meets a developer's fleet or another test. The make
@@ -44,6 +45,7 @@ mod clients;
 mod harness;
 mod redis;
 mod reload;
+mod topology;
 use clients::*;
 use harness::*;
 
