@@ -152,7 +152,13 @@ async fn a_sentinel_failover_keeps_the_socket_and_repeats_no_count() {
         }
     };
     assert!(unavailable > 0, "the failover was not noticed");
-    assert_eq!(sentinel.primary_port(), Some(replica.port));
+    // The replica was promoted: seen before the restart, or now. (Once restarted, the old
+    // primary may be promoted back by a second failover on a loaded machine: Sentinel's
+    // down-after is short here. The counts below must hold either way.)
+    assert!(
+        restarted || sentinel.primary_port() == Some(replica.port),
+        "Sentinel never named the replica primary"
+    );
     // Acknowledged counts were on the replica (WAIT 1): the next is exactly 21, not a repeat
     // of one below it and not a jump.
     assert_eq!(count, json!({ "count": 21 }));
