@@ -9,6 +9,7 @@ import WebSocket from "ws";
 
 import { connect } from "../src/index.js";
 import { Fleet, eventually, gate, jwt } from "./fleet.js";
+import { record } from "./record.js";
 
 const SECRET = "a secret of at least thirty-two bytes!";
 
@@ -31,15 +32,8 @@ afterEach(async () => {
  * application is given.
  */
 function client(url, options = {}) {
-  const c = connect(url, { WebSocket, ...options });
+  const c = record(connect(url, { WebSocket, ...options }));
   clients.push(c);
-  c.seen = { anomalies: [], lost: [], disconnects: [], messages: [], broadcasts: [], presence: [] };
-  c.on("anomaly", (a) => c.seen.anomalies.push(a));
-  c.on("lost", (l) => c.seen.lost.push(l));
-  c.on("disconnect", (d) => c.seen.disconnects.push(d));
-  c.on("message", (m) => c.seen.messages.push(m));
-  c.on("broadcast", (b) => c.seen.broadcasts.push(b));
-  c.on("presence", (p) => c.seen.presence.push(p));
   return c;
 }
 
