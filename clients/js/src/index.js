@@ -42,6 +42,8 @@ export class Client extends Emitter {
   /** Whether the current socket's welcome came (frames may be sent). */
   #welcomed = false;
   #attempt = 0;
+  /** Bumped by every connect, disconnect() and close(): an attempt that finds it moved gives up. */
+  #generation = 0;
   /** `reconnect_after_ms` of the current socket's `bye`. */
   #byeDelay = undefined;
   #reconnectTimer = undefined;
@@ -80,9 +82,34 @@ export class Client extends Emitter {
     this.rooms = new Map();
   }
 
-  /** Starts connecting (connect() does this). */
+  /** Starts connecting (connect() does this), or again after disconnect(). */
   open() {
     if (this.state === "idle") this.#connect();
+  }
+
+  /**
+   * Closes the socket (1000) but keeps the session: sends without a count, rooms, their
+   * positions and the broadcast position stay, and open() resumes from them as after any
+   * reconnect. State "idle" until then; send(), join() and publish() wait meanwhile.
+   */
+  disconnect() {
+    if (this.state === "closed" || this.state === "idle") return;
+    const ws = this.#ws;
+    this.#generation += 1;
+    this.#ws = null;
+    this.#welcomed = false;
+    this.#byeDelay = undefined;
+    clearTimeout(this.#reconnectTimer);
+    this.#disconnected();
+    this.#setState("idle");
+    ws?.close(1000, "client disconnected");
+  }
+
+  /** A new socket now, resuming the session (e.g. after the network changed). */
+  reconnect() {
+    if (this.state === "closed") return;
+    this.disconnect();
+    this.open();
   }
 
   /** The last count the server told (`acked` in docs/PROTOCOL.md). */
@@ -178,16 +205,19 @@ export class Client extends Emitter {
   // ---- the connection ------------------------------------------------------------------------
 
   async #connect() {
+    const generation = ++this.#generation;
     this.#setState(this.instance === undefined ? "connecting" : "reconnecting");
     let url;
     try {
       url = await this.#socketUrl();
     } catch (error) {
+      if (generation !== this.#generation) return;
       this.emit("error", error);
       this.#scheduleReconnect(this.#backoff());
       return;
     }
-    if (this.state === "closed") return;
+    // close() or disconnect() came while the URL was being made.
+    if (generation !== this.#generation) return;
     const ws = new this.#WebSocket(url);
     this.#ws = ws;
     this.#welcomed = false;
@@ -275,6 +305,7 @@ export class Client extends Emitter {
   }
 
   #finish(error) {
+    this.#generation += 1;
     this.#setState("closed");
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#retryTimer);
@@ -457,6 +488,7 @@ export class Client extends Emitter {
     const { users, offset, epoch, recovered } = frame;
     if (recovered === false) this.emit("lost", { stream: "room", room: room.name });
     room.cursor.restart(offset, epoch, recovered);
+    room.recovered = recovered;
     room.users = new Set(users);
     room.joined = true;
     const info = { room: room.name, users, offset, epoch, recovered };

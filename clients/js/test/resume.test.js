@@ -197,3 +197,25 @@ test("an expired token is replaced by the token function and the count goes on",
   assert.equal(issued, 2, "one fresh token");
   assert.deepEqual(c.seen.anomalies, []);
 });
+
+test("disconnect() keeps the session: sends wait, open() resumes and recovers, reconnect() too", BOUNDED, async () => {
+  await startFleet();
+  const c = client(fleet.nodes[0].ws, { user: "carol" });
+  assert.equal(await c.send("a"), 1);
+  await c.join("den");
+  c.disconnect();
+  assert.equal(c.state, "idle");
+  const waiting = c.send("b");
+  const { offset } = await fleet.broadcast(fleet.nodes[1], "while idle");
+  c.open();
+  assert.equal(await waiting, 2, "sent once the session was resumed");
+  await eventually("the broadcast missed while idle", () => c.seen.broadcasts.length === 1);
+  assert.deepEqual(c.seen.broadcasts.map((b) => b.offset), [offset]);
+  await eventually("den joined again", () => c.rooms.get("den").joined);
+  assert.equal(c.rooms.get("den").recovered, true, "the rejoin asked to recover");
+  c.reconnect();
+  assert.equal(await c.send("c"), 3);
+  assert.deepEqual(c.seen.instances.length, 3, "three sockets, one session");
+  assert.deepEqual(c.seen.disconnects, [], "closes the application asked for are not losses");
+  assert.deepEqual(c.seen.anomalies, []);
+});
