@@ -83,7 +83,7 @@ export class Fleet {
   live = "blue";
   #turn = 0;
 
-  /** Redis and `count` wsfleet nodes, every one ready, with `extra` flags. */
+  /** Redis and `count` wsfleet nodes, every one ready, with `extra` flags (flag, value pairs). */
   static async start(count = 2, extra = []) {
     if (!existsSync(BINARY)) {
       throw new Error(`${BINARY} is missing: cargo build --bin wsfleet (or set WSFLEET_BIN)`);
@@ -116,19 +116,21 @@ export class Fleet {
     const port = await freePort();
     const colorAt = extra.indexOf("--color");
     const color = colorAt >= 0 ? extra[colorAt + 1] : "blue";
-    const args = [
-      "--bind-addr", `127.0.0.1:${port}`,
-      "--redis-url", this.redisUrl,
-      "--instance-id", `${name}-${port}`,
-      "--broadcast-token", TOKEN,
-      "--lease-period", "500ms",
-      "--redis-timeout", "500ms",
-      "--drain-spread", "200ms",
-      "--shutdown-timeout", "5s",
+    // Flags and values, the tests' defaults first; `extra` (flag, value pairs) replaces them.
+    const flags = new Map([
+      ["--bind-addr", `127.0.0.1:${port}`],
+      ["--redis-url", this.redisUrl],
+      ["--instance-id", `${name}-${port}`],
+      ["--broadcast-token", TOKEN],
+      ["--lease-period", "500ms"],
+      ["--redis-timeout", "500ms"],
+      ["--drain-spread", "200ms"],
+      ["--shutdown-timeout", "5s"],
       // The tests send as fast as replies come; the rate limit is not what they are about.
-      "--rate-limit", "0",
-      ...extra,
-    ];
+      ["--rate-limit", "0"],
+    ]);
+    for (let i = 0; i + 1 < extra.length; i += 2) flags.set(extra[i], extra[i + 1]);
+    const args = [...flags].flat();
     const node = start(name, BINARY, args);
     this.#processes.push(node);
     const addr = `127.0.0.1:${port}`;
