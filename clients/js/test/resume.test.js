@@ -219,3 +219,15 @@ test("disconnect() keeps the session: sends wait, open() resumes and recovers, r
   assert.deepEqual(c.seen.disconnects, [], "closes the application asked for are not losses");
   assert.deepEqual(c.seen.anomalies, []);
 });
+
+test("a new client of a session in rooms joins them again from the welcome's list ([R7])", BOUNDED, async () => {
+  await startFleet();
+  const first = client(fleet.nodes[0].ws, { session: "roomy", user: "dora" });
+  await first.join("attic");
+  first.close();
+  const second = client(fleet.nodes[1].ws, { session: "roomy", user: "dora" });
+  await eventually("attic joined by the new client", () => second.rooms.get("attic")?.joined);
+  assert.deepEqual([...second.rooms.get("attic").users], ["dora"]);
+  const { offset } = await second.publish("attic", "still here");
+  assert.equal(offset, 1);
+});
