@@ -9,16 +9,11 @@ pub mod openapi;
 mod rooms;
 pub mod serve;
 mod status;
+mod test_page;
 
 use std::time::Duration;
 
-use axum::{
-    extract::Request,
-    http::StatusCode,
-    response::{Html, Redirect},
-    routing::get,
-    Router,
-};
+use axum::{extract::Request, http::StatusCode, routing::get, Router};
 use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -33,14 +28,11 @@ use crate::{state::SharedState, ws};
 /// No plain HTTP request may hold shutdown up longer than this.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
-const TEST_PAGE: &str = include_str!("test_page.html");
-
 /// The whole application router.
 pub fn app(state: SharedState) -> Router {
     let (api, _document) = openapi::api().split_for_parts();
     let http = api
-        .route("/test/", get(test_page))
-        .route("/test", get(|| async { Redirect::permanent("/test/") }))
+        .merge(test_page::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             HTTP_TIMEOUT,
@@ -69,8 +61,4 @@ pub fn app(state: SharedState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .layer(request_ids)
         .with_state(state)
-}
-
-async fn test_page() -> Html<&'static str> {
-    Html(TEST_PAGE)
 }

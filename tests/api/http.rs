@@ -74,10 +74,42 @@ async fn the_test_page_is_served_and_unknown_routes_are_json_404s() {
     let page = reqwest::get(app.http("/test/")).await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("new WebSocket("), "the page opens a socket");
     assert!(
-        html.contains("session_uuid"),
-        "the page can resume a session"
+        html.contains(r#"import { connect } from "./wsfleet.js";"#),
+        "the page is built on the reference client"
+    );
+    // Every module the client imports is served beside it, as JavaScript.
+    let mut modules = vec!["wsfleet.js".to_string()];
+    let mut served = Vec::new();
+    while let Some(module) = modules.pop() {
+        let response = reqwest::get(app.http(&format!("/test/{module}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "/test/{module}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/javascript; charset=utf-8",
+            "/test/{module}"
+        );
+        let source = response.text().await.unwrap();
+        for import in source.split("from \"./").skip(1) {
+            let name = import.split('"').next().unwrap().to_string();
+            if !served.contains(&name) && !modules.contains(&name) {
+                modules.push(name);
+            }
+        }
+        served.push(module);
+    }
+    served.sort();
+    assert_eq!(
+        served,
+        [
+            "counter.js",
+            "cursor.js",
+            "emitter.js",
+            "rooms.js",
+            "wsfleet.js"
+        ]
     );
 
     for path in ["/nope", "/test/../Cargo.toml", "/test/%2e%2e/Cargo.toml"] {

@@ -10,11 +10,14 @@
 //! Needs `redis-server`, `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`); without them the test fails with one line saying what to install.
 //!
+//! drain.rs: the page counting and in a room through a drain, every count and publication once.
+//!
 //! rooms.rs: the page's Rooms panel next to a tokio-tungstenite member, and its recovery of
 //! what was published while it was away.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod drain;
 mod harness;
 mod rooms;
 
@@ -244,7 +247,7 @@ async fn scenario(
         .await
         .expect("the browser loads /test/ through the proxy");
     let page = wait_for(browser, "the page loaded, not connected", |p| {
-        p.state == "closed"
+        p.state == "idle"
     })
     .await;
     assert_eq!(page.count, "0");
@@ -295,7 +298,7 @@ async fn scenario(
     // page's close frame, so the browser sees a clean 1000, not 1006.
     click(browser, "disconnect").await;
     wait_for(browser, "closed 1000 after Disconnect", |p| {
-        p.state == "closed" && p.lines_with("closed 1000") == 1
+        p.state == "idle" && p.lines_with("closed 1000") == 1
     })
     .await;
     click(browser, "connect").await;

@@ -88,6 +88,10 @@ impl RoomsPage {
     }
 }
 
+async fn page_log(browser: &Client) -> String {
+    read::<RoomsPage>(browser).await.log
+}
+
 async fn wait_rooms(browser: &Client, what: &str, ready: impl Fn(&RoomsPage) -> bool) -> RoomsPage {
     wait_for_view(browser, what, ready).await
 }
@@ -214,17 +218,23 @@ async fn scenario(browser: &Client, a: &ChildNode, b: &ChildNode, proxy: &Proxy)
     .await;
 
     // An error frame is shown, and the socket stays usable.
-    type_into(browser, "room", "not-joined").await;
-    click(browser, "room-send").await;
-    wait_rooms(browser, "the not_in_room error", |p| {
-        p.error == "not_in_room in not-joined"
+    type_into(browser, "room", "bad room!").await;
+    click(browser, "join").await;
+    wait_rooms(browser, "the bad_request error", |p| {
+        p.error == "bad_request in bad room!"
     })
     .await;
+    assert!(
+        page_log(browser)
+            .await
+            .contains(r#"← {"type":"error","error":"bad_request","room":"bad room!""#),
+        "the error came from the server"
+    );
     type_into(browser, "room", ROOM).await;
 
     // The page goes away; a room message and a broadcast are published meanwhile.
     click(browser, "disconnect").await;
-    wait_rooms(browser, "closed after Disconnect", |p| p.state == "closed").await;
+    wait_rooms(browser, "idle after Disconnect", |p| p.state == "idle").await;
     assert_eq!(bob_says(&mut bob, "while you were away").await, 3);
     broadcast(a, "missed broadcast").await;
 

@@ -4,7 +4,7 @@
 //
 // The server counts frames, not their contents (a text frame is never parsed), so a count
 // belongs to a position in the order of sends, not to a text: the oldest frame without a count
-// gets the next count (rule 1). After an `unavailable` the frame that was refused keeps its
+// gets the next count ([R1]). After an `unavailable` the frame that was refused keeps its
 // place, and whichever frame is resent fills it; every send() still resolves with its own
 // count, in the order send() was called.
 
@@ -12,7 +12,7 @@
  * @typedef {{ text: string, resolve: (count: number) => void, reject: (error: Error) => void }} Frame
  */
 
-/** What a welcome said about the frames in flight (rule 4). */
+/** What a welcome said about the frames in flight ([R4]). */
 export class ResumeJudgement {
   /**
    * @param {"continues" | "ahead" | "behind"} kind
@@ -51,7 +51,7 @@ export class Counter {
   }
 
   /**
-   * Rule 1: `{"count": n}` counted the oldest pending frame.
+   * [R1] `{"count": n}` counted the oldest pending frame.
    * @returns {{ frame: Frame | undefined, expected: number }} the frame, and the count it
    *   should have had (`acked + 1`; anything else is a gap or a repeat, for the caller to report)
    */
@@ -64,7 +64,7 @@ export class Counter {
     return { frame, expected };
   }
 
-  /** Rule 2: `unavailable`: the oldest pending frame was not counted; it stays, to resend. */
+  /** [R2] `unavailable`: the oldest pending frame was not counted; it stays, to resend. */
   refused() {
     this.onWire = Math.max(0, this.onWire - 1);
   }
@@ -75,7 +75,7 @@ export class Counter {
   }
 
   /**
-   * Rule 4: the welcome after a (re)connect says the counter is `welcome`. The first
+   * [R4] the welcome after a (re)connect says the counter is `welcome`. The first
    * `welcome - acked` pending frames were counted (their replies were lost with the old socket).
    * @param {number} welcome
    * @returns {ResumeJudgement}

@@ -1,4 +1,4 @@
-// Where the client stands in one publication stream (a room, or the fleet's broadcasts):
+// [R5] Where the client stands in one publication stream (a room, or the fleet's broadcasts):
 // docs/PROTOCOL.md, "History and recovery". Each publication carries its stream's `offset`
 // (1, 2, 3, … with no gaps) and `epoch`; the cursor lets each one through to the application
 // exactly once, in order, whatever a replay and the live feed deliver twice.
@@ -19,7 +19,7 @@ export class Cursor {
   }
 
   /**
-   * Whether a publication at `offset` of `epoch` is new to the application; if so the cursor
+   * [R9] Whether a publication at `offset` of `epoch` is new to the application; if so the cursor
    * moves to it. Same epoch: only offsets above the cursor are new. Another epoch: the stream
    * lost its history (e.g. Redis lost its data) and starts over, so it is new.
    * @returns {"new" | "duplicate" | "gap"} "gap": new, but offsets were skipped (reported,

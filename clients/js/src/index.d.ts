@@ -120,6 +120,17 @@ export declare class Counter {
   onWire: number;
 }
 
+/** One room the client is in or joining: where it stands in the room's stream, its members. */
+export interface RoomState {
+  name: string;
+  cursor: Cursor;
+  users: Set<string>;
+  /** Whether `room_users` came on the current socket. */
+  joined: boolean;
+  /** The last `room_users`' `recovered` (set when that join asked to recover). */
+  recovered: boolean | undefined;
+}
+
 export declare class Client {
   constructor(url: string | (() => string | Promise<string>), options?: ClientOptions);
   session: string | undefined;
@@ -129,8 +140,13 @@ export declare class Client {
   readonly pendingCount: number;
   readonly counter: Counter;
   readonly broadcasts: Cursor;
-  readonly rooms: Map<string, { name: string; cursor: Cursor; users: Set<string>; joined: boolean }>;
+  readonly rooms: Map<string, RoomState>;
+  /** Starts connecting (connect() does this), or again after disconnect(). */
   open(): void;
+  /** Closes the socket but keeps the session, pending sends, rooms and positions; open() resumes. */
+  disconnect(): void;
+  /** A new socket now, resuming the session. */
+  reconnect(): void;
   send(text: string): Promise<number>;
   join(room: string): Promise<RoomInfo>;
   leave(room: string): Promise<void>;

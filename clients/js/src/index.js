@@ -1,7 +1,8 @@
 // wsfleet's reference client: a session that survives drains, crashes and Redis trouble with
 // no count lost or repeated and every publication delivered once, in order. Every rule it
 // follows is in docs/PROTOCOL.md ("Resuming without gaps or repeats", "Close codes", rooms and
-// "History and recovery"); the comments name the rule. No dependency: the WebSocket is the
+// "History and recovery"); the comments cite each rule by its id there ([R1] … [R14]; a test,
+// test/rules.test.js, checks that every id is cited and every citation is an id). No dependency: the WebSocket is the
 // host's (browsers, Node 22+) or one passed in (`ws` on Node 18 and 20).
 
 import { Emitter } from "./emitter.js";
@@ -12,7 +13,7 @@ import { Commands, Room } from "./rooms.js";
 /** The server version this client speaks to (and its package version). */
 export const VERSION = "0.1.0";
 
-/** Closes after which reconnecting cannot help: the client's own frames are at fault. */
+/** [R10] Closes after which reconnecting cannot help: the client's own frames are at fault. */
 const FATAL_CODES = new Set([1002, 1003, 1007, 1009]);
 const RESUMED_ELSEWHERE = "session resumed elsewhere";
 const TOKEN_EXPIRED = "token expired";
@@ -42,6 +43,8 @@ export class Client extends Emitter {
   /** Whether the current socket's welcome came (frames may be sent). */
   #welcomed = false;
   #attempt = 0;
+  /** Bumped by every connect, disconnect() and close(): an attempt that finds it moved gives up. */
+  #generation = 0;
   /** `reconnect_after_ms` of the current socket's `bye`. */
   #byeDelay = undefined;
   #reconnectTimer = undefined;
@@ -80,9 +83,34 @@ export class Client extends Emitter {
     this.rooms = new Map();
   }
 
-  /** Starts connecting (connect() does this). */
+  /** Starts connecting (connect() does this), or again after disconnect(). */
   open() {
     if (this.state === "idle") this.#connect();
+  }
+
+  /**
+   * Closes the socket (1000) but keeps the session: sends without a count, rooms, their
+   * positions and the broadcast position stay, and open() resumes from them as after any
+   * reconnect. State "idle" until then; send(), join() and publish() wait meanwhile.
+   */
+  disconnect() {
+    if (this.state === "closed" || this.state === "idle") return;
+    const ws = this.#ws;
+    this.#generation += 1;
+    this.#ws = null;
+    this.#welcomed = false;
+    this.#byeDelay = undefined;
+    clearTimeout(this.#reconnectTimer);
+    this.#disconnected();
+    this.#setState("idle");
+    ws?.close(1000, "client disconnected");
+  }
+
+  /** A new socket now, resuming the session (e.g. after the network changed). */
+  reconnect() {
+    if (this.state === "closed") return;
+    this.disconnect();
+    this.open();
   }
 
   /** The last count the server told (`acked` in docs/PROTOCOL.md). */
@@ -178,16 +206,19 @@ export class Client extends Emitter {
   // ---- the connection ------------------------------------------------------------------------
 
   async #connect() {
+    const generation = ++this.#generation;
     this.#setState(this.instance === undefined ? "connecting" : "reconnecting");
     let url;
     try {
       url = await this.#socketUrl();
     } catch (error) {
+      if (generation !== this.#generation) return;
       this.emit("error", error);
       this.#scheduleReconnect(this.#backoff());
       return;
     }
-    if (this.state === "closed") return;
+    // close() or disconnect() came while the URL was being made.
+    if (generation !== this.#generation) return;
     const ws = new this.#WebSocket(url);
     this.#ws = ws;
     this.#welcomed = false;
@@ -207,8 +238,9 @@ export class Client extends Emitter {
     const url = new URL(base);
     const params = url.searchParams;
     if (this.session) params.set("session_uuid", this.session);
-    // Rule 3: resume with the last count told, so a counter Redis lost continues from it.
+    // [R3] resume with the last count told, so a counter Redis lost continues from it.
     if (this.counter.known) params.set("last_count", String(this.counter.acked));
+    // [R6] the last broadcast seen, so the ones missed follow the welcome.
     if (this.broadcasts.resumable) {
       params.set("since", String(this.broadcasts.offset));
       params.set("epoch", this.broadcasts.epoch);
@@ -227,7 +259,7 @@ export class Client extends Emitter {
     if (this.state === "closed") return;
     this.emit("disconnect", { code, reason });
     if (code === 1008 && reason === RESUMED_ELSEWHERE) {
-      // A newer socket of this session is the one to use; coming back would fence it.
+      // [R12] A newer socket of this session is the one to use; coming back would fence it.
       this.#finish(new Error(RESUMED_ELSEWHERE));
       return;
     }
@@ -237,11 +269,11 @@ export class Client extends Emitter {
     }
     let delay;
     if (this.#byeDelay !== undefined) {
-      // The drain's hint, already jittered by the server.
+      // [R3] The drain's hint, already jittered by the server.
       delay = this.#byeDelay;
       this.#byeDelay = undefined;
     } else if (code === 1008 && reason === TOKEN_EXPIRED) {
-      delay = 0; // the token function gives a fresh one
+      delay = 0; // [R11] the token function gives a fresh one (#socketUrl asks it each time)
     } else {
       // 1001 without bye, 1006, 1008 ping timeout or rate limit, 1013 slow consumer…
       delay = this.#backoff();
@@ -275,6 +307,7 @@ export class Client extends Emitter {
   }
 
   #finish(error) {
+    this.#generation += 1;
     this.#setState("closed");
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#retryTimer);
@@ -326,7 +359,7 @@ export class Client extends Emitter {
     this.instance = welcome.instance;
     this.#welcomed = true;
     this.#attempt = 0;
-    // Rule 4: what the welcome count says about the frames that had no reply.
+    // [R4] what the welcome count says about the frames that had no reply.
     const judgement = this.counter.welcome(welcome.count);
     if (judgement.kind !== "continues") this.emit("anomaly", { stream: "count", ...judgement });
     if (welcome.epoch !== undefined) {
@@ -336,6 +369,12 @@ export class Client extends Emitter {
     this.#setState("open");
     this.emit("welcome", welcome);
     for (const name of this.#leaving.keys()) this.#sendLeave(name);
+    // [R7] every room of the session joined again, from where it stands: the rooms this client
+    // is in, and those the welcome lists that it did not know (a session resumed by a new
+    // client: a page reloaded with its session id), which it then is in too.
+    for (const name of welcome.rooms ?? []) {
+      if (!this.rooms.has(name) && !this.#leaving.has(name)) this.rooms.set(name, new Room(name));
+    }
     for (const room of this.rooms.values()) this.#sendJoin(room);
     this.#pump();
   }
@@ -347,7 +386,7 @@ export class Client extends Emitter {
     this.#pump();
   }
 
-  /** Rule 2: not counted; the frame keeps its place and goes again after a back-off. */
+  /** [R2] not counted; the frame keeps its place and goes again after a back-off. */
   #onUnavailable() {
     this.counter.refused();
     if (this.#retryTimer !== undefined) return;
@@ -387,6 +426,7 @@ export class Client extends Emitter {
 
   // ---- rooms ---------------------------------------------------------------------------------
 
+  /** [R7] A join asks to recover from the last publication seen, when there is one. */
   #sendJoin(room) {
     const join = { type: "join", room: room.name };
     if (room.cursor.resumable) {
@@ -455,14 +495,16 @@ export class Client extends Emitter {
 
   #onJoined(room, frame) {
     const { users, offset, epoch, recovered } = frame;
+    // [R8] the history no longer covers the gap: the application hears of it.
     if (recovered === false) this.emit("lost", { stream: "room", room: room.name });
     room.cursor.restart(offset, epoch, recovered);
+    room.recovered = recovered;
     room.users = new Set(users);
     room.joined = true;
     const info = { room: room.name, users, offset, epoch, recovered };
     for (const waiter of room.joining.splice(0)) waiter.resolve(info);
     this.emit("presence", { room: room.name, kind: "members", users: [...users] });
-    // Messages that had no publication back yet go (again): the same id publishes once.
+    // [R13] Messages that had no publication back yet go (again): the same id publishes once.
     this.#flushOutbox(room);
   }
 
@@ -475,7 +517,7 @@ export class Client extends Emitter {
       room: name,
     });
     if (code === "unavailable" && command) {
-      // Nothing happened; the same command goes again after a back-off.
+      // [R14] Nothing happened; the same command goes again after a back-off.
       setTimeout(() => this.#retry(command), this.#backoff());
       return;
     }

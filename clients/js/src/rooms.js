@@ -25,6 +25,8 @@ export class Room {
     this.cursor = new Cursor();
     /** Public user ids of the members, as the last `room_users` and presence events said. */
     this.users = new Set();
+    /** The last `room_users`' `recovered`: set when that join asked to recover (`since`). */
+    this.recovered = undefined;
     /** Whether `room_users` came on the current socket (messages may be sent). */
     this.joined = false;
     /** @type {{ resolve: Function, reject: Function }[]} join() calls waiting for `room_users` */

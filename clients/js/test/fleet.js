@@ -39,6 +39,19 @@ export async function eventually(what, check) {
   }
 }
 
+/** `promise`, or a failure naming `what` after PATIENCE_MS. */
+export async function within(what, promise) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), PATIENCE_MS);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A child process, its output in a log file, and a promise of its exit. */
 function start(name, program, args) {
   const log = join(tmpdir(), `wsfleet-js-${name}-${process.pid}-${Date.now()}.log`);
@@ -66,8 +79,11 @@ export class Fleet {
   /** @type {{ child: import("node:child_process").ChildProcess }[]} */
   #processes = [];
   nodes = [];
+  /** The colour new connections go to through nextUrl(), as nginx's upstream after a promote. */
+  live = "blue";
+  #turn = 0;
 
-  /** Redis and `count` wsfleet nodes, every one ready, with `extra` flags. */
+  /** Redis and `count` wsfleet nodes, every one ready, with `extra` flags (flag, value pairs). */
   static async start(count = 2, extra = []) {
     if (!existsSync(BINARY)) {
       throw new Error(`${BINARY} is missing: cargo build --bin wsfleet (or set WSFLEET_BIN)`);
@@ -81,7 +97,7 @@ export class Fleet {
     fleet.redisUrl = `redis://127.0.0.1:${redisPort}`;
     try {
       await eventually(`redis-server on ${redisPort}`, () => redisAnswers(redisPort));
-      for (let i = 0; i < count; i++) fleet.nodes.push(await fleet.#startNode(`node${i}`, extra));
+      for (let i = 0; i < count; i++) await fleet.addNode(`node${i}`, extra);
     } catch (error) {
       await fleet.stop(); // what did start, stopped by its own handle
       throw error;
@@ -89,21 +105,32 @@ export class Fleet {
     return fleet;
   }
 
+  /** Starts one more wsfleet node (its colour from a `--color` in `extra`, else blue), ready. */
+  async addNode(name, extra = []) {
+    const node = await this.#startNode(name, extra);
+    this.nodes.push(node);
+    return node;
+  }
+
   async #startNode(name, extra) {
     const port = await freePort();
-    const args = [
-      "--bind-addr", `127.0.0.1:${port}`,
-      "--redis-url", this.redisUrl,
-      "--instance-id", `${name}-${port}`,
-      "--broadcast-token", TOKEN,
-      "--lease-period", "500ms",
-      "--redis-timeout", "500ms",
-      "--drain-spread", "200ms",
-      "--shutdown-timeout", "5s",
+    const colorAt = extra.indexOf("--color");
+    const color = colorAt >= 0 ? extra[colorAt + 1] : "blue";
+    // Flags and values, the tests' defaults first; `extra` (flag, value pairs) replaces them.
+    const flags = new Map([
+      ["--bind-addr", `127.0.0.1:${port}`],
+      ["--redis-url", this.redisUrl],
+      ["--instance-id", `${name}-${port}`],
+      ["--broadcast-token", TOKEN],
+      ["--lease-period", "500ms"],
+      ["--redis-timeout", "500ms"],
+      ["--drain-spread", "200ms"],
+      ["--shutdown-timeout", "5s"],
       // The tests send as fast as replies come; the rate limit is not what they are about.
-      "--rate-limit", "0",
-      ...extra,
-    ];
+      ["--rate-limit", "0"],
+    ]);
+    for (let i = 0; i + 1 < extra.length; i += 2) flags.set(extra[i], extra[i + 1]);
+    const args = [...flags].flat();
     const node = start(name, BINARY, args);
     this.#processes.push(node);
     const addr = `127.0.0.1:${port}`;
@@ -113,6 +140,7 @@ export class Fleet {
     });
     return {
       name,
+      color,
       addr,
       log: node.log,
       ws: `ws://${addr}/ws/chat/`,
@@ -140,15 +168,50 @@ export class Fleet {
     return node.ws;
   }
 
-  /** `POST /broadcast` through `node`; the answer's body. */
-  async broadcast(node, message) {
+  /**
+   * The socket URL of the next live node of the live colour, in turn: what a load balancer in
+   * front of the fleet gives each new connection.
+   */
+  nextUrl() {
+    const live = this.nodes.filter((n) => !n.draining && n.color === this.live);
+    if (live.length === 0) throw new Error(`no live ${this.live} node`);
+    this.#turn += 1;
+    return live[this.#turn % live.length].ws;
+  }
+
+  /**
+   * `POST /broadcast` through `node`; the answer's body. With `key` (an `Idempotency-Key`) a
+   * repeat publishes nothing and answers 200 with the first answer.
+   */
+  async broadcast(node, message, { key } = {}) {
+    const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+    if (key) headers["idempotency-key"] = key;
     const response = await fetch(`http://${node.addr}/broadcast`, {
       method: "POST",
-      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+      headers,
       body: JSON.stringify({ message }),
     });
-    if (response.status !== 202) throw new Error(`broadcast answered ${response.status}`);
+    if (response.status !== 202 && !(key && response.status === 200)) {
+      throw new Error(`broadcast answered ${response.status}`);
+    }
     return response.json();
+  }
+
+  /**
+   * A broadcast through a live node of the live colour, tried again (same idempotency key, so
+   * published once) while nodes drain or vanish under it.
+   */
+  async broadcastSomewhere(message, key) {
+    for (let attempt = 0; ; attempt++) {
+      const node = this.nodes.find((n) => !n.draining && n.color === this.live);
+      try {
+        if (!node) throw new Error(`no live ${this.live} node`);
+        return await this.broadcast(node, message, { key });
+      } catch (error) {
+        if (attempt >= 50) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
   }
 
   /** Stops every process still running, by its own handle. */

@@ -9,6 +9,7 @@ import WebSocket from "ws";
 
 import { connect } from "../src/index.js";
 import { Fleet, eventually, gate, jwt } from "./fleet.js";
+import { record } from "./record.js";
 
 const SECRET = "a secret of at least thirty-two bytes!";
 
@@ -31,15 +32,8 @@ afterEach(async () => {
  * application is given.
  */
 function client(url, options = {}) {
-  const c = connect(url, { WebSocket, ...options });
+  const c = record(connect(url, { WebSocket, ...options }));
   clients.push(c);
-  c.seen = { anomalies: [], lost: [], disconnects: [], messages: [], broadcasts: [], presence: [] };
-  c.on("anomaly", (a) => c.seen.anomalies.push(a));
-  c.on("lost", (l) => c.seen.lost.push(l));
-  c.on("disconnect", (d) => c.seen.disconnects.push(d));
-  c.on("message", (m) => c.seen.messages.push(m));
-  c.on("broadcast", (b) => c.seen.broadcasts.push(b));
-  c.on("presence", (p) => c.seen.presence.push(p));
   return c;
 }
 
@@ -202,4 +196,38 @@ test("an expired token is replaced by the token function and the count goes on",
   assert.equal(await c.send("b"), 2);
   assert.equal(issued, 2, "one fresh token");
   assert.deepEqual(c.seen.anomalies, []);
+});
+
+test("disconnect() keeps the session: sends wait, open() resumes and recovers, reconnect() too", BOUNDED, async () => {
+  await startFleet();
+  const c = client(fleet.nodes[0].ws, { user: "carol" });
+  assert.equal(await c.send("a"), 1);
+  await c.join("den");
+  c.disconnect();
+  assert.equal(c.state, "idle");
+  const waiting = c.send("b");
+  const { offset } = await fleet.broadcast(fleet.nodes[1], "while idle");
+  c.open();
+  assert.equal(await waiting, 2, "sent once the session was resumed");
+  await eventually("the broadcast missed while idle", () => c.seen.broadcasts.length === 1);
+  assert.deepEqual(c.seen.broadcasts.map((b) => b.offset), [offset]);
+  await eventually("den joined again", () => c.rooms.get("den").joined);
+  assert.equal(c.rooms.get("den").recovered, true, "the rejoin asked to recover");
+  c.reconnect();
+  assert.equal(await c.send("c"), 3);
+  assert.deepEqual(c.seen.instances.length, 3, "three sockets, one session");
+  assert.deepEqual(c.seen.disconnects, [], "closes the application asked for are not losses");
+  assert.deepEqual(c.seen.anomalies, []);
+});
+
+test("a new client of a session in rooms joins them again from the welcome's list ([R7])", BOUNDED, async () => {
+  await startFleet();
+  const first = client(fleet.nodes[0].ws, { session: "roomy", user: "dora" });
+  await first.join("attic");
+  first.close();
+  const second = client(fleet.nodes[1].ws, { session: "roomy", user: "dora" });
+  await eventually("attic joined by the new client", () => second.rooms.get("attic")?.joined);
+  assert.deepEqual([...second.rooms.get("attic").users], ["dora"]);
+  const { offset } = await second.publish("attic", "still here");
+  assert.equal(offset, 1);
 });

@@ -1,5 +1,5 @@
-// The bookkeeping of docs/PROTOCOL.md's client rules, without a socket: the counter's rules 1,
-// 2 and 4, the cursors' exactly-once admission, and which reply answers which room command.
+// The bookkeeping of docs/PROTOCOL.md's client rules, without a socket: the counter's rules [R1],
+// [R2] and [R4], the cursors' exactly-once admission, and which reply answers which room command.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -20,7 +20,7 @@ function counterWith(acked, pending) {
   return { counter, resolved };
 }
 
-test("a welcome's count decides which frames in flight were counted (rule 4)", () => {
+test("a welcome's count decides which frames in flight were counted ([R4])", () => {
   const cases = [
     // acked, pending, welcome → judgement, amount, frames resolved by the welcome, left to resend
     [5, 0, 5, "continues", 0, [], 0],
@@ -41,7 +41,7 @@ test("a welcome's count decides which frames in flight were counted (rule 4)", (
   }
 });
 
-test("a reply counts the oldest pending frame; unavailable keeps it to resend (rules 1 and 2)", () => {
+test("a reply counts the oldest pending frame; unavailable keeps it to resend ([R1], [R2])", () => {
   const { counter, resolved } = counterWith(0, 3);
   assert.equal(counter.nextToSend(64), undefined, "all three are on the wire");
   counter.refused();
