@@ -24,12 +24,20 @@ pub const LIBRARY: &[(&str, &str)] = &[
         "counter.js",
         include_str!("../../clients/js/src/counter.js"),
     ),
+    (
+        "connection.js",
+        include_str!("../../clients/js/src/connection.js"),
+    ),
     ("cursor.js", include_str!("../../clients/js/src/cursor.js")),
     (
         "emitter.js",
         include_str!("../../clients/js/src/emitter.js"),
     ),
     ("rooms.js", include_str!("../../clients/js/src/rooms.js")),
+    (
+        "roomset.js",
+        include_str!("../../clients/js/src/roomset.js"),
+    ),
 ];
 
 /// The page, its redirect and the client's modules.

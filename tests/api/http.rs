@@ -104,10 +104,12 @@ async fn the_test_page_is_served_and_unknown_routes_are_json_404s() {
     assert_eq!(
         served,
         [
+            "connection.js",
             "counter.js",
             "cursor.js",
             "emitter.js",
             "rooms.js",
+            "roomset.js",
             "wsfleet.js"
         ]
     );
