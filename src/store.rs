@@ -25,6 +25,13 @@ use crate::metrics::{Metrics, OperationLabel};
 /// All keys live under this prefix; see docs/DESIGN.md for the schema.
 pub const KEY_PREFIX: &str = "wsfleet:";
 
+/// The prefix of the fleet-wide keys (registry, heartbeat election) in a Redis Cluster: one
+/// hash tag, so that the scripts reading several of them (the snapshot reads every instance's
+/// record) run on one slot. Outside a cluster they keep their plain names under
+/// [`KEY_PREFIX`], so that a promote from a version before cluster support shares them (see
+/// docs/DESIGN.md, "Redis Cluster").
+pub const CLUSTER_FLEET_PREFIX: &str = "wsfleet:{fleet}:";
+
 #[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
@@ -42,6 +49,8 @@ pub struct Store {
     redis: WithOptions<Client>,
     /// Every call is timed and its failures counted here, by operation.
     metrics: Arc<Metrics>,
+    /// `REDIS_URL` names a Redis Cluster (`redis-cluster://`).
+    clustered: bool,
 }
 
 impl Store {
@@ -53,6 +62,7 @@ impl Store {
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
+        let clustered = Config::from_url(url)?.server.is_clustered();
         let client =
             connect_client(|retry| Ok(builder(url, timeout, retry)?.build()?), timeout).await?;
         let options = Options {
@@ -64,6 +74,7 @@ impl Store {
         Ok(Store {
             redis: client.with_options(&options),
             metrics,
+            clustered,
         })
     }
 
@@ -91,6 +102,22 @@ impl Store {
     /// Where calls are recorded, for callers that record their own (a batch).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Whether this is a Redis Cluster: multi-key calls must then stay in one slot.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// The key of a fleet-wide `name` (`instances`, `heartbeat:leader`…): `wsfleet:<name>`, or
+    /// `wsfleet:{fleet}:<name>` in a cluster (see [`CLUSTER_FLEET_PREFIX`]).
+    pub fn fleet_key(&self, name: &str) -> String {
+        let prefix = if self.clustered {
+            CLUSTER_FLEET_PREFIX
+        } else {
+            KEY_PREFIX
+        };
+        format!("{prefix}{name}")
     }
 
     pub fn is_connected(&self) -> bool {
