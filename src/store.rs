@@ -165,6 +165,11 @@ impl Store {
         V::Error: Into<fred::error::Error> + Send,
     {
         let keys = keys.into().inner();
+        // Routed by the first key (every key of a call is in one slot): fred's `FirstKey`
+        // would hash the script's sha1, the first argument, and Redis would answer MOVED.
+        let route = keys
+            .first()
+            .map(|key| fred::util::redis_keyslot(key.as_bytes()));
         let args = match args.try_into().map_err(Into::into)? {
             Value::Array(values) => values,
             Value::Null => Vec::new(),
@@ -178,13 +183,17 @@ impl Store {
         let mut call = Vec::with_capacity(tail.len() + 1);
         call.push(Value::from(script.sha1().clone()));
         call.extend(tail.iter().cloned());
-        match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
+        match self
+            .redis
+            .custom::<R, _>(command("EVALSHA", route), call)
+            .await
+        {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 let lua = script.lua().expect("scripts are built from source").clone();
                 let mut call = Vec::with_capacity(tail.len() + 1);
                 call.push(Value::from(lua));
                 call.extend(tail);
-                Ok(self.redis.custom(command("EVAL"), call).await?)
+                Ok(self.redis.custom(command("EVAL", route), call).await?)
             }
             other => Ok(other?),
         }
@@ -214,9 +223,11 @@ impl Store {
     }
 }
 
-/// A non-blocking custom command, which fred pipelines.
-fn command(name: &'static str) -> CustomCommand {
-    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+/// A non-blocking custom command, which fred pipelines; in a cluster it goes to the node of
+/// `slot`.
+fn command(name: &'static str, slot: Option<u16>) -> CustomCommand {
+    let route = slot.map_or(ClusterHash::FirstKey, ClusterHash::Custom);
+    CustomCommand::new_static(name, route, false)
 }
 
 /// `retry_first`: whether the first connection retries by the reconnect policy (see

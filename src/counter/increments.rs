@@ -141,7 +141,12 @@ impl IncrementBatches {
     /// batches pipelined behind it (see [`WaitReplicas`]): its cost is in docs/BENCHMARKS.md.
     /// In a cluster it goes to the node of `slot`, the one that ran the group: fred holds one
     /// connection per node, the one the group's script went over.
-    async fn wait(&self, replicas: u32, timeout_ms: i64, slot: Option<u16>) -> Result<(), StoreError> {
+    async fn wait(
+        &self,
+        replicas: u32,
+        timeout_ms: i64,
+        slot: Option<u16>,
+    ) -> Result<(), StoreError> {
         use fred::interfaces::ClientLike;
         let acked: i64 = self
             .store

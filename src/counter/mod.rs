@@ -269,4 +269,3 @@ impl SessionCounter {
         Box::pin(store.timed("touch", call)).await.map(drop)
     }
 }
-
