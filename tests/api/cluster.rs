@@ -162,6 +162,16 @@ async fn a_cluster_primary_killed_under_an_open_socket_repeats_no_count() {
     app.wait_ready().await;
     let session = "failover";
     let slot = fred::util::redis_keyslot(format!("wsfleet:session:{session}").as_bytes());
+    // A room on the same shard: its subscription must follow the slot to the new primary.
+    let primaries = cluster.primaries();
+    let doomed = primaries
+        .iter()
+        .position(|p| Some(p.port) == cluster.primary_of(slot))
+        .unwrap();
+    let tag = tags_on_each_primary(&primaries, "room:r").remove(doomed);
+    let room = tag.trim_start_matches("room:").to_string();
+    let mut listener = member(&app, "carol", &room).await;
+    join(&mut listener, &room).await;
     let mut client = Client::connect(&app.ws_url(Some(session))).await;
     for n in 1..=20 {
         client.send("x").await;
@@ -213,4 +223,8 @@ async fn a_cluster_primary_killed_under_an_open_socket_repeats_no_count() {
         ready(&app).await.then_some(())
     })
     .await;
+    // Ready again means the room's shard is subscribed again, on the new primary.
+    let said = json!({"type": "message", "room": room, "content": "after"}).to_string();
+    listener.send(&said).await;
+    assert_eq!(next_of(&mut listener, "message").await["content"], "after");
 }
