@@ -52,16 +52,22 @@ start_cluster() {
 
 # primary_of_key KEY: the port of the primary serving KEY's slot now.
 primary_of_key() {
-    local first slot
-    first=$(echo "$CLUSTER_PORTS" | awk '{print $1}')
-    slot=$(redis-cli -p "$first" cluster keyslot "$1")
+    local port slot="" owner
+    # Any live server answers; the killed one (maybe the first) does not.
     for port in $CLUSTER_PORTS; do
-        redis-cli -p "$port" cluster nodes 2>/dev/null | awk -v slot="$slot" '
+        slot=$(redis-cli -p "$port" cluster keyslot "$1" 2>/dev/null) && [ -n "$slot" ] && break
+    done
+    for port in $CLUSTER_PORTS; do
+        owner=$(redis-cli -p "$port" cluster nodes 2>/dev/null | awk -v slot="$slot" '
             $3 ~ /master/ && $3 !~ /fail/ {
                 for (i = 9; i <= NF; i++) {
                     n = split($i, r, "-"); lo = r[1]; hi = (n == 2) ? r[2] : r[1]
                     if (slot + 0 >= lo + 0 && slot + 0 <= hi + 0) { split($2, a, "[:@]"); print a[2]; exit }
                 }
-            }' && return 0
+            }')
+        if [ -n "$owner" ]; then
+            echo "$owner"
+            return 0
+        fi
     done
 }
