@@ -77,7 +77,8 @@ pub struct Config {
     /// Redis holding counters, the registry and the pub/sub channel: `redis://` or `rediss://`
     /// (TLS; the CA from the system roots, or SSL_CERT_FILE) for one server,
     /// `redis-sentinel://h:p?node=h2:p2&sentinelServiceName=NAME` (or `rediss-sentinel://`)
-    /// for a Sentinel-managed primary.
+    /// for a Sentinel-managed primary, `redis-cluster://h:p?node=h2:p2&node=h3:p3` (or
+    /// `rediss-cluster://`) for a Redis Cluster.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -348,8 +349,8 @@ impl Config {
     }
 }
 
-/// Parses `url` as fred does at start-up (its own URL forms: no parsing here) and refuses the
-/// deployments wsfleet does not run on yet, before anything connects. A `rediss://` URL also
+/// Parses `url` as fred does at start-up (its own URL forms: no parsing here) and refuses a
+/// scheme fred would take for a plain server, before anything connects. A `rediss://` URL also
 /// loads the trusted CAs here, so a bad SSL_CERT_FILE fails at start-up.
 fn check_redis_url(url: &str) -> Result<(), ConfigError> {
     use fred::types::config::ServerConfig;
@@ -357,18 +358,15 @@ fn check_redis_url(url: &str) -> Result<(), ConfigError> {
         url: redact_password(url),
         reason,
     };
-    const SUPPORTED: &str = "use redis://, rediss://, redis-sentinel:// or rediss-sentinel://";
+    const SUPPORTED: &str =
+        "use redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster:// or rediss-cluster://";
     let config =
         fred::types::config::Config::from_url(url).map_err(|e| error(e.details().into()))?;
     // fred takes any other scheme for a plain server (`http://x` included); refuse it.
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     match config.server {
-        // The counter's increment batch and the registry's scripts take keys of many slots.
-        ServerConfig::Clustered { .. } => Err(error(format!(
-            "Redis Cluster is not supported yet (scripts span slots); {SUPPORTED}"
-        ))),
         ServerConfig::Centralized { .. } if matches!(scheme, "redis" | "rediss") => Ok(()),
-        ServerConfig::Sentinel { .. } => Ok(()),
+        ServerConfig::Clustered { .. } | ServerConfig::Sentinel { .. } => Ok(()),
         _ => Err(error(SUPPORTED.into())),
     }
 }

@@ -41,6 +41,7 @@ use crate::{
     metrics::Metrics,
     protocol::ChannelMessage,
     rooms::Rooms,
+    shard_probes::ShardProbes,
     store::{Store, StoreError, KEY_PREFIX},
 };
 
@@ -100,6 +101,8 @@ pub struct Fanout {
     last_heartbeat_ms: AtomicU64,
     /// The local sockets by session, for messages addressed to one session.
     pub directory: Directory,
+    /// In a Redis Cluster, the proof that every shard's subscription delivers.
+    pub shard_probes: ShardProbes,
     /// The newest broadcast seen through the channel: where a new socket's broadcast stream
     /// starts (see [`Fanout::broadcast_position`]).
     broadcast_position: Mutex<Option<(u64, Arc<str>)>>,
@@ -121,6 +124,7 @@ impl Fanout {
             last_delivery_ms: AtomicU64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
             directory: Directory::default(),
+            shard_probes: ShardProbes::default(),
             broadcast_position: Mutex::new(None),
         }
     }
@@ -154,10 +158,13 @@ impl Fanout {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Whether a message came back through the Redis channel within the freshness window.
+    /// Whether a message came back through the Redis channel within the freshness window
+    /// and, in a Redis Cluster, a probe through every shard's subscription (src/shard_probes.rs).
     pub fn subscription_is_live(&self) -> bool {
         let last = self.last_delivery_ms.load(Ordering::Relaxed);
-        last != 0 && self.now_ms() - last <= SUBSCRIPTION_FRESHNESS.as_millis() as u64
+        last != 0
+            && self.now_ms() - last <= SUBSCRIPTION_FRESHNESS.as_millis() as u64
+            && self.shard_probes.is_live()
     }
 
     /// Seconds since the last heartbeat came through, `None` before the first.
@@ -294,6 +301,7 @@ pub async fn run_subscriber(
     let mut connection_errors = client.error_rx();
     let mut reconnects = client.reconnect_rx();
     let probe = ChannelMessage::Probe { instance };
+    let probe_text = serde_json::to_string(&probe).expect("channel messages serialize");
     let next_probe = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_probe);
     let mut subscribed = false;
@@ -307,6 +315,7 @@ pub async fn run_subscriber(
             received = messages.recv() => match received {
                 Ok(message) => match message.value.as_str() {
                     Some(text) if message.channel == fleet_channel => fanout.deliver(&text, &metrics),
+                    Some(_) if fanout.shard_probes.deliver(&message.channel) => {}
                     // The channels of the rooms this instance's sockets are in.
                     Some(text) => rooms.deliver(&message.channel, &text),
                     None => tracing::warn!("ignoring non-text fan-out message"),
@@ -319,12 +328,14 @@ pub async fn run_subscriber(
             // Both senders live in `client`, so these never close.
             Ok((error, _)) = connection_errors.recv() => {
                 // While Redis stays down every failed reconnect reports again: warn once.
+                fanout.shard_probes.forget_deliveries();
                 if fanout.forget_deliveries() {
                     tracing::warn!(%error, "fan-out subscriber connection lost; not ready");
                 }
             }
             Ok(_) = reconnects.recv() => {
                 fanout.forget_deliveries();
+                fanout.shard_probes.forget_deliveries();
                 tracing::info!("fan-out subscriber reconnected; ready once a probe comes through");
             }
             () = &mut next_probe => {
@@ -338,6 +349,9 @@ pub async fn run_subscriber(
                 }
                 if let Err(error) = publish(&store, &probe).await {
                     tracing::debug!(%error, "probe publish failed");
+                }
+                if store.is_clustered() {
+                    fanout.shard_probes.tick(&client, &store, &probe_text).await;
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! The fleet heartbeat: exactly one `{"ts": …}` per interval for the whole fleet, published
 //! by an elected instance.
 //!
-//! Election is a Redis lease (`wsfleet:heartbeat:leader`, TTL 2 intervals) taken and renewed
+//! Election is a Redis lease (`wsfleet:heartbeat:leader`, TTL 2 intervals; under
+//! `wsfleet:{fleet}:` in a Redis Cluster, with the last beat's key) taken and renewed
 //! by one script that also publishes, so "am I the leader" and "publish" cannot be split by a
 //! failover. Every instance runs the script once per interval; only the lease holder
 //! publishes. When it dies its lease expires within 2 intervals and the next instance to tick
@@ -33,7 +34,7 @@ use crate::{
     fanout::channel_name,
     metrics::Metrics,
     protocol::{timestamp_now, ChannelMessage},
-    store::{Store, StoreError, KEY_PREFIX},
+    store::{Store, StoreError},
 };
 
 /// Returns 0: another instance leads; 1: leading, no beat this tick; 2: published.
@@ -65,12 +66,12 @@ const RELEASE_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 
-fn leader_key() -> String {
-    format!("{KEY_PREFIX}heartbeat:leader")
+fn leader_key(store: &Store) -> String {
+    store.fleet_key("heartbeat:leader")
 }
 
-fn last_beat_key() -> String {
-    format!("{KEY_PREFIX}heartbeat:last")
+fn last_beat_key(store: &Store) -> String {
+    store.fleet_key("heartbeat:last")
 }
 
 /// Runs the election and publishes heartbeats until `cancel`, then releases the lease so a
@@ -97,7 +98,7 @@ pub async fn run(
                     .run(
                         "heartbeat",
                         &beat,
-                        vec![leader_key(), last_beat_key()],
+                        vec![leader_key(&store), last_beat_key(&store)],
                         vec![
                             instance.clone(),
                             lease_ms.to_string(),
@@ -121,7 +122,7 @@ pub async fn run(
     }
     let release = Script::from_lua(RELEASE_LUA);
     if let Err(error) = store
-        .run::<i64, _, _>("heartbeat_release", &release, leader_key(), instance)
+        .run::<i64, _, _>("heartbeat_release", &release, leader_key(&store), instance)
         .await
     {
         tracing::debug!(%error, "releasing the heartbeat lease failed");

@@ -22,6 +22,7 @@
 //! - [`registry`]: the crash-safe fleet registry of instances and connections; its
 //!   connects and disconnects go to Redis in batches (`registry_writes`).
 //! - [`fanout`]: the pub/sub channel and its delivery to every local socket.
+//! - [`shard_probes`]: in a Redis Cluster, readiness proves the subscription on every shard.
 //! - [`rooms`]: fleet-wide rooms: presence by leases, publications with offsets, and the
 //!   channel subscriptions that follow the local members.
 //! - [`history`]: publication streams (rooms, broadcasts): offsets, epochs, history and
@@ -45,6 +46,7 @@ pub mod protocol;
 pub mod registry;
 mod registry_writes;
 pub mod rooms;
+pub mod shard_probes;
 pub mod shutdown;
 pub mod startup;
 pub mod state;

@@ -2,7 +2,8 @@
 //! holds. Crash-safe by leases: every record expires unless its instance renews it, so a
 //! SIGKILLed instance drops out of the fleet within 3 lease periods without anyone cleaning up.
 //!
-//! Keys (see docs/DESIGN.md):
+//! Keys (see docs/DESIGN.md; in a Redis Cluster each is under `wsfleet:{fleet}:` instead, one
+//! slot for the scripts that read several: [`Store::fleet_key`]):
 //! - `wsfleet:instances` — sorted set, instance id scored by its last renewal (ms).
 //! - `wsfleet:instance:<id>` — hash of the instance's record, TTL 3 lease periods.
 //! - `wsfleet:instance:<id>:conns` — hash connection id → session id, same TTL.
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     metrics::Metrics,
     registry_writes::{Change, ConnectionWrites},
-    store::{Store, StoreError, KEY_PREFIX},
+    store::{Store, StoreError},
 };
 
 /// Renews the instance record and its connection hash, and returns how many connections the
@@ -130,7 +131,7 @@ impl Registry {
         timeout: Duration,
     ) -> Self {
         let ttl_ms = 3 * lease_period.as_millis() as u64;
-        let conns_key = conns_key(&info.id);
+        let conns_key = conns_key(&store, &info.id);
         Registry {
             writes: ConnectionWrites::start(store.clone(), conns_key, ttl_ms, timeout),
             store,
@@ -152,11 +153,11 @@ impl Registry {
     }
 
     fn instance_key(&self) -> String {
-        format!("{KEY_PREFIX}instance:{}", self.info.id)
+        self.store.fleet_key(&format!("instance:{}", self.info.id))
     }
 
     fn conns_key(&self) -> String {
-        conns_key(&self.info.id)
+        conns_key(&self.store, &self.info.id)
     }
 
     /// Records a new socket locally and in Redis. A Redis failure is returned but the local
@@ -227,7 +228,7 @@ impl Registry {
                 "renew",
                 &self.renew,
                 vec![
-                    format!("{KEY_PREFIX}instances"),
+                    self.store.fleet_key("instances"),
                     self.instance_key(),
                     self.conns_key(),
                 ],
@@ -285,8 +286,8 @@ impl Registry {
             .run(
                 "snapshot",
                 &self.snapshot,
-                format!("{KEY_PREFIX}instances"),
-                format!("{KEY_PREFIX}instance:"),
+                self.store.fleet_key("instances"),
+                self.store.fleet_key("instance:"),
             )
             .await?;
         let records: Vec<InstanceRecord> =
@@ -321,7 +322,7 @@ impl Registry {
     pub async fn deregister(&self) -> Result<(), StoreError> {
         let redis = self.store.redis();
         let keys = vec![self.instance_key(), self.conns_key()];
-        let index = format!("{KEY_PREFIX}instances");
+        let index = self.store.fleet_key("instances");
         self.store
             .timed("deregister", redis.del::<i64, _>(keys))
             .await?;
@@ -335,8 +336,8 @@ impl Registry {
     }
 }
 
-fn conns_key(instance_id: &str) -> String {
-    format!("{KEY_PREFIX}instance:{instance_id}:conns")
+fn conns_key(store: &Store, instance_id: &str) -> String {
+    store.fleet_key(&format!("instance:{instance_id}:conns"))
 }
 
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

@@ -25,6 +25,13 @@ use crate::metrics::{Metrics, OperationLabel};
 /// All keys live under this prefix; see docs/DESIGN.md for the schema.
 pub const KEY_PREFIX: &str = "wsfleet:";
 
+/// The prefix of the fleet-wide keys (registry, heartbeat election) in a Redis Cluster: one
+/// hash tag, so that the scripts reading several of them (the snapshot reads every instance's
+/// record) run on one slot. Outside a cluster they keep their plain names under
+/// [`KEY_PREFIX`], so that a promote from a version before cluster support shares them (see
+/// docs/DESIGN.md, "Redis Cluster").
+pub const CLUSTER_FLEET_PREFIX: &str = "wsfleet:{fleet}:";
+
 #[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
@@ -42,6 +49,8 @@ pub struct Store {
     redis: WithOptions<Client>,
     /// Every call is timed and its failures counted here, by operation.
     metrics: Arc<Metrics>,
+    /// `REDIS_URL` names a Redis Cluster (`redis-cluster://`).
+    clustered: bool,
 }
 
 impl Store {
@@ -53,6 +62,7 @@ impl Store {
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
+        let clustered = Config::from_url(url)?.server.is_clustered();
         let client =
             connect_client(|retry| Ok(builder(url, timeout, retry)?.build()?), timeout).await?;
         let options = Options {
@@ -64,6 +74,7 @@ impl Store {
         Ok(Store {
             redis: client.with_options(&options),
             metrics,
+            clustered,
         })
     }
 
@@ -91,6 +102,22 @@ impl Store {
     /// Where calls are recorded, for callers that record their own (a batch).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Whether this is a Redis Cluster: multi-key calls must then stay in one slot.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// The key of a fleet-wide `name` (`instances`, `heartbeat:leader`…): `wsfleet:<name>`, or
+    /// `wsfleet:{fleet}:<name>` in a cluster (see [`CLUSTER_FLEET_PREFIX`]).
+    pub fn fleet_key(&self, name: &str) -> String {
+        let prefix = if self.clustered {
+            CLUSTER_FLEET_PREFIX
+        } else {
+            KEY_PREFIX
+        };
+        format!("{prefix}{name}")
     }
 
     pub fn is_connected(&self) -> bool {
@@ -138,6 +165,11 @@ impl Store {
         V::Error: Into<fred::error::Error> + Send,
     {
         let keys = keys.into().inner();
+        // Routed by the first key (every key of a call is in one slot): fred's `FirstKey`
+        // would hash the script's sha1, the first argument, and Redis would answer MOVED.
+        let route = keys
+            .first()
+            .map(|key| fred::util::redis_keyslot(key.as_bytes()));
         let args = match args.try_into().map_err(Into::into)? {
             Value::Array(values) => values,
             Value::Null => Vec::new(),
@@ -151,13 +183,17 @@ impl Store {
         let mut call = Vec::with_capacity(tail.len() + 1);
         call.push(Value::from(script.sha1().clone()));
         call.extend(tail.iter().cloned());
-        match self.redis.custom::<R, _>(command("EVALSHA"), call).await {
+        match self
+            .redis
+            .custom::<R, _>(command("EVALSHA", route), call)
+            .await
+        {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 let lua = script.lua().expect("scripts are built from source").clone();
                 let mut call = Vec::with_capacity(tail.len() + 1);
                 call.push(Value::from(lua));
                 call.extend(tail);
-                Ok(self.redis.custom(command("EVAL"), call).await?)
+                Ok(self.redis.custom(command("EVAL", route), call).await?)
             }
             other => Ok(other?),
         }
@@ -187,9 +223,11 @@ impl Store {
     }
 }
 
-/// A non-blocking custom command, which fred pipelines.
-fn command(name: &'static str) -> CustomCommand {
-    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+/// A non-blocking custom command, which fred pipelines; in a cluster it goes to the node of
+/// `slot`.
+fn command(name: &'static str, slot: Option<u16>) -> CustomCommand {
+    let route = slot.map_or(ClusterHash::FirstKey, ClusterHash::Custom);
+    CustomCommand::new_static(name, route, false)
 }
 
 /// `retry_first`: whether the first connection retries by the reconnect policy (see

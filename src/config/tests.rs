@@ -50,10 +50,6 @@ fn bad_values_are_refused_with_a_reason() {
         (&["--send-queue", "15"], "send-queue"),
         (&["--send-queue", "16385"], "send-queue"),
         (
-            &["--redis-url", "redis-cluster://h:7000?node=h:7001"],
-            "Redis Cluster is not supported yet",
-        ),
-        (
             &["--redis-url", "redis-sentinel://h:26379?node=h:26380"],
             "REDIS_URL",
         ),
@@ -240,8 +236,10 @@ fn bad_identity_settings_are_refused_with_one_line_naming_them() {
 }
 
 #[test]
-fn tls_and_sentinel_urls_are_accepted_in_freds_own_forms() {
+fn tls_sentinel_and_cluster_urls_are_accepted_in_freds_own_forms() {
     for url in [
+        "redis-cluster://h1:7000?node=h2:7001&node=h3:7002",
+        "rediss-cluster://user:pw@h1:7000",
         "rediss://user:pw@redis.example:6380/0",
         "redis-sentinel://h1:26379?node=h2:26379&node=h3:26379&sentinelServiceName=mymaster",
         "rediss-sentinel://h1:26379?sentinelServiceName=mymaster",

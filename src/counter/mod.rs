@@ -18,6 +18,7 @@
 //! at most one message in flight). Every wait is bounded by `--redis-timeout`: a caller stops
 //! waiting after it, and its request is then not sent if it has not been yet.
 
+mod increments;
 mod scripts;
 
 /// The scripts, for tests that hold their rules against a real Redis and for the bench.
@@ -29,11 +30,13 @@ use std::{
 };
 
 use fred::types::{scripts::Script, Key, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+
+use increments::{IncrementBatches, Request};
 
 use crate::{
     batch,
-    metrics::{Metrics, OperationLabel},
+    metrics::Metrics,
     store::{Store, StoreError, KEY_PREFIX},
 };
 
@@ -264,130 +267,5 @@ impl SessionCounter {
             .redis()
             .pexpire::<i64, _>(self.key.clone(), self.counter.ttl_ms, None);
         Box::pin(store.timed("touch", call)).await.map(drop)
-    }
-}
-
-/// One message to count.
-struct Request {
-    key: Key,
-    token: Value,
-    unsure: bool,
-    floor: u64,
-    reply: oneshot::Sender<Result<Counted, StoreError>>,
-}
-
-/// Sends increments as one `INCREMENT_BATCH_LUA` call per batch.
-struct IncrementBatches {
-    store: Store,
-    metrics: Arc<Metrics>,
-    script: Script,
-    ttl_ms: i64,
-    /// `REDIS_WAIT_REPLICAS` and the `WAIT` timeout in ms; `None`: counts are sent as soon as
-    /// the primary has them (a failover may then lose the last of them; the floor keeps the
-    /// counts going up all the same).
-    wait: Option<(u32, i64)>,
-}
-
-const INCREMENT: OperationLabel = OperationLabel {
-    operation: "increment",
-};
-
-impl batch::Sender for IncrementBatches {
-    type Request = Request;
-
-    /// A caller that stopped waiting has answered `unavailable` already; not sending its
-    /// message keeps it from being counted late.
-    fn still_wanted(&self, request: &Request) -> bool {
-        !request.reply.is_closed()
-    }
-
-    async fn send(&self, batch: Vec<Request>) {
-        let mut keys = Vec::with_capacity(batch.len());
-        let mut args = Vec::with_capacity(1 + 3 * batch.len());
-        args.push(Value::from(self.ttl_ms));
-        let mut replies = Vec::with_capacity(batch.len());
-        for request in batch {
-            keys.push(request.key);
-            args.push(request.token);
-            args.push(Value::from(if request.unsure { "1" } else { "0" }));
-            args.push(Value::from(request.floor.min(i64::MAX as u64) as i64));
-            replies.push(request.reply);
-        }
-        let started = Instant::now();
-        let mut result: Result<Value, StoreError> =
-            self.store.run_untimed(&self.script, keys, args).await;
-        if let (Ok(_), Some((replicas, timeout_ms))) = (&result, self.wait) {
-            if let Err(error) = self.wait(replicas, timeout_ms).await {
-                result = Err(error);
-            }
-        }
-        // One observation per batch; errors count once per message, so that
-        // `redis_errors{operation="increment"}` still means messages answered `unavailable`.
-        self.metrics
-            .redis_duration
-            .get_or_create(&INCREMENT)
-            .observe(started.elapsed().as_secs_f64());
-        let counts = match result {
-            Ok(Value::Array(counts)) if counts.len() == replies.len() => counts,
-            Ok(other) => {
-                let error = StoreError::Unexpected(format!("increment batch answered {other:?}"));
-                return self.fail(replies, error);
-            }
-            Err(error) => return self.fail(replies, error),
-        };
-        for (reply, count) in replies.into_iter().zip(counts) {
-            let result = match count {
-                Value::Integer(n) if n > 0 => Ok(Counted::Count(n as u64)),
-                Value::Integer(scripts::FENCED) => Ok(Counted::Fenced),
-                // Nobody waits for it: the socket moved on when it answered `unavailable`.
-                Value::Integer(scripts::STALE) => {
-                    Err(StoreError::Unexpected("a late attempt was refused".into()))
-                }
-                other => {
-                    self.metrics.redis_errors.get_or_create(&INCREMENT).inc();
-                    Err(StoreError::Unexpected(format!(
-                        "increment answered {other:?}"
-                    )))
-                }
-            };
-            // A caller that gave up meanwhile has dropped its receiver; nothing to do.
-            let _ = reply.send(result);
-        }
-    }
-}
-
-impl IncrementBatches {
-    /// `WAIT replicas timeout` on the connection the batch went over: Redis answers once that
-    /// many replicas have everything this connection wrote, the batch included. Fewer within
-    /// the timeout fail the whole batch as `unavailable`; each socket's resend then carries
-    /// `unsure` and gets its count again, so nothing is counted twice. WAIT holds up the
-    /// batches pipelined behind it (see [`WaitReplicas`]): its cost is in docs/BENCHMARKS.md.
-    async fn wait(&self, replicas: u32, timeout_ms: i64) -> Result<(), StoreError> {
-        use fred::interfaces::ClientLike;
-        let acked: i64 = self
-            .store
-            .redis()
-            .custom(
-                fred::types::CustomCommand::new_static("WAIT", None, false),
-                vec![Value::from(replicas as i64), Value::from(timeout_ms)],
-            )
-            .await?;
-        if acked < replicas as i64 {
-            return Err(StoreError::Unexpected(format!(
-                "WAIT: {acked} of {replicas} replicas acknowledged the batch"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Answers every request of a batch that failed as a whole.
-    fn fail(&self, replies: Vec<oneshot::Sender<Result<Counted, StoreError>>>, error: StoreError) {
-        self.metrics
-            .redis_errors
-            .get_or_create(&INCREMENT)
-            .inc_by(replies.len() as u64);
-        for reply in replies {
-            let _ = reply.send(Err(error.clone()));
-        }
     }
 }

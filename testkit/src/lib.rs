@@ -1,5 +1,5 @@
 //! The integration-test harness every test binary of the workspace shares (docs/DESIGN.md,
-//! "The test harness"): free ports, a `redis-server` of the test's own, nodes of the real
+//! "The test harness"): free ports, a `redis-server` of the test's own (or a Redis Cluster), nodes of the real
 //! binary, bounded waits, signals, the workspace's binaries and a real WebSocket client.
 //! Everything started here is stopped by pid when its handle drops.
 //!
@@ -9,6 +9,7 @@
 //! makes; a port below it cannot. In-process nodes bind port 0.
 
 mod client;
+mod cluster;
 mod node;
 mod redis;
 
@@ -21,6 +22,7 @@ use std::{
 };
 
 pub use client::{client_config, refused_upgrade, Client, Socket, FRAME_PATIENCE};
+pub use cluster::{tags_on_each_primary, Primary, RedisCluster, NODE_TIMEOUT_MS};
 pub use node::{node_args, node_command, wait_ready, ChildNode};
 pub use redis::RedisServer;
 

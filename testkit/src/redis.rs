@@ -88,6 +88,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Whether it was started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server (SIGKILL): like a crash, nothing is saved.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -3,6 +3,7 @@
 mod bad_input;
 mod broadcast;
 mod client;
+mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod counter_script;

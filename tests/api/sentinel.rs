@@ -21,14 +21,14 @@ const DOWN_AFTER_MS: u32 = 1000;
 const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// One `redis-server --sentinel` watching `primary_port`, killed (by pid) on drop.
-struct Sentinel {
-    port: u16,
+pub struct Sentinel {
+    pub port: u16,
     dir: PathBuf,
     child: Child,
 }
 
 impl Sentinel {
-    fn start(primary_port: u16) -> Sentinel {
+    pub fn start(primary_port: u16) -> Sentinel {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("wsfleet-test-sentinel-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -67,7 +67,7 @@ impl Sentinel {
     }
 
     /// The port of the primary it names now.
-    fn primary_port(&self) -> Option<u16> {
+    pub fn primary_port(&self) -> Option<u16> {
         let answer = self.cli(&["SENTINEL", "get-master-addr-by-name", SERVICE])?;
         answer.lines().nth(1)?.parse().ok()
     }
@@ -89,31 +89,60 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
     .await;
 }
 
+/// A primary, its replica (in sync) and a sentinel watching them (the contract run of
+/// tests/api/cluster.rs uses it too).
+pub struct SentinelSet {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: Sentinel,
+}
+
+impl SentinelSet {
+    pub async fn start() -> SentinelSet {
+        let primary = RedisServer::start().await;
+        let primary_port = primary.port.to_string();
+        let replica = RedisServer::start_with(|_| {
+            vec!["--replicaof".into(), "127.0.0.1".into(), primary_port]
+        })
+        .await;
+        until("the replica to sync", || {
+            replica
+                .cli(&["INFO", "replication"])
+                .is_some_and(|info| info.contains("master_link_status:up"))
+        })
+        .await;
+        let sentinel = Sentinel::start(primary.port);
+        until("the sentinel to know the replica", || {
+            sentinel
+                .cli(&["SENTINEL", "replicas", SERVICE])
+                .is_some_and(|answer| answer.contains(&replica.port.to_string()))
+        })
+        .await;
+        SentinelSet {
+            primary,
+            replica,
+            sentinel,
+        }
+    }
+
+    /// fred's Sentinel URL form.
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={SERVICE}",
+            self.sentinel.port
+        )
+    }
+}
+
 #[tokio::test]
 async fn a_sentinel_failover_keeps_the_socket_and_repeats_no_count() {
-    let mut primary = RedisServer::start().await;
-    let primary_port = primary.port.to_string();
-    let replica =
-        RedisServer::start_with(|_| vec!["--replicaof".into(), "127.0.0.1".into(), primary_port])
-            .await;
-    until("the replica to sync", || {
-        replica
-            .cli(&["INFO", "replication"])
-            .is_some_and(|info| info.contains("master_link_status:up"))
-    })
-    .await;
-    let sentinel = Sentinel::start(primary.port);
-    until("the sentinel to know the replica", || {
-        sentinel
-            .cli(&["SENTINEL", "replicas", SERVICE])
-            .is_some_and(|answer| answer.contains(&replica.port.to_string()))
-    })
-    .await;
-
-    let url = format!(
-        "redis-sentinel://127.0.0.1:{}?sentinelServiceName={SERVICE}",
-        sentinel.port
-    );
+    let set = SentinelSet::start().await;
+    let url = set.url();
+    let SentinelSet {
+        mut primary,
+        replica,
+        sentinel,
+    } = set;
     let node = ChildNode::start(
         &replica,
         "sentinel",
