@@ -12,8 +12,7 @@
 #                   REDIS_PORT to REDIS_PORT+5, their cluster bus ports right after them
 #                   (REDIS_PORT+6 to +11, not Redis's usual 10000 above: one block of ports). The
 #                   instances get redis-cluster://127.0.0.1:N1?node=127.0.0.1:N2&node=… (every node:
-#                   any one of them is enough to learn the slot map). The server accepts it only
-#                   with Cluster support (refused at start-up before it).
+#                   any one of them is enough to learn the slot map).
 #
 # Run state (next to the single redis-server's, see lib.sh):
 #   redis.topology                 the topology our Redis runs as (removed by make down)

@@ -189,9 +189,6 @@ redis_hint() {
     if redis_alive 2>/dev/null || [ "$REDIS" != single ]; then
         printf '; our Redis keeps running (make down stops it)'
     fi
-    if [ "$REDIS" = cluster ]; then
-        printf '. If the log says Redis Cluster is not supported, this build predates Cluster support: the cluster itself is up (make status)'
-    fi
 }
 # A colour with no live instance starts from the build just made.
 [ "${#running[@]}" -gt 0 ] || install_binary "$COLOR"

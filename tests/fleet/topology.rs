@@ -84,7 +84,6 @@ async fn make_up_redis_sentinel_counts_through_a_primary_a_replica_and_three_sen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server's Redis Cluster support (branch cluster): redis-cluster:// is refused at start-up before it"]
 async fn make_up_redis_cluster_counts_through_a_three_primary_cluster_and_make_down_stops_every_node(
 ) {
     let _one = ONE_FLEET_AT_A_TIME.lock().await;
