@@ -8,7 +8,7 @@
 #     --release -p wsfleet -p wsfleet-loadtest first)
 #
 # Prints one line per run (msg/s, p50, p99, script calls: one per batch on one Redis, one per
-# slot of a batch on the cluster), then the medians and the ratio cluster / single. Everything
+# node of a batch on the cluster), then the medians and the ratio cluster / single. Everything
 # runs on free loopback ports and is stopped by pid.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -22,7 +22,7 @@ mod increments;
 mod scripts;
 
 /// The scripts, for tests that hold their rules against a real Redis and for the bench.
-pub use scripts::{CLAIM_LUA, INCREMENT_BATCH_LUA};
+pub use scripts::{CLAIM_LUA, INCREMENT_BATCH_LUA, INCREMENT_NODE_BATCH_LUA};
 
 use std::{
     sync::Arc,
@@ -129,6 +129,7 @@ impl Counter {
                 .map_or_else(|| store.clone(), |w| w.connection.clone()),
             metrics,
             script: Script::from_lua(scripts::INCREMENT_BATCH_LUA),
+            node_script: Script::from_lua(scripts::INCREMENT_NODE_BATCH_LUA),
             ttl_ms,
             wait: wait.map(|w| (w.replicas, wait_ms)),
         };

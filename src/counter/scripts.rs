@@ -56,28 +56,11 @@ return {existed, n, repaired, rooms}";
 /// [`CLAIM_LUA`]'s `existed` for a session owned by another user.
 pub const NOT_OWNER: i64 = -1;
 
-/// Counts one message per entry. KEYS[i] is a session; ARGV[1] the TTL in ms, then three
-/// values per entry: the socket's writer token, whether the socket has attempts in doubt
-/// (answered `unavailable` since its last count: 1, else 0), and the highest count the socket
-/// has told its client (its floor).
-///
-/// While `w` is this socket's token, no one else counts for the session, so the counter is the
-/// floor unless attempts of this socket that it gave up on were run after all (Redis ran them
-/// after the socket stopped waiting). Per entry, in order:
-/// - another socket claimed the session since (`w` is not this token): -1, nothing counted;
-/// - the counter is above the floor and this attempt has attempts in doubt before it: one of
-///   them was counted, and this message is the client's resend of it, so that count is
-///   answered again;
-/// - the counter is above the floor and nothing was in doubt: a later attempt of this socket
-///   was counted before this one arrived (a reconnect of the Redis connection reordered them),
-///   so this one is old: -2, nothing counted;
-/// - otherwise the counter goes up by one, from at least the floor: if Redis lost the session
-///   (restart without data, an older dump, a TTL that ran out) the count continues above the
-///   highest one the socket has told its client, and the socket claims the session again.
-///
-/// One entry failing (a key of the wrong type) answers that entry with nil; the others count.
-pub const INCREMENT_BATCH_LUA: &str = r"
-local ttl = ARGV[1]
+/// The counting of one entry, shared by [`INCREMENT_BATCH_LUA`] and
+/// [`INCREMENT_NODE_BATCH_LUA`] (a macro: `concat!` takes literals only).
+macro_rules! count_lua {
+    () => {
+        r"local ttl = ARGV[1]
 local function count(key, token, unsure, floor)
   local f = redis.call('HMGET', key, 'w', 'n')
   local n = tonumber(f[2]) or 0
@@ -101,14 +84,63 @@ local function count(key, token, unsure, floor)
   redis.call('PEXPIRE', key, ttl)
   return n
 end
-local out = {}
+"
+    };
+}
+
+/// Counts one message per entry. KEYS[i] is a session; ARGV[1] the TTL in ms, then three
+/// values per entry: the socket's writer token, whether the socket has attempts in doubt
+/// (answered `unavailable` since its last count: 1, else 0), and the highest count the socket
+/// has told its client (its floor).
+///
+/// While `w` is this socket's token, no one else counts for the session, so the counter is the
+/// floor unless attempts of this socket that it gave up on were run after all (Redis ran them
+/// after the socket stopped waiting). Per entry, in order:
+/// - another socket claimed the session since (`w` is not this token): -1, nothing counted;
+/// - the counter is above the floor and this attempt has attempts in doubt before it: one of
+///   them was counted, and this message is the client's resend of it, so that count is
+///   answered again;
+/// - the counter is above the floor and nothing was in doubt: a later attempt of this socket
+///   was counted before this one arrived (a reconnect of the Redis connection reordered them),
+///   so this one is old: -2, nothing counted;
+/// - otherwise the counter goes up by one, from at least the floor: if Redis lost the session
+///   (restart without data, an older dump, a TTL that ran out) the count continues above the
+///   highest one the socket has told its client, and the socket claims the session again.
+///
+/// One entry failing (a key of the wrong type) answers that entry with nil; the others count.
+pub const INCREMENT_BATCH_LUA: &str = concat!(
+    count_lua!(),
+    r"local out = {}
 local a = 2
 for i = 1, #KEYS do
   local ok, n = pcall(count, KEYS[i], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]))
   out[i] = ok and n or false
   a = a + 3
 end
-return out";
+return out"
+);
+
+/// [`INCREMENT_BATCH_LUA`] for the sessions of one Redis Cluster node, in several slots: one
+/// call per node and batch instead of one per slot (with sessions spread over 16384 slots, a
+/// batch has nearly as many slots as messages). A script's declared keys must share a slot, so
+/// only KEYS[1] (the first entry's session, which routes the call) is declared; ARGV[1] is the
+/// TTL, then four values per entry: its session key, then the three of
+/// [`INCREMENT_BATCH_LUA`]. `allow-cross-slot-keys` (Redis 7) lets the script touch keys of
+/// other slots of this node. A key whose slot moved to another node meanwhile fails its entry
+/// alone (nil; the script does not stop): that socket's resend is `unsure` and safe, as after
+/// any `unavailable`.
+pub const INCREMENT_NODE_BATCH_LUA: &str = concat!(
+    "#!lua flags=allow-cross-slot-keys\n",
+    count_lua!(),
+    r"local out = {}
+local a = 2
+for i = 1, (#ARGV - 1) / 4 do
+  local ok, n = pcall(count, ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]))
+  out[i] = ok and n or false
+  a = a + 4
+end
+return out"
+);
 
 /// Answer of [`INCREMENT_BATCH_LUA`] for a fenced socket.
 pub const FENCED: i64 = -1;

@@ -164,3 +164,88 @@ async fn each_state_and_attempt_gets_the_documented_answer() {
         assert_eq!(w_after.as_deref(), expected_w, "{case}");
     }
 }
+
+/// In a Redis Cluster, a batch's sessions are in nearly as many slots as it has messages, and a
+/// script's declared keys must share one: `INCREMENT_BATCH_LUA` over two slots is refused
+/// (CROSSSLOT). `INCREMENT_NODE_BATCH_LUA` declares the first key only and counts sessions of
+/// several slots of that node; a session another node serves (its slot moved, or a stale slot
+/// map) fails its entry alone, and the others still count.
+#[tokio::test]
+async fn the_node_script_counts_sessions_of_several_slots_of_one_node_and_fails_a_foreign_one_alone(
+) {
+    use wsfleet::counter::INCREMENT_NODE_BATCH_LUA;
+    let mut cluster = crate::common::RedisCluster::start().await;
+    let primaries = cluster.primaries();
+    let home = primaries[0].port;
+    // Sessions by the node serving them: three of `home` in three slots, one elsewhere.
+    let (mut local, mut foreign) = (Vec::new(), None);
+    for i in 0..10_000 {
+        let key = format!("wsfleet:session:node-{i}");
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        match cluster.primary_of(slot) {
+            Some(port) if port == home => {
+                let slots: Vec<u16> = local
+                    .iter()
+                    .map(|k: &String| fred::util::redis_keyslot(k.as_bytes()))
+                    .collect();
+                if local.len() < 3 && !slots.contains(&slot) {
+                    local.push(key);
+                }
+            }
+            Some(_) if foreign.is_none() => foreign = Some(key),
+            _ => {}
+        }
+        if local.len() == 3 && foreign.is_some() {
+            break;
+        }
+    }
+    let foreign = foreign.expect("a session on another primary");
+    let client = cluster.server(home).client().await;
+    let eval = |lua: &'static str, keys: &[&String], entries: &[(&String, &str)]| {
+        let mut call = vec![Value::from(lua), Value::from(keys.len() as i64)];
+        call.extend(keys.iter().map(|k| Value::from(k.as_str())));
+        call.push(Value::from(60_000));
+        for (key, per_entry) in entries {
+            if lua == INCREMENT_NODE_BATCH_LUA {
+                call.push(Value::from(key.as_str()));
+            }
+            call.extend(per_entry.split(' ').map(Value::from));
+        }
+        client.custom::<Value, _>(CustomCommand::new_static("EVAL", None, false), call)
+    };
+
+    let refused = eval(
+        INCREMENT_BATCH_LUA,
+        &[&local[0], &local[1]],
+        &[(&local[0], "t 0 0"), (&local[1], "t 0 0")],
+    )
+    .await
+    .expect_err("two slots in one INCREMENT_BATCH_LUA");
+    assert!(refused.details().contains("CROSSSLOT"), "{refused:?}");
+
+    let counted = eval(
+        INCREMENT_NODE_BATCH_LUA,
+        &[&local[0]],
+        &[
+            (&local[0], "t 0 0"),
+            (&foreign, "t 0 0"),
+            (&local[1], "t 0 0"),
+            (&local[2], "t 0 0"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        counted,
+        Value::Array(vec![
+            Value::Integer(1),
+            Value::Null,
+            Value::Integer(1),
+            Value::Integer(1)
+        ])
+    );
+    for key in &local {
+        let n: Option<i64> = client.hget(key.as_str(), "n").await.unwrap();
+        assert_eq!(n, Some(1), "{key}");
+    }
+}
