@@ -51,13 +51,15 @@ say "ok:   probes, grace period, PDB, HPA, Service selector, image and environme
 
 # The check itself must be able to fail.
 sed -e 's/terminationGracePeriodSeconds: .*/terminationGracePeriodSeconds: 12/' \
-    -e 's|path: /readyz|path: /healthz|' "$work/all.yaml" >"$work/broken.yaml"
+    -e 's|path: /readyz|path: /healthz|' \
+    -e 's|mountPath: /run/secrets/wsfleet|mountPath: /run/elsewhere|' "$work/all.yaml" >"$work/broken.yaml"
 if python3 "$ROOT_DIR/scripts/check_kubernetes.py" "$work/broken.yaml" "$ROOT_DIR/src/config.rs" \
     2>"$work/broken.err"; then
-    die "check_kubernetes.py accepted a render with a 12 s grace period and no /readyz probe"
+    die "check_kubernetes.py accepted a render with a 12 s grace period, no /readyz probe and no Secret under its token file"
 fi
 if ! grep -q terminationGracePeriodSeconds "$work/broken.err" ||
-    ! grep -q /readyz "$work/broken.err"; then
+    ! grep -q /readyz "$work/broken.err" ||
+    ! grep -q 'not in a mounted Secret' "$work/broken.err"; then
     die "check_kubernetes.py failed the broken render for other reasons: $(cat "$work/broken.err")"
 fi
-say "ok:   the invariant check rejects a short grace period and a wrong readiness path"
+say "ok:   the invariant check rejects a short grace period, a wrong readiness path and a token file outside the Secret"

@@ -58,13 +58,26 @@ def main(rendered, config_rs):
         env = {e["name"]: e for e in c.get("env", [])}
         for unknown in sorted(set(env) - spec_env):
             problems.append(f"{name}: env {unknown} is not a setting of src/config.rs")
-        for required in ("REDIS_URL", "BROADCAST_TOKEN", "COLOR", "SHUTDOWN_TIMEOUT"):
+        for required in ("REDIS_URL", "BROADCAST_TOKEN_FILE", "COLOR", "SHUTDOWN_TIMEOUT"):
             if required not in env:
                 problems.append(f"{name}: env {required} is not set")
-        if "BROADCAST_TOKEN" in env and "secretKeyRef" not in env["BROADCAST_TOKEN"].get(
-            "valueFrom", {}
-        ):
-            problems.append(f"{name}: BROADCAST_TOKEN does not come from a Secret")
+        for plain in ("BROADCAST_TOKEN", "AUTH_SECRET"):
+            if plain in env:
+                problems.append(f"{name}: {plain} is an environment value; mount it as a file ({plain}_FILE)")
+        # Every *_FILE points into a mounted Secret volume.
+        secret_volumes = {
+            v["name"] for v in pod["spec"].get("volumes", []) if "secret" in v
+        }
+        secret_paths = [
+            m["mountPath"].rstrip("/") + "/"
+            for m in c.get("volumeMounts", [])
+            if m["name"] in secret_volumes
+        ]
+        for key, e in env.items():
+            if key.endswith("_FILE") and key != "SSL_CERT_FILE":
+                path = e.get("value", "")
+                if not any(path.startswith(p) for p in secret_paths):
+                    problems.append(f"{name}: {key}={path!r} is not in a mounted Secret")
         colour_ref = env.get("COLOR", {}).get("valueFrom", {}).get("fieldRef", {})
         if colour_ref.get("fieldPath") != "metadata.labels['color']":
             problems.append(f"{name}: COLOR is not read from the pod's color label")
