@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
 mod duration;
+mod redis_url;
 mod secrets;
 pub use duration::parse_duration;
 use duration::{
@@ -14,6 +15,9 @@ use duration::{
     MAX_LEASE_PERIOD_SECS, MAX_PRESENCE_GRACE_SECS, MAX_REDIS_TIMEOUT_SECS, MAX_SESSION_TTL_SECS,
     MAX_SHUTDOWN_SECS,
 };
+use redis_url::check_redis_url;
+#[cfg(test)]
+use redis_url::redact_password;
 
 /// Deployment colour of an instance (blue-green).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, utoipa::ToSchema)]
@@ -250,7 +254,7 @@ pub struct Settings {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// `url` has its password replaced by `***` (see [`redact_password`]).
+    /// `url` has its password replaced by `***` (see `redis_url::redact_password`).
     #[error("invalid REDIS_URL {url:?}: {reason}")]
     RedisUrl { url: String, reason: String },
     #[error(
@@ -346,46 +350,6 @@ impl Config {
             history_size: self.history_size,
             history_ttl: self.history_ttl,
         })
-    }
-}
-
-/// Parses `url` as fred does at start-up (its own URL forms: no parsing here) and refuses a
-/// scheme fred would take for a plain server, before anything connects. A `rediss://` URL also
-/// loads the trusted CAs here, so a bad SSL_CERT_FILE fails at start-up.
-fn check_redis_url(url: &str) -> Result<(), ConfigError> {
-    use fred::types::config::ServerConfig;
-    let error = |reason: String| ConfigError::RedisUrl {
-        url: redact_password(url),
-        reason,
-    };
-    const SUPPORTED: &str =
-        "use redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster:// or rediss-cluster://";
-    let config =
-        fred::types::config::Config::from_url(url).map_err(|e| error(e.details().into()))?;
-    // fred takes any other scheme for a plain server (`http://x` included); refuse it.
-    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    match config.server {
-        ServerConfig::Centralized { .. } if matches!(scheme, "redis" | "rediss") => Ok(()),
-        ServerConfig::Clustered { .. } | ServerConfig::Sentinel { .. } => Ok(()),
-        _ => Err(error(SUPPORTED.into())),
-    }
-}
-
-/// The URL with the password of its userinfo replaced by `***` (`redis://user:***@host`), for
-/// error messages. Whatever stands before the last `@` is taken as the userinfo, so a password
-/// holding `/`, `?` or `@` is hidden whole; a userinfo without `:` is a user name and is kept.
-fn redact_password(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
-    };
-    let (userinfo, host) = rest.split_at(at);
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}{user}:***{host}"),
-        None => url.to_string(),
     }
 }
 

@@ -73,7 +73,7 @@ pub struct Heartbeat {
 }
 
 /// Operator broadcast. `offset` and `epoch`: its place in the fleet's broadcast stream
-/// (src/history.rs); absent for a message to one session, which is not recorded.
+/// (src/history/); absent for a message to one session, which is not recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Broadcast {
     pub broadcast: Value,
@@ -85,7 +85,7 @@ pub struct Broadcast {
 }
 
 /// The frame of a fleet broadcast without its closing `}`: Redis appends the offset and
-/// epoch it assigns (src/history.rs).
+/// epoch it assigns (src/history/).
 pub fn broadcast_head(message: &Value, ts: &str) -> String {
     let mut head = serde_json::to_string(&Broadcast {
         broadcast: message.clone(),
@@ -143,7 +143,7 @@ pub enum ChannelMessage {
     /// Published by the elected heartbeat publisher once per interval.
     Heartbeat { ts: String },
     /// A broadcast without a place in the broadcast stream: what the bench ceiling sends.
-    /// wsfleet publishes broadcasts through src/history.rs (`m <offset> <frame>`).
+    /// wsfleet publishes broadcasts through src/history/ (`m <offset> <frame>`).
     Broadcast { message: Value, ts: String },
     /// Published by every instance to prove its own subscription delivers.
     Probe { instance: String },

@@ -17,9 +17,13 @@
 //! rooms its sockets are in ([`local`]), so a publication costs one script call whatever the
 //! number of members and instances.
 
+mod keys;
 mod leases;
 mod local;
 pub mod scripts;
+
+pub use keys::{channel_name, session_field};
+use keys::{room_keys, room_of_channel, stream};
 
 use std::{sync::Arc, time::Duration};
 
@@ -39,42 +43,11 @@ use crate::{
     counter::session_key,
     history::{
         as_string, as_u64, epoch_candidate, frames_oldest_first, parse_publication, unexpected,
-        History, Position, Publication, Stream,
+        History, Position, Publication,
     },
     metrics::Metrics,
-    store::{Store, StoreError, KEY_PREFIX},
+    store::{Store, StoreError},
 };
-
-/// The channel of a room (sharded pub/sub; same slot as the room's keys).
-pub fn channel_name(room: &str) -> String {
-    format!("{KEY_PREFIX}{{room:{room}}}")
-}
-
-/// The room a channel belongs to.
-fn room_of_channel(channel: &str) -> Option<&str> {
-    channel
-        .strip_prefix(KEY_PREFIX)?
-        .strip_prefix("{room:")?
-        .strip_suffix('}')
-}
-
-/// A room's keys, in the order the scripts take them.
-fn room_keys(room: &str) -> Vec<String> {
-    ["members", "sessions", "holders", "users", "meta", "history"]
-        .iter()
-        .map(|part| format!("{KEY_PREFIX}{{room:{room}}}:{part}"))
-        .collect()
-}
-
-/// The session-hash field that lists a room of the session (see `counter::CLAIM_LUA`).
-pub fn session_field(room: &str) -> String {
-    format!("r:{room}")
-}
-
-/// A room's publication stream (its `meta` and `history` keys are among [`room_keys`]).
-fn stream(room: &str) -> Stream {
-    Stream::room(format!("{KEY_PREFIX}{{room:{room}}}"), channel_name(room))
-}
 
 /// Who a socket is, for its room operations.
 #[derive(Debug, Clone)]
@@ -388,20 +361,4 @@ fn parse_joined(answer: Vec<Value>, asked: bool) -> Result<Joined, StoreError> {
         users: sorted_strings(users)?,
         missed,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channels_and_keys_of_a_room_share_its_hash_tag() {
-        let channel = channel_name("lobby.1");
-        assert_eq!(channel, "wsfleet:{room:lobby.1}");
-        assert_eq!(room_of_channel(&channel), Some("lobby.1"));
-        assert_eq!(room_of_channel("wsfleet:fanout"), None);
-        for key in room_keys("lobby.1") {
-            assert!(key.starts_with("wsfleet:{room:lobby.1}:"), "{key}");
-        }
-    }
 }

@@ -11,7 +11,7 @@
 //! 5. `meta`: hash, `offset` (the latest publication) and `epoch`;
 //! 6. `history`: list of the latest publications' frames, newest first.
 //!
-//! 5 and 6 are the room's publication stream, which src/history.rs publishes to; its Lua
+//! 5 and 6 are the room's publication stream, which src/history/ publishes to; its Lua
 //! functions (`epoch_of`, `position`) are the ones the scripts here use on them.
 //!
 //! Channel payloads (read by `super::Rooms::deliver`): `m <offset> <epoch> <frame>` for a
@@ -21,7 +21,7 @@
 use crate::history::STREAM_LUA;
 
 /// Functions every script starts with (after the stream functions, `epoch_of` and `position`,
-/// of src/history.rs).
+/// of src/history/).
 const PRELUDE: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')

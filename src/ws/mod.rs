@@ -5,6 +5,7 @@
 mod broadcasts;
 mod close;
 mod connection;
+mod parts;
 mod rate_limit;
 mod rooms;
 pub mod session;
