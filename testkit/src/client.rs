@@ -63,6 +63,26 @@ impl<W: DeserializeOwned> Client<W> {
         }
     }
 
+    /// Sends `text` and returns its reply, resending it (as a client must) while the reply is
+    /// `unavailable`, for up to `patience`: for tests where Redis may be briefly unable to
+    /// count (a `WAIT` that times out on a loaded machine, a failover), and what matters is
+    /// which count comes, not when.
+    pub async fn count_through_unavailable(&mut self, text: &str, patience: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            self.send(text).await;
+            let reply = self.next_reply().await;
+            if reply != serde_json::json!({"error": "unavailable", "retry": true}) {
+                return reply;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still unavailable after {patience:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Reads until the server closes; returns the close code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
         let deadline = tokio::time::Instant::now() + FRAME_PATIENCE;
