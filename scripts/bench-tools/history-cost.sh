@@ -9,17 +9,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 rounds=${1:-3}
-for tool in redis-server redis-cli python3 curl; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found: install it (apt-get install redis-server python3 curl)" >&2; exit 1; }
-done
+# shellcheck source=scripts/bench-tools/lib-tools.sh
+. scripts/bench-tools/lib-tools.sh
+need_tools redis-server redis-cli python3 curl
 cargo build --release --quiet --bin wsfleet
 cargo build --release --quiet -p wsfleet-loadtest --example history_cost
-dir=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 redis_port=$(free_port) with_port=$(free_port) without_port=$(free_port)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; kill "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --daemonize yes \
     --pidfile "$dir/redis.pid" >/dev/null
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done

@@ -12,10 +12,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 old_rev=${1:-36ddc0a} batch=${2:-16} calls=${3:-20000}
-for tool in redis-server redis-cli python3 git; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found: install it (apt-get install redis-server python3 git)" >&2; exit 1; }
-done
-dir=$(mktemp -d)
+# shellcheck source=scripts/bench-tools/lib-tools.sh
+. scripts/bench-tools/lib-tools.sh
+need_tools redis-server redis-cli python3 git
 lua_of() { # CONST FILE...: the raw-string Lua constant, as the server sends it
     awk -v name="$1" 'index($0, "const " name ": &str = r\"") { on = 1; sub(/.*= r"/, ""); if ($0 == "") next }
         on && /^[^"]*";$/ { sub(/";$/, ""); if ($0 != "") print; exit } on { print }' "${@:2}"
@@ -23,9 +22,8 @@ lua_of() { # CONST FILE...: the raw-string Lua constant, as the server sends it
 git show "$old_rev:src/counter.rs" >"$dir/old.rs"
 lua_of INCREMENT_BATCH_LUA "$dir/old.rs" >"$dir/old.lua"
 lua_of INCREMENT_BATCH_LUA src/counter/scripts.rs >"$dir/new.lua"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --daemonize yes --pidfile "$dir/redis.pid" >/dev/null
-trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null; rm -rf "$dir"' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 run() { # KIND
     redis-cli -p "$port" flushall >/dev/null

@@ -11,12 +11,9 @@
 # Exit 1 when anything was lost or repeated.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-for tool in redis-server node npm; do
-    command -v "$tool" >/dev/null || {
-        echo "error: $tool not found: install it (apt-get install redis-server nodejs npm)" >&2
-        exit 1
-    }
-done
+# shellcheck source=scripts/bench-tools/lib-tools.sh
+. scripts/bench-tools/lib-tools.sh
+need_tools redis-server node npm
 if [ -z "${WSFLEET_BIN:-}" ]; then
     cargo build --release --quiet --bin wsfleet
     WSFLEET_BIN="$PWD/target/release/wsfleet"
@@ -25,4 +22,4 @@ export WSFLEET_BIN
 cd clients/js
 [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error
 echo "source $(git rev-parse --short HEAD), $(nproc) cores, binary $WSFLEET_BIN" >&2
-exec node bench/disruption.mjs
+node bench/disruption.mjs # not exec: the exit trap removes the scratch directory

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2154,SC2034 # $dir is the caller's; CLUSTER_URL and CLUSTER_PORTS are for it
-# Shared by cluster-ab.sh and cluster-failover.sh: a local Redis Cluster on free loopback ports.
-# Source it after setting $dir (a scratch directory, removed by the caller); every server's pid
-# goes to $dir/<name>.pid, so the caller stops them by pid.
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Shared by cluster-ab.sh, cluster-failover.sh and cluster-rooms.sh: a local Redis Cluster on
+# free loopback ports. Source it after lib-tools.sh (its $dir and free_port); every server's pid
+# goes to $dir/<name>.pid, which lib-tools.sh stops at exit.
 
 # cluster_server NAME PORT: one cluster-enabled redis-server (bus port of its own, node timeout
 # NODE_TIMEOUT_MS, nothing saved) in the background.

@@ -16,19 +16,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 wait_replicas=${1:-1} connections=${2:-1000} messages=${3:-300}
 : "${DOWN_AFTER_MS:=1000}"
-for tool in redis-server redis-cli python3 jq curl; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found: install it (apt-get install redis-server python3 jq curl)" >&2; exit 1; }
-done
-for bin in wsfleet wsfleet-loadtest; do
-    [ -x "target/release/$bin" ] || { echo "error: target/release/$bin missing: cargo build --release -p wsfleet -p wsfleet-loadtest" >&2; exit 1; }
-done
-dir=$(mktemp -d)
-cleanup() {
-    for f in "$dir"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-tools/lib-tools.sh
+. scripts/bench-tools/lib-tools.sh
+need_tools redis-server redis-cli python3 jq curl
+need_release wsfleet wsfleet-loadtest
 redis() { # NAME PORT ARGS...: a redis-server in the background, its pid in $dir/NAME.pid
     local name=$1 port=$2
     shift 2

@@ -12,17 +12,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 connections=${1:-1000} messages=${2:-200} pairs=${3:-3}
-for tool in redis-server redis-cli python3 jq; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found: install it (apt-get install redis-server python3 jq)" >&2; exit 1; }
-done
-for bin in wsfleet wsfleet-loadtest; do
-    [ -x "target/release/$bin" ] || { echo "error: target/release/$bin missing: cargo build --release -p wsfleet -p wsfleet-loadtest" >&2; exit 1; }
-done
-dir=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$dir"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-tools/lib-tools.sh
+. scripts/bench-tools/lib-tools.sh
+need_tools redis-server redis-cli python3 jq
+need_release wsfleet wsfleet-loadtest
 primary=$(free_port) replica=$(free_port)
 redis-server --bind 127.0.0.1 --port "$primary" --save "" --appendonly no --dir "$dir" --dbfilename p.rdb >/dev/null &
 pids+=($!)
