@@ -20,10 +20,7 @@ need_release wsfleet wsfleet-loadtest
 # shellcheck source=scripts/bench-tools/lib-cluster.sh
 . scripts/bench-tools/lib-cluster.sh
 
-single=$(free_port)
-redis-server --bind 127.0.0.1 --port "$single" --save "" --appendonly no --dir "$dir" >"$dir/single.log" 2>&1 &
-echo $! >"$dir/single.pid"
-until redis-cli -p "$single" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+start_single
 start_cluster 3 0
 
 calls() { # PORTS...: EVALSHA calls since the last resetstat, summed

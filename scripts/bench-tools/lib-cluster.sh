@@ -18,6 +18,14 @@ cluster_server() {
     echo "$port" >"$dir/$name.port"
 }
 
+# start_single: one plain redis-server to compare the cluster with; its port in $single.
+start_single() {
+    single=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$single" --save "" --appendonly no --dir "$dir" >"$dir/single.log" 2>&1 &
+    echo $! >"$dir/single.pid"
+    until redis-cli -p "$single" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+}
+
 # start_cluster PRIMARIES REPLICAS_PER_PRIMARY: servers node1…nodeN, the cluster created, and
 # waits until every server says cluster_state:ok. Sets CLUSTER_URL (fred's form) and
 # CLUSTER_PORTS (space-separated).

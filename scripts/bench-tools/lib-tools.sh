@@ -34,12 +34,32 @@ need_release() {
 dir=$(mktemp -d)
 pids=()
 stop_everything() {
-    local f pid
+    local f pid stopped=("${pids[@]}") i
+    for f in "$dir"/*.pid; do [ -s "$f" ] && stopped+=("$(cat "$f")"); done
     # `|| true`: a process already gone must not stop the loop (errexit) before the others.
-    for f in "$dir"/*.pid; do [ -s "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${stopped[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Then wait (up to 5 s) until they are gone: a Redis still writing its files on the way out
+    # would leave the directory behind.
+    for ((i = 0; i < 50; i++)); do
+        for pid in "${stopped[@]}"; do kill -0 "$pid" 2>/dev/null && break; done || break
+        sleep 0.1
+    done
     rm -rf "$dir"
 }
 trap stop_everything EXIT
+
+# closed_loop_through_fault SHELL PORT CONNECTIONS MESSAGES TITLE: a closed loop to the
+# instance on PORT while SHELL runs $dir/fault.sh (the fault, which writes its timings to
+# $dir/fault.out); then TITLE, those timings, and the load tester's disruption section.
+closed_loop_through_fault() {
+    target/release/wsfleet-loadtest closed-loop --url "ws://127.0.0.1:$2/ws/chat/" \
+        -n "$3" -m "$4" --no-progress --json "$dir/r.json" \
+        --during "$1 $dir/fault.sh" --during-after 3s >"$dir/loadtest.out" 2>&1 || true
+    echo "$5"
+    cat "$dir/fault.out" 2>/dev/null || echo "the fault script did not finish"
+    jq -c '{sockets_ok: .connections.ok, open_at_end: .connections.open_at_end, replies: .messages.received,
+            unavailable: .messages.unavailable, errors, count_violations,
+            disruption: (.disruption | {exit_code, command_seconds, reconnects, longest_gap_ms, counts_lost, counts_repeated})}' "$dir/r.json"
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

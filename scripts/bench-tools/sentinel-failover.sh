@@ -67,11 +67,4 @@ until curl -fs "http://127.0.0.1:$app/readyz" >/dev/null 2>&1; do sleep 0.05; do
 ready=\$(( (\$(date +%s%N) - start) / 1000000 ))
 echo "promoted after \${promoted} ms; /readyz 200 again after \${ready} ms (last 503 seen at \${unready} ms)" >$dir/fault.out
 FAULT
-target/release/wsfleet-loadtest closed-loop --url "ws://127.0.0.1:$app/ws/chat/" \
-    -n "$connections" -m "$messages" --no-progress --json "$dir/r.json" \
-    --during "sh $dir/fault.sh" --during-after 3s >"$dir/loadtest.out" 2>&1 || true
-echo "REDIS_WAIT_REPLICAS=$wait_replicas, $connections sockets x $messages, down-after ${DOWN_AFTER_MS} ms"
-cat "$dir/fault.out" 2>/dev/null || echo "the fault script did not finish"
-jq -c '{sockets_ok: .connections.ok, open_at_end: .connections.open_at_end, replies: .messages.received,
-        unavailable: .messages.unavailable, errors, count_violations,
-        disruption: (.disruption | {exit_code, command_seconds, reconnects, longest_gap_ms, counts_lost, counts_repeated})}' "$dir/r.json"
+closed_loop_through_fault sh "$app" "$connections" "$messages" "REDIS_WAIT_REPLICAS=$wait_replicas, $connections sockets x $messages, down-after ${DOWN_AFTER_MS} ms"
